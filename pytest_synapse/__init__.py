@@ -1,0 +1,1 @@
+"""The Synapse pytest plugin: chaos fixtures, breaker assertions, reports and CI gates."""

@@ -1,0 +1,742 @@
+"""The circuit breaker state machine."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+import threading
+from collections.abc import Awaitable, Callable
+from itertools import count
+from typing import Any, ParamSpec, TypeVar, overload
+
+from synapse_core.breaker.config import CircuitBreakerConfig, ExceptionMatcher
+from synapse_core.breaker.events import (
+    CircuitClosed,
+    CircuitEvent,
+    CircuitHalfOpened,
+    CircuitOpened,
+    EventStream,
+    ExternalTriggerActivated,
+    Listener,
+    RequestRejected,
+    Unsubscribe,
+    dispatch,
+)
+from synapse_core.breaker.metrics import TransportMetrics
+from synapse_core.breaker.permit import CallPermit, current_permit
+from synapse_core.breaker.registry import announce
+from synapse_core.breaker.state import CircuitState, RequestOutcome
+from synapse_core.breaker.stats import CircuitStats
+from synapse_core.breaker.triggers import CircuitTrigger
+from synapse_core.breaker.window import SlidingWindow, count_value
+from synapse_core.clock import Clock, check_clock, monotonic_clock
+from synapse_core.errors import CircuitOpenError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("synapse_core.breaker")
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+_SUCCESS = RequestOutcome.SUCCESS
+_FAILURE = RequestOutcome.FAILURE
+_TIMEOUT = RequestOutcome.TIMEOUT
+
+
+class CircuitBreaker:
+    """A thread-safe, asyncio-safe circuit breaker.
+
+    One breaker guards one dependency and is shared by every thread and task that calls it.
+    Guard calls with any of::
+
+        breaker.call(fn, *args, **kwargs)
+        await breaker.call_async(fn, *args, **kwargs)
+        @breaker                      # sync or async function
+        with breaker: ...             # or: async with breaker: ...
+        permit = breaker.acquire(); ...; permit.success()   # two-step, for transports
+
+    While open, each call raises a new :class:`~synapse_core.CircuitOpenError` without running.
+    The call whose failure trips the breaker raises its own exception. No lock is held while the
+    guarded code runs. ``clock`` is any zero-argument callable returning monotonic seconds
+    (``time.monotonic`` by default; pass a :class:`~synapse_core.VirtualClock` in tests).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_bucket_width",
+        "_clock",
+        "_consecutive_opens",
+        "_epoch",
+        "_failure_exceptions",
+        "_failures",
+        "_forced",
+        "_half_open_admitted",
+        "_half_open_failures",
+        "_half_open_since",
+        "_half_open_success_total",
+        "_half_open_successes",
+        "_ignore_exceptions",
+        "_ignored",
+        "_last_failure",
+        "_last_failure_time",
+        "_last_state_change",
+        "_listeners",
+        "_lock",
+        "_open_until",
+        "_pending",
+        "_plain",
+        "_rejections",
+        "_result_check",
+        "_slow_after",
+        "_state",
+        "_timeouts",
+        "_triggers",
+        "_tripped_by",
+        "_window",
+        "config",
+        "name",
+    )
+
+    def __init__(
+        self, name: str, config: CircuitBreakerConfig | None = None, *, clock: Clock | None = None
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str, got {name!r}")
+        if config is None:
+            config = CircuitBreakerConfig()
+        elif not isinstance(config, CircuitBreakerConfig):
+            raise TypeError(
+                f"config must be a CircuitBreakerConfig, got {type(config).__name__}; "
+                "build one with CircuitBreakerConfig(failure_threshold=..., ...)"
+            )
+        self.name = name
+        self.config = config
+        self._clock: Clock = monotonic_clock if clock is None else check_clock(clock)
+        self._lock = threading.Lock()
+        self._listeners: tuple[Listener, ...] = ()
+        self._pending: list[CircuitEvent] = []
+        self._triggers: tuple[CircuitTrigger, ...] = ()
+        self._failure_exceptions: tuple[ExceptionMatcher, ...] = config.failure_exceptions
+        self._ignore_exceptions: tuple[ExceptionMatcher, ...] = config.ignore_exceptions
+        self._result_check = config.is_failure_result
+        self._slow_after = config.slow_call_duration
+        self._window = SlidingWindow(config.failure_window)
+        self._bucket_width = self._window.width
+        # Neither slow-call timing nor result inspection: successes take the lock-free path.
+        self._plain = self._slow_after is None and self._result_check is None
+        self._reset_counters(self._clock())
+        announce(self)
+
+    def _reset_counters(self, now: float) -> None:
+        self._state = _CLOSED
+        self._epoch = 0
+        self._forced = False
+        self._tripped_by: tuple[CircuitTrigger, ...] = ()
+        self._open_until = 0.0
+        self._consecutive_opens = 0
+        self._half_open_admitted = self._half_open_successes = self._half_open_failures = 0
+        self._half_open_since = 0.0
+        # Successes and rejections are counted lock-free (itertools.count advances atomically).
+        self._half_open_success_total = 0
+        self._rejections: count[int] = count()
+        self._failures = self._timeouts = self._ignored = 0
+        self._last_failure: BaseException | None = None
+        self._last_failure_time: float | None = None
+        self._last_state_change = now
+        self._window.clear(forget=True)
+
+    # ----------------------------------------------------------------- reads (no side effects)
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state. A pure read: open -> half-open happens on the next admission."""
+        return self._state
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a call would be admitted (0.0 when it would be now). A pure read."""
+        with self._lock:
+            return self._retry_after(self._clock())
+
+    def _retry_after(self, now: float) -> float:
+        state = self._state
+        if state is _CLOSED:
+            return 0.0
+        if state is _OPEN:
+            return math.inf if self._forced else max(0.0, self._open_until - now)
+        if self._half_open_admitted < self.config.half_open_max_calls:
+            return 0.0
+        wait = self.config.max_half_open_wait
+        if wait is not None:
+            return max(0.0, self._half_open_since + wait - now)
+        return self.config.recovery_timeout
+
+    def stats(self) -> CircuitStats:
+        """A consistent snapshot of the counters. A pure read."""
+        with self._lock:
+            now = self._clock()
+            total, failures, slow = self._window.counts_at(now)
+            return CircuitStats(
+                name=self.name,
+                state=self._state,
+                failure_count=self._failures,
+                success_count=self._window.lifetime_successes + self._half_open_success_total,
+                total_requests=(
+                    self._window.lifetime_successes + self._half_open_success_total + self._failures
+                ),
+                last_failure_time=self._last_failure_time,
+                last_state_change=self._last_state_change,
+                time_in_current_state=max(0.0, now - self._last_state_change),
+                rejection_count=count_value(self._rejections),
+                timeout_count=self._timeouts,
+                ignored_count=self._ignored,
+                window_requests=total,
+                window_failures=failures,
+                window_failure_rate=failures / total if total else 0.0,
+                window_slow_calls=slow,
+                half_open_calls_in_flight=(
+                    self._half_open_admitted - self._half_open_successes - self._half_open_failures
+                    if self._state is _HALF_OPEN
+                    else 0
+                ),
+                consecutive_opens=self._consecutive_opens,
+                retry_after=self._retry_after(now),
+                forced=self._forced,
+            )
+
+    @property
+    def last_failure(self) -> BaseException | None:
+        """The last exception recorded as a failure, or ``None``."""
+        return self._last_failure
+
+    def would_admit(self) -> bool:
+        """Whether a call made now would be admitted. A pure read: nothing is counted."""
+        with self._lock:
+            state = self._state
+            if state is _CLOSED:
+                return True
+            now = self._clock()
+            if state is _OPEN:
+                return not self._forced and now >= self._open_until
+            wait = self.config.max_half_open_wait
+            if wait is not None and now - self._half_open_since >= wait:
+                return False
+            return self._half_open_admitted < self.config.half_open_max_calls
+
+    # ------------------------------------------------------------------------ call forms
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` through the breaker and return its result."""
+        epoch = self._epoch
+        if self._state is not _CLOSED:
+            epoch = self._admit()
+        if not self._plain:
+            return self._call_measured(epoch, fn, *args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._record_exception(epoch, exc, None)
+            raise
+        # Inlined lock-free success (see _record_success): this is the hottest path.
+        index, counter = self._window.current
+        if epoch == self._epoch and index == self._clock() // self._bucket_width:
+            next(counter)
+        else:
+            self._record_success(epoch, None)
+        return result
+
+    def _call_measured(
+        self, epoch: int, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        start = self._clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._record_exception(epoch, exc, self._clock() - start)
+            raise
+        self._record_result(epoch, result, self._clock() - start)
+        return result
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Await ``fn(*args, **kwargs)`` through the breaker and return its result."""
+        epoch = self._epoch
+        if self._state is not _CLOSED:
+            epoch = self._admit()
+        start = self._clock() if self._slow_after is not None else None
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._record_exception(epoch, exc, None if start is None else self._clock() - start)
+            raise
+        if self._plain:
+            index, counter = self._window.current
+            if epoch == self._epoch and index == self._clock() // self._bucket_width:
+                next(counter)
+                return result
+        self._record_result(epoch, result, None if start is None else self._clock() - start)
+        return result
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate a sync or async function so every call goes through the breaker.
+
+        The wrapper keeps ``__wrapped__``, the signature, and the sync/async nature of *fn*.
+        """
+        if not callable(fn):
+            raise TypeError(f"@{type(self).__name__} decorates a function, got {fn!r}")
+        call = self.call
+        if inspect.iscoroutinefunction(fn):
+            call_async = self.call_async
+
+            @functools.wraps(fn)
+            async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await call_async(fn, *args, **kwargs)
+
+            return guarded_async
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return call(fn, *args, **kwargs)
+
+        return guarded
+
+    def acquire(self) -> CallPermit:
+        """Ask to make one call; returns a :class:`CallPermit` or raises ``CircuitOpenError``."""
+        epoch = self._epoch
+        if self._state is not _CLOSED:
+            epoch = self._admit()
+        return CallPermit(self, epoch, self._clock())
+
+    def try_acquire(self) -> CallPermit | None:
+        """Like :meth:`acquire`, but returns ``None`` instead of raising when rejected."""
+        try:
+            return self.acquire()
+        except CircuitOpenError:
+            return None
+
+    def __enter__(self) -> CallPermit:
+        permit = self.acquire()
+        permit._token = current_permit.set(permit)
+        return permit
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        permit = current_permit.get()
+        if permit is None or permit._breaker is not self:
+            raise RuntimeError(f"__exit__ of breaker {self.name!r} without a matching __enter__")
+        if permit._token is not None:
+            current_permit.reset(permit._token)
+            permit._token = None
+        if permit._done:
+            return  # reported by hand inside the block
+        permit._done = True
+        duration = self._clock() - permit.started_at
+        if exc is None:
+            self._record_success(permit.epoch, duration)
+        else:
+            self._record_exception(permit.epoch, exc, duration)
+
+    async def __aenter__(self) -> CallPermit:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # ------------------------------------------------------------------------ admission
+
+    def _admit(self) -> int:
+        """Admission for a breaker that was not closed at the fast-path check."""
+        now = self._clock()
+        if self._state is _OPEN and now < self._open_until:
+            # Plain rejection: no lock, so a rejected caller costs as little as possible.
+            next(self._rejections)
+            retry_after = math.inf if self._forced else self._open_until - now
+            if self._listeners:
+                dispatch(self._listeners, RequestRejected(self.name, now, _OPEN, retry_after))
+            raise CircuitOpenError(self.name, _OPEN, retry_after, self._last_failure)
+        return self._admit_locked()
+
+    def _admit_locked(self) -> int:
+        admitted: int | None = None
+        error: CircuitOpenError | None = None
+        with self._lock:
+            state = self._state
+            if state is _CLOSED:
+                return self._epoch
+            now = self._clock()
+            config = self.config
+            if state is _OPEN:
+                if not self._forced and now >= self._open_until and self._triggers_recovered():
+                    self._to_half_open(now)
+                    self._half_open_admitted = 1
+                    admitted = self._epoch
+            else:
+                wait = config.max_half_open_wait
+                if wait is not None and now - self._half_open_since >= wait:
+                    self._to_open(
+                        now,
+                        f"half-open probes gave no verdict within max_half_open_wait={wait:g}s",
+                        self._half_open_failures,
+                    )
+                elif self._half_open_admitted < config.half_open_max_calls:
+                    self._half_open_admitted += 1
+                    admitted = self._epoch
+            if admitted is None:
+                next(self._rejections)
+                state = self._state
+                retry_after = self._retry_after(now)
+                if self._listeners:
+                    self._pending.append(RequestRejected(self.name, now, state, retry_after))
+                error = CircuitOpenError(self.name, state, retry_after, self._last_failure)
+            pending = self._take_pending() if self._pending else None
+        if pending:
+            self._emit(pending)
+        if error is not None:
+            raise error
+        return admitted  # type: ignore[return-value]
+
+    def _triggers_recovered(self) -> bool:
+        for trigger in self._tripped_by:
+            try:
+                if not trigger.should_recover(_HALF_OPEN):
+                    return False
+            except Exception:
+                logger.exception("trigger %r failed in should_recover", trigger)
+                return False
+        return True
+
+    # ------------------------------------------------------------------------ outcomes
+
+    def _record_result(self, epoch: int, result: object, duration: float | None) -> None:
+        if self._result_check is not None and self._result_check(result):
+            self._record_failure(epoch, None, _FAILURE, duration)
+        else:
+            self._record_success(epoch, duration)
+
+    def _record_exception(self, epoch: int, exc: BaseException, duration: float | None) -> None:
+        outcome = self._classify(exc)
+        if outcome is None:
+            self._release(epoch, ignored=isinstance(exc, Exception))
+        elif outcome is _SUCCESS:
+            self._record_success(epoch, duration)
+        else:
+            self._record_failure(epoch, exc, outcome, duration)
+
+    def _classify(self, exc: BaseException) -> RequestOutcome | None:
+        """None for 'no verdict' (ignored, cancelled, interrupted)."""
+        if not isinstance(exc, Exception):
+            return None  # CancelledError, KeyboardInterrupt, SystemExit: not the dependency's fault
+        if self._ignore_exceptions and _matches(self._ignore_exceptions, exc):
+            return None
+        if _matches(self._failure_exceptions, exc):
+            return _TIMEOUT if isinstance(exc, TimeoutError) else _FAILURE
+        return _SUCCESS
+
+    def _record_success(self, epoch: int, duration: float | None) -> None:
+        if duration is None and self._state is _CLOSED:
+            # Lock-free fast path. Read the bucket before checking the epoch: a transition
+            # bumps the epoch before it replaces the window, so a success that passes the check
+            # either lands in this epoch's window or in a discarded one, never in a later one.
+            index, counter = self._window.current
+            if epoch == self._epoch and index == self._clock() // self._bucket_width:
+                next(counter)
+                return
+        slow = (
+            duration is not None and self._slow_after is not None and (duration >= self._slow_after)
+        )
+        now = self._clock()
+        with self._lock:
+            if epoch != self._epoch:
+                return  # admitted in an earlier state: says nothing about this one
+            if self._state is _CLOSED:
+                self._window.add(now, False, slow)
+                if slow:
+                    self._check_trip(now)
+            elif self._state is _HALF_OPEN:
+                self._half_open_success_total += 1
+                if slow:
+                    self._probe_failed(now, "slow probe call")
+                else:
+                    self._probe_succeeded(now)
+            pending = self._take_pending() if self._pending else None
+        if pending:
+            self._emit(pending)
+
+    def _record_failure(
+        self, epoch: int, exc: BaseException | None, outcome: RequestOutcome, duration: float | None
+    ) -> None:
+        slow = (
+            duration is not None and self._slow_after is not None and (duration >= self._slow_after)
+        )
+        now = self._clock()
+        with self._lock:
+            if epoch != self._epoch:
+                return
+            self._failures += 1
+            if outcome is _TIMEOUT:
+                self._timeouts += 1
+            self._last_failure = exc
+            self._last_failure_time = now
+            if self._state is _CLOSED:
+                self._window.add(now, True, slow)
+                self._check_trip(now)
+            elif self._state is _HALF_OPEN:
+                self._probe_failed(now, f"probe call failed ({outcome.value})")
+            pending = self._take_pending() if self._pending else None
+        if pending:
+            self._emit(pending)
+
+    def _release(self, epoch: int, ignored: bool = False) -> None:
+        with self._lock:
+            if ignored:
+                self._ignored += 1
+            if epoch == self._epoch and self._state is _HALF_OPEN:
+                self._half_open_admitted -= 1
+
+    def _check_trip(self, now: float) -> None:
+        window = self._window
+        config = self.config
+        total = window.total
+        if total < config.minimum_requests:
+            return
+        failures = window.failures
+        if failures >= config.failure_threshold:
+            reason = (
+                f"{failures} failures in {total} calls within "
+                f"{config.failure_window:g}s (threshold {config.failure_threshold})"
+            )
+        elif (
+            config.failure_rate_threshold is not None
+            and failures >= config.failure_rate_threshold * total
+        ):
+            reason = (
+                f"failure rate {failures}/{total} >= "
+                f"{config.failure_rate_threshold:.0%} within {config.failure_window:g}s"
+            )
+        elif (
+            config.slow_call_rate_threshold is not None
+            and window.slow >= config.slow_call_rate_threshold * total
+        ):
+            reason = (
+                f"slow-call rate {window.slow}/{total} >= "
+                f"{config.slow_call_rate_threshold:.0%} (calls >= "
+                f"{config.slow_call_duration:g}s) within {config.failure_window:g}s"
+            )
+        else:
+            return
+        self._to_open(now, reason, failures)
+
+    def _probe_succeeded(self, now: float) -> None:
+        self._half_open_successes += 1
+        if self._half_open_successes >= self.config.half_open_success_target:
+            self._to_closed(now, f"{self._half_open_successes} probe calls succeeded")
+
+    def _probe_failed(self, now: float, why: str) -> None:
+        self._half_open_failures += 1
+        config = self.config
+        allowed = config.half_open_max_calls - config.half_open_success_target
+        if self._half_open_failures > allowed:
+            self._to_open(now, f"half-open: {why}", self._half_open_failures)
+
+    # ------------------------------------------------------------------------ transitions
+    # Called with the lock held. Each one starts a new epoch so late outcomes are ignored.
+
+    def _to_open(
+        self, now: float, reason: str, failure_count: int, *, forced: bool = False
+    ) -> None:
+        previous = self._state
+        if previous is _HALF_OPEN:
+            self._consecutive_opens += 1
+        elif previous is _CLOSED:
+            self._consecutive_opens = 0
+        self._forced = forced
+        self._open_until = (
+            math.inf if forced else now + self.config.open_duration(self._consecutive_opens)
+        )
+        self._state = _OPEN
+        self._epoch += 1
+        self._last_state_change = now
+        self._window.clear()
+        if self._listeners:
+            self._pending.append(
+                CircuitOpened(self.name, now, reason, failure_count, previous, self._open_until)
+            )
+
+    def _to_half_open(self, now: float) -> None:
+        self._state = _HALF_OPEN
+        self._epoch += 1
+        self._last_state_change = now
+        self._half_open_since = now
+        self._half_open_admitted = self._half_open_successes = self._half_open_failures = 0
+        if self._listeners:
+            self._pending.append(CircuitHalfOpened(self.name, now))
+
+    def _to_closed(self, now: float, reason: str) -> None:
+        previous = self._state
+        self._state = _CLOSED
+        self._epoch += 1
+        self._last_state_change = now
+        self._forced = False
+        self._tripped_by = ()
+        self._consecutive_opens = 0
+        self._window.clear()  # rule: a call right after recovery never re-trips on old failures
+        if self._listeners:
+            self._pending.append(CircuitClosed(self.name, now, previous, reason))
+
+    def _take_pending(self) -> list[CircuitEvent]:
+        pending = self._pending
+        if pending:
+            self._pending = []
+        return pending
+
+    def _emit(self, events: list[CircuitEvent]) -> None:
+        listeners = self._listeners
+        for event in events:
+            dispatch(listeners, event)
+
+    # ------------------------------------------------------------------------ control
+
+    def force_open(self, reason: str = "forced open") -> None:
+        """Open now and stay open (no probes) until :meth:`force_close` or :meth:`reset`."""
+        with self._lock:
+            now = self._clock()
+            if self._state is _OPEN:
+                self._forced = True
+                self._open_until = math.inf
+            else:
+                self._to_open(now, reason, self._window.failures, forced=True)
+            pending = self._take_pending()
+        self._emit(pending)
+
+    def force_close(self) -> None:
+        """Close now, forgetting the window; the breaker then trips again on new failures."""
+        with self._lock:
+            now = self._clock()
+            if self._state is _CLOSED:
+                self._window.clear()
+            else:
+                self._to_closed(now, "forced closed")
+            pending = self._take_pending()
+        self._emit(pending)
+
+    def reset(self) -> None:
+        """Back to a new breaker's state: closed, every counter and the window cleared."""
+        with self._lock:
+            now = self._clock()
+            previous = self._state
+            epoch = self._epoch
+            self._reset_counters(now)
+            self._epoch = epoch + 1
+            if previous is not _CLOSED and self._listeners:
+                self._pending.append(CircuitClosed(self.name, now, previous, "reset"))
+            pending = self._take_pending()
+        self._emit(pending)
+
+    # ------------------------------------------------------------------------ triggers
+
+    def add_trigger(self, trigger: CircuitTrigger) -> None:
+        """Add an external trigger; takes effect at the next ``check_external_triggers``."""
+        if not isinstance(trigger, CircuitTrigger):
+            raise TypeError(
+                "a trigger needs should_trip(metrics, state), should_recover(state) and "
+                f"description; got {trigger!r}"
+            )
+        with self._lock:
+            self._triggers = (*self._triggers, trigger)
+
+    def remove_trigger(self, trigger: CircuitTrigger) -> None:
+        """Remove a trigger added with :meth:`add_trigger` (no error if absent)."""
+        with self._lock:
+            self._triggers = tuple(t for t in self._triggers if t is not trigger)
+
+    @property
+    def triggers(self) -> tuple[CircuitTrigger, ...]:
+        """The external triggers, in the order they were added."""
+        return self._triggers
+
+    def check_external_triggers(self, metrics: TransportMetrics) -> bool:
+        """Ask every trigger about *metrics*; open the breaker if one says so.
+
+        Returns whether this call opened the breaker. Every trigger sees every sample (so
+        moving averages stay current) even when the breaker is already open.
+        """
+        state = self._state
+        fired: list[CircuitTrigger] = []
+        for trigger in self._triggers:
+            try:
+                if trigger.should_trip(metrics, state):
+                    fired.append(trigger)
+            except Exception:
+                logger.exception("trigger %r failed in should_trip", trigger)
+        if not fired:
+            return False
+        with self._lock:
+            if self._state is _OPEN:
+                return False
+            now = self._clock()
+            if self._listeners:
+                for trigger in fired:
+                    self._pending.append(
+                        ExternalTriggerActivated(self.name, now, trigger.description)
+                    )
+            names = ", ".join(t.description for t in fired)
+            self._to_open(now, f"external trigger: {names}", self._window.failures)
+            self._tripped_by = tuple(fired)
+            pending = self._take_pending()
+        self._emit(pending)
+        return True
+
+    # ------------------------------------------------------------------------ events
+
+    def subscribe(self, listener: Listener) -> Unsubscribe:
+        """Call ``listener(event)`` for every event; returns a handle that unsubscribes.
+
+        Listeners run synchronously in the thread that caused the event, after the breaker's
+        lock is released (so a listener may use the breaker). A listener that raises is logged.
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+
+        def remove() -> None:
+            with self._lock:
+                items = list(self._listeners)
+                if listener in items:
+                    items.remove(listener)
+                self._listeners = tuple(items)
+
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+        return Unsubscribe(remove)
+
+    def events(self, maxsize: int = 1024) -> EventStream:
+        """An async iterator over events from now on, with a bounded buffer (see EventStream).
+
+        Must be called with an event loop running.
+        """
+        return EventStream(maxsize, self.subscribe)
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} state={self._state.value}>"
+
+
+def _matches(matchers: tuple[ExceptionMatcher, ...], exc: BaseException) -> bool:
+    for matcher in matchers:
+        if isinstance(matcher, type):
+            if isinstance(exc, matcher):
+                return True
+        else:
+            try:
+                if matcher(exc):
+                    return True
+            except Exception:
+                logger.exception("exception predicate %r failed on %r", matcher, exc)
+    return False

@@ -1,0 +1,187 @@
+"""Breaker events, synchronous listeners and bounded async event streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from synapse_core.breaker.state import CircuitState
+
+logger = logging.getLogger("synapse_core.breaker")
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitEvent:
+    """Something that happened to a breaker. ``timestamp`` is on the breaker's clock."""
+
+    kind: ClassVar[str] = "event"
+    breaker_name: str
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitOpened(CircuitEvent):
+    """The breaker opened: calls are rejected until ``retry_at`` (on the breaker's clock)."""
+
+    kind: ClassVar[str] = "opened"
+    reason: str
+    failure_count: int
+    previous_state: CircuitState
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitHalfOpened(CircuitEvent):
+    """The recovery timeout passed and the breaker admits probe calls."""
+
+    kind: ClassVar[str] = "half_opened"
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitClosed(CircuitEvent):
+    """The breaker closed: probes succeeded, or it was forced closed or reset."""
+
+    kind: ClassVar[str] = "closed"
+    previous_state: CircuitState
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRejected(CircuitEvent):
+    """A call was rejected without running."""
+
+    kind: ClassVar[str] = "request_rejected"
+    state: CircuitState
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalTriggerActivated(CircuitEvent):
+    """An external trigger (latency, reliability, packet loss...) asked the breaker to trip."""
+
+    kind: ClassVar[str] = "external_trigger_activated"
+    trigger_name: str
+
+
+Listener = Callable[[CircuitEvent], object]
+
+
+class Unsubscribe:
+    """Returned by ``subscribe``: call it (or use it as a context manager) to stop listening."""
+
+    __slots__ = ("_action", "_done")
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action = action
+        self._done = False
+
+    def __call__(self) -> None:
+        if not self._done:
+            self._done = True
+            self._action()
+
+    def __enter__(self) -> Unsubscribe:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self()
+
+
+def dispatch(listeners: tuple[Listener, ...], event: CircuitEvent) -> None:
+    """Deliver *event* to every listener; a listener that raises is logged, never propagated."""
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("circuit breaker event listener %r failed on %r", listener, event)
+
+
+class EventStream:
+    """An async iterator over a breaker's events, fed through a bounded buffer.
+
+    The breaker never waits for the consumer: when ``maxsize`` events are already buffered, new
+    events are dropped and counted in :attr:`dropped`. Events may come from any thread. Use it as
+    an async context manager (or call :meth:`close`) to stop listening::
+
+        async with breaker.events() as stream:
+            async for event in stream:
+                ...
+    """
+
+    def __init__(self, maxsize: int, subscribe: Callable[[Listener], Unsubscribe]) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be an int >= 1, got {maxsize!r}")
+        self._buffer: deque[CircuitEvent] = deque()
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self.dropped = 0
+        """Events dropped because the buffer was full."""
+        self._unsubscribe = subscribe(self._push)
+
+    def _push(self, event: CircuitEvent) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if len(self._buffer) >= self._maxsize:
+                self.dropped += 1
+                return
+            self._buffer.append(event)
+            waiter = self._waiter
+        if waiter is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is self._loop:
+                _wake(waiter)
+            else:
+                self._loop.call_soon_threadsafe(_wake, waiter)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> CircuitEvent:
+        while True:
+            with self._lock:
+                if self._buffer:
+                    return self._buffer.popleft()
+                if self._closed:
+                    raise StopAsyncIteration
+                waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def get_nowait(self) -> CircuitEvent | None:
+        """The next buffered event, or ``None`` if there is none yet."""
+        with self._lock:
+            return self._buffer.popleft() if self._buffer else None
+
+    def close(self) -> None:
+        """Stop listening; iteration ends once the buffered events are consumed."""
+        with self._lock:
+            self._closed = True
+            waiter = self._waiter
+        self._unsubscribe()
+        if waiter is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

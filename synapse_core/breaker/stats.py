@@ -1,0 +1,51 @@
+"""A point-in-time snapshot of a breaker's counters."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from synapse_core.breaker.state import CircuitState
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitStats:
+    """What a breaker has seen, read without side effects by ``breaker.stats()``.
+
+    Lifetime counters (since creation or the last ``reset()``): ``failure_count`` (failures,
+    timeouts included), ``success_count``, ``timeout_count``, ``ignored_count`` (calls whose
+    exception matched ``ignore_exceptions``), ``total_requests`` (calls that ran and were
+    recorded: successes + failures), ``rejection_count``.
+
+    Window figures describe the sliding ``failure_window`` ending now: ``window_requests``,
+    ``window_failures``, ``window_failure_rate`` (0.0 when empty) and ``window_slow_calls``.
+
+    Times are on the breaker's clock (monotonic seconds); ``last_failure_time`` is ``None``
+    until a failure is recorded.
+    """
+
+    name: str
+    state: CircuitState
+    failure_count: int
+    success_count: int
+    total_requests: int
+    last_failure_time: float | None
+    last_state_change: float
+    time_in_current_state: float
+    rejection_count: int
+    timeout_count: int
+    ignored_count: int
+    window_requests: int
+    window_failures: int
+    window_failure_rate: float
+    window_slow_calls: int
+    half_open_calls_in_flight: int
+    consecutive_opens: int
+    retry_after: float
+    forced: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the state as its string value)."""
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data

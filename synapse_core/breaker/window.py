@@ -1,0 +1,146 @@
+"""The sliding time window of call outcomes that decides when a closed breaker trips."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from itertools import count
+
+WINDOW_BUCKETS = 100
+"""The window is kept as this many time buckets: it is exact to 1% of ``failure_window``."""
+
+
+def count_value(counter: count[int]) -> int:
+    """How many times an ``itertools.count()`` started at 0 has been advanced."""
+    # itertools.count is the one counter CPython advances atomically without a Python-level
+    # lock; its repr is the only stable way to read it ("count(5)").
+    return int(repr(counter)[6:-1])
+
+
+class _Bucket:
+    __slots__ = ("closed", "failures", "index", "slow", "successes")
+
+    def __init__(self, index: float) -> None:
+        self.index = index
+        self.successes: count[int] = count()
+        self.closed = -1  # successes, fixed when the bucket stops being the current one
+        self.failures = 0
+        self.slow = 0
+
+    def live_successes(self) -> int:
+        return count_value(self.successes)
+
+
+class SlidingWindow:
+    """Counts outcomes, failures and slow calls over the last ``length`` seconds.
+
+    Outcomes are aggregated into ``WINDOW_BUCKETS`` buckets of ``length / WINDOW_BUCKETS``
+    seconds each, aligned on the clock (bucket ``k`` covers ``[k*width, (k+1)*width)``). An
+    outcome counts while its bucket is one of the newest ``WINDOW_BUCKETS`` buckets, so it leaves
+    the window between ``length - width`` and ``length`` seconds after it was recorded. Memory is
+    bounded by the bucket count whatever the call rate.
+
+    Successes in the current bucket are counted lock-free: a caller reads :attr:`current`
+    (``(bucket index, counter)``) and, if the index is that of *now*, advances the counter with
+    ``next()``, which CPython does atomically. Everything else runs under the breaker's lock.
+    :attr:`lifetime_successes` and :meth:`counts_at` read every counter live and are exact;
+    :attr:`total`, used for trip decisions, fixes a bucket's successes when the bucket stops
+    being current, so a success racing that roll is missed there (not in the other figures).
+    """
+
+    __slots__ = (
+        "_buckets",
+        "_closed_successes",
+        "_lifetime_closed",
+        "current",
+        "failures",
+        "slow",
+        "width",
+    )
+
+    def __init__(self, length: float) -> None:
+        self.width = length / WINDOW_BUCKETS
+        self._buckets: deque[_Bucket] = deque()
+        self.current: tuple[float, count[int]] = (math.nan, count())
+        self._closed_successes = 0
+        self._lifetime_closed = 0
+        self.failures = 0
+        self.slow = 0
+
+    def add(self, now: float, failed: bool, slow: bool) -> None:
+        """Record one outcome at time *now* (caller holds the breaker's lock)."""
+        index = now // self.width
+        if self.current[0] != index:
+            self._roll(index)
+        bucket = self._buckets[-1]
+        if failed:
+            bucket.failures += 1
+            self.failures += 1
+        else:
+            next(bucket.successes)
+        if slow:
+            bucket.slow += 1
+            self.slow += 1
+
+    def _roll(self, index: float) -> None:
+        buckets = self._buckets
+        if buckets:
+            newest = buckets[-1]
+            if newest.index > index:
+                # The injected clock went backwards: keep counting in the newest bucket.
+                return
+            newest.closed = count_value(newest.successes)
+            self._closed_successes += newest.closed
+        oldest_kept = index - WINDOW_BUCKETS
+        while buckets and buckets[0].index <= oldest_kept:
+            expired = buckets.popleft()
+            self._closed_successes -= expired.closed
+            # Read live: a success that raced the roll still reached this counter.
+            self._lifetime_closed += expired.live_successes()
+            self.failures -= expired.failures
+            self.slow -= expired.slow
+        bucket = _Bucket(index)
+        buckets.append(bucket)
+        self.current = (index, bucket.successes)
+
+    def roll_to(self, now: float) -> None:
+        """Make the totals describe the window ending at *now* (caller holds the lock)."""
+        index = now // self.width
+        if self.current[0] != index:
+            self._roll(index)
+
+    @property
+    def lifetime_successes(self) -> int:
+        """Successes recorded since creation (or ``clear(forget=True)``), window or not."""
+        return self._lifetime_closed + sum(b.live_successes() for b in self._buckets)
+
+    @property
+    def total(self) -> int:
+        """Outcomes in the window as of the last :meth:`add` or :meth:`roll_to`."""
+        if not self._buckets:
+            return 0
+        return self._closed_successes + self._buckets[-1].live_successes() + self.failures
+
+    def counts_at(self, now: float) -> tuple[int, int, int]:
+        """``(outcomes, failures, slow)`` in the window ending at *now*; changes nothing."""
+        oldest_kept = now // self.width - WINDOW_BUCKETS
+        total = failures = slow = 0
+        for bucket in self._buckets:
+            if bucket.index > oldest_kept:
+                total += bucket.live_successes() + bucket.failures
+                failures += bucket.failures
+                slow += bucket.slow
+        return total, failures, slow
+
+    def clear(self, *, forget: bool = False) -> None:
+        """Empty the window; *forget* also zeroes :attr:`lifetime_successes`.
+
+        Successes counted concurrently land in the discarded buckets.
+        """
+        if forget:
+            self._lifetime_closed = 0
+        else:
+            self._lifetime_closed += sum(b.live_successes() for b in self._buckets)
+        self._buckets.clear()
+        self.current = (math.nan, count())
+        self._closed_successes = self.failures = self.slow = 0
