@@ -67,12 +67,12 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
-        "_bucket_width",
         "_clock",
         "_consecutive_opens",
         "_epoch",
         "_failure_exceptions",
         "_failures",
+        "_fast_epoch",
         "_forced",
         "_half_open_admitted",
         "_half_open_failures",
@@ -125,7 +125,6 @@ class CircuitBreaker:
         self._result_check = config.is_failure_result
         self._slow_after = config.slow_call_duration
         self._window = SlidingWindow(config.failure_window)
-        self._bucket_width = self._window.width
         # Neither slow-call timing nor result inspection: successes take the lock-free path.
         self._plain = self._slow_after is None and self._result_check is None
         self._reset_counters(self._clock())
@@ -134,6 +133,8 @@ class CircuitBreaker:
     def _reset_counters(self, now: float) -> None:
         self._state = _CLOSED
         self._epoch = 0
+        # The epoch when calls may take the lock-free path (closed, untimed), else -1.
+        self._fast_epoch = 0 if self._plain else -1
         self._forced = False
         self._tripped_by: tuple[CircuitTrigger, ...] = ()
         self._open_until = 0.0
@@ -231,55 +232,66 @@ class CircuitBreaker:
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` through the breaker and return its result."""
-        epoch = self._epoch
-        if self._state is not _CLOSED:
-            epoch = self._admit()
-        if not self._plain:
-            return self._call_measured(epoch, fn, *args, **kwargs)
+        # The hottest path, kept to a handful of attribute reads; see docs/ARCHITECTURE.md.
+        epoch = self._fast_epoch
+        if epoch < 0:
+            epoch = self._epoch
+            if self._state is not _CLOSED:
+                epoch = self._admit()  # raises CircuitOpenError when rejected
+            return self._call_general(epoch, fn, *args, **kwargs)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(epoch, exc, None)
             raise
-        # Inlined lock-free success (see _record_success): this is the hottest path.
-        index, counter = self._window.current
-        if epoch == self._epoch and index == self._clock() // self._bucket_width:
+        end, counter, tag = self._window.current
+        if tag == epoch and self._clock() < end:
             next(counter)
         else:
             self._record_success(epoch, None)
         return result
 
-    def _call_measured(
+    def _call_general(
         self, epoch: int, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        start = self._clock()
+        """``call`` after admission when not closed, or when timed or inspecting results."""
+        start = self._clock() if self._slow_after is not None else None
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._record_exception(epoch, exc, self._clock() - start)
+            self._record_exception(epoch, exc, None if start is None else self._clock() - start)
             raise
-        self._record_result(epoch, result, self._clock() - start)
+        self._record_result(epoch, result, None if start is None else self._clock() - start)
         return result
 
     async def call_async(
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Await ``fn(*args, **kwargs)`` through the breaker and return its result."""
-        epoch = self._epoch
-        if self._state is not _CLOSED:
-            epoch = self._admit()
-        start = self._clock() if self._slow_after is not None else None
+        epoch = self._fast_epoch
+        if epoch < 0:
+            epoch = self._epoch
+            if self._state is not _CLOSED:
+                epoch = self._admit()
+            start = self._clock() if self._slow_after is not None else None
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                duration = None if start is None else self._clock() - start
+                self._record_exception(epoch, exc, duration)
+                raise
+            self._record_result(epoch, result, None if start is None else self._clock() - start)
+            return result
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._record_exception(epoch, exc, None if start is None else self._clock() - start)
+            self._record_exception(epoch, exc, None)
             raise
-        if self._plain:
-            index, counter = self._window.current
-            if epoch == self._epoch and index == self._clock() // self._bucket_width:
-                next(counter)
-                return result
-        self._record_result(epoch, result, None if start is None else self._clock() - start)
+        end, counter, tag = self._window.current
+        if tag == epoch and self._clock() < end:
+            next(counter)
+        else:
+            self._record_success(epoch, None)
         return result
 
     @overload
@@ -339,7 +351,7 @@ class CircuitBreaker:
         if permit._done:
             return  # reported by hand inside the block
         permit._done = True
-        duration = self._clock() - permit.started_at
+        duration = None if self._slow_after is None else self._clock() - permit.started_at
         if exc is None:
             self._record_success(permit.epoch, duration)
         else:
@@ -442,12 +454,12 @@ class CircuitBreaker:
         return _SUCCESS
 
     def _record_success(self, epoch: int, duration: float | None) -> None:
-        if duration is None and self._state is _CLOSED:
-            # Lock-free fast path. Read the bucket before checking the epoch: a transition
-            # bumps the epoch before it replaces the window, so a success that passes the check
-            # either lands in this epoch's window or in a discarded one, never in a later one.
-            index, counter = self._window.current
-            if epoch == self._epoch and index == self._clock() // self._bucket_width:
+        if duration is None:
+            # Lock-free fast path. The bucket carries the epoch it was created in, and a
+            # transition bumps the epoch before it replaces the window, so a success that passes
+            # the check lands in its own epoch's window or in a discarded one, never a later one.
+            end, counter, tag = self._window.current
+            if tag == epoch and self._clock() < end:
                 next(counter)
                 return
         slow = (
@@ -458,7 +470,7 @@ class CircuitBreaker:
             if epoch != self._epoch:
                 return  # admitted in an earlier state: says nothing about this one
             if self._state is _CLOSED:
-                self._window.add(now, False, slow)
+                self._window.add(now, False, slow, epoch)
                 if slow:
                     self._check_trip(now)
             elif self._state is _HALF_OPEN:
@@ -487,7 +499,7 @@ class CircuitBreaker:
             self._last_failure = exc
             self._last_failure_time = now
             if self._state is _CLOSED:
-                self._window.add(now, True, slow)
+                self._window.add(now, True, slow, epoch)
                 self._check_trip(now)
             elif self._state is _HALF_OPEN:
                 self._probe_failed(now, f"probe call failed ({outcome.value})")
@@ -564,6 +576,7 @@ class CircuitBreaker:
         )
         self._state = _OPEN
         self._epoch += 1
+        self._fast_epoch = -1
         self._last_state_change = now
         self._window.clear()
         if self._listeners:
@@ -574,6 +587,7 @@ class CircuitBreaker:
     def _to_half_open(self, now: float) -> None:
         self._state = _HALF_OPEN
         self._epoch += 1
+        self._fast_epoch = -1
         self._last_state_change = now
         self._half_open_since = now
         self._half_open_admitted = self._half_open_successes = self._half_open_failures = 0
@@ -584,6 +598,7 @@ class CircuitBreaker:
         previous = self._state
         self._state = _CLOSED
         self._epoch += 1
+        self._fast_epoch = self._epoch if self._plain else -1
         self._last_state_change = now
         self._forced = False
         self._tripped_by = ()
@@ -636,6 +651,7 @@ class CircuitBreaker:
             epoch = self._epoch
             self._reset_counters(now)
             self._epoch = epoch + 1
+            self._fast_epoch = self._epoch if self._plain else -1
             if previous is not _CLOSED and self._listeners:
                 self._pending.append(CircuitClosed(self.name, now, previous, "reset"))
             pending = self._take_pending()

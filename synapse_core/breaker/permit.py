@@ -47,10 +47,12 @@ class CallPermit:
             )
         self._done = True
 
-    def _duration(self, duration: float | None) -> float:
-        if duration is None:
-            return self._breaker._clock() - self.started_at
-        return float(duration)
+    def _duration(self, duration: float | None) -> float | None:
+        if duration is not None:
+            return float(duration)
+        if self._breaker._slow_after is None:
+            return None  # nobody needs it: keep the lock-free path
+        return self._breaker._clock() - self.started_at
 
     def success(self, duration: float | None = None) -> None:
         """The call succeeded."""

@@ -41,8 +41,10 @@ class SlidingWindow:
     bounded by the bucket count whatever the call rate.
 
     Successes in the current bucket are counted lock-free: a caller reads :attr:`current`
-    (``(bucket index, counter)``) and, if the index is that of *now*, advances the counter with
-    ``next()``, which CPython does atomically. Everything else runs under the breaker's lock.
+    (``(bucket end time, counter, tag)``) and, if *now* is before the end and the tag is the one
+    it expects, advances the counter with ``next()``, which CPython does atomically. The tag is
+    whatever the last locked :meth:`add` passed (the breaker passes its epoch). Everything else
+    runs under the breaker's lock.
     :attr:`lifetime_successes` and :meth:`counts_at` read every counter live and are exact;
     :attr:`total`, used for trip decisions, fixes a bucket's successes when the bucket stops
     being current, so a success racing that roll is missed there (not in the other figures).
@@ -61,17 +63,19 @@ class SlidingWindow:
     def __init__(self, length: float) -> None:
         self.width = length / WINDOW_BUCKETS
         self._buckets: deque[_Bucket] = deque()
-        self.current: tuple[float, count[int]] = (math.nan, count())
+        self.current: tuple[float, count[int], int] = (-math.inf, count(), -1)
         self._closed_successes = 0
         self._lifetime_closed = 0
         self.failures = 0
         self.slow = 0
 
-    def add(self, now: float, failed: bool, slow: bool) -> None:
+    def add(self, now: float, failed: bool, slow: bool, tag: int = 0) -> None:
         """Record one outcome at time *now* (caller holds the breaker's lock)."""
         index = now // self.width
-        if self.current[0] != index:
-            self._roll(index)
+        if not self._buckets or self._buckets[-1].index != index:
+            self._roll(index, tag)
+        elif self.current[2] != tag:
+            self.current = (self.current[0], self.current[1], tag)
         bucket = self._buckets[-1]
         if failed:
             bucket.failures += 1
@@ -82,7 +86,7 @@ class SlidingWindow:
             bucket.slow += 1
             self.slow += 1
 
-    def _roll(self, index: float) -> None:
+    def _roll(self, index: float, tag: int) -> None:
         buckets = self._buckets
         if buckets:
             newest = buckets[-1]
@@ -101,13 +105,7 @@ class SlidingWindow:
             self.slow -= expired.slow
         bucket = _Bucket(index)
         buckets.append(bucket)
-        self.current = (index, bucket.successes)
-
-    def roll_to(self, now: float) -> None:
-        """Make the totals describe the window ending at *now* (caller holds the lock)."""
-        index = now // self.width
-        if self.current[0] != index:
-            self._roll(index)
+        self.current = ((index + 1) * self.width, bucket.successes, tag)
 
     @property
     def lifetime_successes(self) -> int:
@@ -142,5 +140,5 @@ class SlidingWindow:
         else:
             self._lifetime_closed += sum(b.live_successes() for b in self._buckets)
         self._buckets.clear()
-        self.current = (math.nan, count())
+        self.current = (-math.inf, count(), -1)
         self._closed_successes = self.failures = self.slow = 0

@@ -123,10 +123,15 @@ def test_nested_context_managers_of_two_breakers(clock: VirtualClock) -> None:
 
 def test_nested_context_manager_of_same_breaker(make_breaker: MakeBreaker) -> None:
     breaker = make_breaker(failure_threshold=5)
-    with pytest.raises(Boom), breaker:
+
+    def nested() -> None:
         with breaker:
-            pass
-        raise Boom("outer")
+            with breaker:
+                pass
+            raise Boom("outer")
+
+    with pytest.raises(Boom):
+        nested()
     stats = breaker.stats()
     assert (stats.success_count, stats.failure_count) == (1, 1)
 
@@ -167,9 +172,10 @@ def test_two_step_permits(make_breaker: MakeBreaker) -> None:
     assert breaker.state is CircuitState.OPEN
     assert breaker.try_acquire() is None
     assert isinstance(breaker.last_failure, Boom)
+    breaker.force_close()
+    permit = breaker.acquire()
     with pytest.raises(ValueError, match="RequestOutcome"):
-        breaker.force_close()
-        breaker.acquire().record("success")  # type: ignore[arg-type]
+        permit.record("success")  # type: ignore[arg-type]
 
 
 def test_ignored_exceptions_count_as_neither(make_breaker: MakeBreaker) -> None:

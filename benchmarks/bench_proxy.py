@@ -1,0 +1,301 @@
+"""Benchmark the chaos server's data plane: direct loopback vs through our proxy (no toxics).
+
+Usage:
+    .venv/bin/python benchmarks/bench_proxy.py [--quick] [--embedded]
+    TOXIPROXY_SERVER=/path/to/toxiproxy-server .venv/bin/python benchmarks/bench_proxy.py
+
+Measures, in one run and against the same upstream (a separate process with blocking sockets):
+  * round-trip time of 64-byte messages on one connection (p50/p99, microseconds),
+  * one-way bulk throughput on one connection (MB/s, 1 MB = 10^6 bytes),
+for: direct loopback, our server (``python -m chaos serve`` in its own process, as the real
+Toxiproxy would run), and the real Toxiproxy binary when ``TOXIPROXY_SERVER`` names one.
+
+``--embedded`` also measures EmbeddedToxiproxy's thread and subprocess modes: how far a 20 ms
+latency toxic drifts while the calling process keeps the GIL busy.
+
+Everything listens on 127.0.0.1; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from chaos import EmbeddedToxiproxy, ToxiproxyClient
+
+UPSTREAM_SCRIPT = r"""
+import socket, sys, threading
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", 0))
+listener.listen(128)
+print(listener.getsockname()[1], flush=True)
+
+def handle(conn):
+    with conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        mode = conn.recv(1)
+        buf = bytearray(1 << 20)
+        if mode == b"E":  # echo
+            while True:
+                n = conn.recv_into(buf)
+                if not n:
+                    return
+                conn.sendall(memoryview(buf)[:n])
+        elif mode == b"S":  # sink: count until EOF, answer the count
+            total = 0
+            while True:
+                n = conn.recv_into(buf)
+                if not n:
+                    break
+                total += n
+            conn.sendall(total.to_bytes(8, "big"))
+
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=handle, args=(conn,), daemon=True).start()
+"""
+
+
+@contextmanager
+def upstream_server() -> Iterator[int]:
+    """Start the echo/sink upstream in its own process; yield its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", UPSTREAM_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        yield int(process.stdout.readline())
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def real_toxiproxy(binary: str) -> Iterator[ToxiproxyClient]:
+    """Run the real Toxiproxy binary on a free loopback port."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [binary, "-host", "127.0.0.1", "-port", str(port)], stdout=log, stderr=log
+        )
+        try:
+            client = ToxiproxyClient(f"http://127.0.0.1:{port}", timeout=5)
+            deadline = time.monotonic() + 10
+            while not client.is_running():
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{binary} did not start on port {port}")
+                time.sleep(0.05)
+            yield client
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def connect(port: int, mode: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(mode)
+    return sock
+
+
+def round_trips(port: int, count: int) -> list[float]:
+    """Seconds per 64-byte echo round trip, after a warm-up."""
+    message = b"m" * 64
+    samples = []
+    with connect(port, b"E") as sock:
+        for i in range(count + count // 10):
+            start = time.perf_counter()
+            sock.sendall(message)
+            got = 0
+            while got < len(message):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise RuntimeError("connection closed during the latency test")
+                got += len(chunk)
+            if i >= count // 10:
+                samples.append(time.perf_counter() - start)
+    return samples
+
+
+def throughput(port: int, total: int) -> float:
+    """Bytes per second sending *total* bytes one way and waiting for the sink's count."""
+    block = memoryview(b"t" * (1 << 20))
+    with connect(port, b"S") as sock:
+        start = time.perf_counter()
+        sent = 0
+        while sent < total:
+            sock.sendall(block)
+            sent += len(block)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while len(answer) < 8:
+            chunk = sock.recv(8 - len(answer))
+            if not chunk:
+                raise RuntimeError("sink closed before answering")
+            answer += chunk
+        elapsed = time.perf_counter() - start
+    if int.from_bytes(answer, "big") != sent:
+        raise RuntimeError("the sink counted a different number of bytes")
+    return sent / elapsed
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(port: int, count: int, total: int, runs: int) -> dict[str, float]:
+    samples = round_trips(port, count)
+    rates = [throughput(port, total) for _ in range(runs)]
+    return {
+        "p50": percentile(samples, 0.50) * 1e6,
+        "p99": percentile(samples, 0.99) * 1e6,
+        "mbps": statistics.median(rates) / 1e6,
+    }
+
+
+def print_table(results: dict[str, dict[str, float]]) -> None:
+    direct = results["direct"]
+    print()
+    header = f"{'target':<22}{'p50 us':>9}{'p99 us':>9}{'p50 +us':>9}{'MB/s':>9}{'vs direct':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        overhead = r["p50"] - direct["p50"]
+        ratio = r["mbps"] / direct["mbps"]
+        print(
+            f"{name:<22}{r['p50']:>9.1f}{r['p99']:>9.1f}{overhead:>9.1f}"
+            f"{r['mbps']:>9.0f}{ratio:>10.0%}"
+        )
+    print()
+    ours = results.get("synapse proxy")
+    if ours is not None:
+        ok_tp = ours["mbps"] >= 0.5 * direct["mbps"]
+        ok_lat = ours["p50"] - direct["p50"] <= 100
+        print(f"target throughput >= 50% of direct: {'met' if ok_tp else 'NOT met'}")
+        print(f"target p50 overhead <= 100 us:      {'met' if ok_lat else 'NOT met'}")
+
+
+def bench_proxies(quick: bool) -> None:
+    count = 2_000 if quick else 20_000
+    total = (256 if quick else 1024) * 1024 * 1024
+    runs = 1 if quick else 3
+    results: dict[str, dict[str, float]] = {}
+    with upstream_server() as upstream:
+        results["direct"] = measure(upstream, count, total, runs)
+        with EmbeddedToxiproxy(mode="subprocess") as ours:
+            info = ours.client().create_proxy("bench", upstream=f"127.0.0.1:{upstream}")
+            results["synapse proxy"] = measure(info.listen_port, count, total, runs)
+        binary = os.environ.get("TOXIPROXY_SERVER")
+        if binary:
+            with real_toxiproxy(binary) as client:
+                info = client.create_proxy("bench", upstream=f"127.0.0.1:{upstream}")
+                results["toxiproxy (Go)"] = measure(info.listen_port, count, total, runs)
+        else:
+            print("(set TOXIPROXY_SERVER=/path/to/toxiproxy-server to compare the real one)")
+    print(f"{count} round trips of 64 B; {total // 2**20} MiB one way, median of {runs}")
+    print_table(results)
+
+
+PEER_SCRIPT = r"""
+import socket, sys, time
+port, count = int(sys.argv[1]), int(sys.argv[2])
+sock = socket.create_connection(("127.0.0.1", port))
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+sock.sendall(b"E")
+for _ in range(count):
+    t0 = time.perf_counter()
+    sock.sendall(b"x")
+    sock.recv(16)
+    print((time.perf_counter() - t0) * 1e3, flush=True)
+"""
+
+
+def busy_python(seconds: float) -> None:
+    """Hold the GIL with pure-Python work for up to *seconds*, as a CPU-heavy test would."""
+    deadline = time.perf_counter() + seconds
+    x = 0
+    while time.perf_counter() < deadline:
+        for i in range(10_000):
+            x += i * i
+
+
+def latency_accuracy(mode: str, upstream: int, count: int, busy: bool) -> tuple[float, list[float]]:
+    """Start time (s) and round trips (ms) through a 20 ms latency toxic.
+
+    The round trips are timed by a separate process, so only the server's own accuracy is
+    measured; meanwhile this (the "test") process is idle or keeps its main thread busy.
+    """
+    start = time.perf_counter()
+    with EmbeddedToxiproxy(mode=mode) as server:  # type: ignore[arg-type]
+        started = time.perf_counter() - start
+        client = server.client()
+        info = client.create_proxy("acc", upstream=f"127.0.0.1:{upstream}")
+        client.add_toxic("acc", "latency", attributes={"latency": 20})
+        peer = subprocess.Popen(
+            [sys.executable, "-c", PEER_SCRIPT, str(info.listen_port), str(count)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            if busy:
+                busy_python(count * 0.021)  # about as long as the peer's round trips take
+            out, _ = peer.communicate(timeout=120)
+        finally:
+            if peer.poll() is None:
+                peer.kill()
+                peer.wait()
+    return started, [float(line) for line in out.split()]
+
+
+def bench_embedded(quick: bool) -> None:
+    count = 100 if quick else 300
+    print("\nEmbeddedToxiproxy: 20 ms latency toxic, round trips timed by another process")
+    header = f"{'mode':<12}{'caller':<10}{'start ms':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    print(header)
+    print("-" * len(header))
+    with upstream_server() as upstream:
+        for mode in ("thread", "subprocess"):
+            for busy in (False, True):
+                started, samples = latency_accuracy(mode, upstream, count, busy)
+                print(
+                    f"{mode:<12}{'busy' if busy else 'idle':<10}{started * 1e3:>9.1f}"
+                    f"{percentile(samples, 0.5):>9.2f}{percentile(samples, 0.99):>9.2f}"
+                    f"{max(samples):>9.2f}"
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (~10 s)")
+    parser.add_argument(
+        "--embedded", action="store_true", help="also compare EmbeddedToxiproxy modes"
+    )
+    args = parser.parse_args()
+    bench_proxies(args.quick)
+    if args.embedded:
+        bench_embedded(args.quick)
+
+
+if __name__ == "__main__":
+    main()

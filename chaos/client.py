@@ -1,0 +1,293 @@
+"""A typed, synchronous client for the Toxiproxy HTTP API (ours or Shopify's Toxiproxy >= 2.7).
+
+Each :class:`ToxiproxyClient` talks to one server, so several servers can be driven from one
+process (``toxiproxy-python`` keeps its address in a class attribute and cannot). Every request
+has a timeout; failures raise :mod:`chaos.errors` exceptions carrying the status and message.
+
+>>> client = ToxiproxyClient("http://127.0.0.1:8474")
+>>> redis = client.create_proxy("redis", upstream="127.0.0.1:6379")   # doctest: +SKIP
+>>> client.add_toxic("redis", "latency", attributes={"latency": 100})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import quote
+
+from chaos.errors import ToxiproxyError, ToxiproxyUnavailable, error_for_status
+
+Stream = Literal["upstream", "downstream"]
+USER_AGENT = "synapse-chaos"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToxicInfo:
+    """A toxic as the server reports it."""
+
+    name: str
+    type: str
+    stream: str
+    toxicity: float
+    attributes: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ToxicInfo:
+        """Build from the server's JSON."""
+        return cls(
+            name=str(data["name"]),
+            type=str(data["type"]),
+            stream=str(data.get("stream", "downstream")),
+            toxicity=float(data.get("toxicity", 1.0)),
+            attributes=dict(data.get("attributes") or {}),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProxyInfo:
+    """A proxy as the server reports it; ``listen`` is the bound ``host:port``."""
+
+    name: str
+    listen: str
+    upstream: str
+    enabled: bool
+    toxics: tuple[ToxicInfo, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProxyInfo:
+        """Build from the server's JSON."""
+        return cls(
+            name=str(data["name"]),
+            listen=str(data["listen"]),
+            upstream=str(data["upstream"]),
+            enabled=bool(data["enabled"]),
+            toxics=tuple(ToxicInfo.from_json(t) for t in data.get("toxics") or ()),
+        )
+
+    @property
+    def listen_host(self) -> str:
+        """Host part of ``listen`` (IPv6 without brackets)."""
+        host = self.listen.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") else host
+
+    @property
+    def listen_port(self) -> int:
+        """Port part of ``listen``."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class ToxiproxyClient:
+    """Synchronous client for one Toxiproxy API server.
+
+    Args:
+        url: base URL, e.g. ``http://127.0.0.1:8474`` (``chaos.EmbeddedToxiproxy().url``).
+        timeout: seconds allowed for connecting and for each response; a request that takes
+            longer raises :class:`~chaos.errors.ToxiproxyUnavailable`.
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8474", *, timeout: float = 10.0) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise ValueError(
+                f"url must look like http://host:port (the Toxiproxy API), got {url!r}"
+            )
+        if timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._host = parsed.hostname
+        self._port = parsed.port or 80
+
+    def __repr__(self) -> str:
+        return f"ToxiproxyClient({self.url!r}, timeout={self.timeout})"
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: object = None) -> Any:
+        """Send one request and return the decoded JSON (``None`` for an empty answer).
+
+        Raises the :mod:`chaos.errors` exception matching the status for any 4xx/5xx.
+        """
+        url = self.url + path
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except TimeoutError:
+            raise ToxiproxyUnavailable(
+                f"no answer within {self.timeout} s; is the server busy or stopped? "
+                "(raise ToxiproxyClient(timeout=...) if it is just slow)",
+                method=method,
+                url=url,
+            ) from None
+        except OSError as exc:
+            raise ToxiproxyUnavailable(
+                f"cannot reach the Toxiproxy API ({exc}); is the server running at {self.url}?",
+                method=method,
+                url=url,
+            ) from None
+        finally:
+            conn.close()
+        return self._decode(method, url, response.status, raw, response.getheader("Content-Type"))
+
+    @staticmethod
+    def _decode(method: str, url: str, status: int, raw: bytes, content_type: str | None) -> Any:
+        data: Any = None
+        if raw and "json" in (content_type or ""):
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+        if status >= 400:
+            message = data.get("error") if isinstance(data, dict) else None
+            text = str(message) if message else raw.decode("utf-8", "replace").strip()
+            raise error_for_status(status)(
+                text or f"HTTP {status}", status=status, method=method, url=url
+            )
+        if data is None and raw and "json" not in (content_type or ""):
+            return raw.decode("utf-8", "replace")
+        return data
+
+    # -- server ----------------------------------------------------------------------------------
+
+    def version(self) -> str:
+        """Return the server's version string (e.g. ``"2.12.0"``)."""
+        data = self.request("GET", "/version")
+        if isinstance(data, dict):
+            return str(data.get("version", ""))
+        return str(data).strip().strip('"')
+
+    def is_running(self) -> bool:
+        """True if the API answers ``/version``."""
+        try:
+            self.version()
+        except ToxiproxyError:
+            return False
+        return True
+
+    def reset(self) -> None:
+        """Enable every proxy and remove every toxic."""
+        self.request("POST", "/reset")
+
+    def metrics(self) -> str:
+        """Return the Prometheus text of ``/metrics``."""
+        return str(self.request("GET", "/metrics"))
+
+    # -- proxies ---------------------------------------------------------------------------------
+
+    def proxies(self) -> dict[str, ProxyInfo]:
+        """Every proxy, by name."""
+        data = self.request("GET", "/proxies")
+        return {name: ProxyInfo.from_json(p) for name, p in data.items()}
+
+    def get_proxy(self, name: str) -> ProxyInfo:
+        """Return proxy *name*; raise :class:`~chaos.errors.NotFound` if there is none."""
+        return ProxyInfo.from_json(self.request("GET", f"/proxies/{quote(name, safe='')}"))
+
+    def create_proxy(
+        self, name: str, upstream: str, *, listen: str = "127.0.0.1:0", enabled: bool = True
+    ) -> ProxyInfo:
+        """Create a proxy; ``listen`` defaults to any free loopback port (see ``.listen``)."""
+        body = {"name": name, "upstream": upstream, "listen": listen, "enabled": enabled}
+        return ProxyInfo.from_json(self.request("POST", "/proxies", body))
+
+    def update_proxy(
+        self,
+        name: str,
+        *,
+        listen: str | None = None,
+        upstream: str | None = None,
+        enabled: bool | None = None,
+    ) -> ProxyInfo:
+        """Change some fields of a proxy (PATCH); fields left ``None`` keep their value."""
+        body: dict[str, object] = {}
+        if listen is not None:
+            body["listen"] = listen
+        if upstream is not None:
+            body["upstream"] = upstream
+        if enabled is not None:
+            body["enabled"] = enabled
+        path = f"/proxies/{quote(name, safe='')}"
+        return ProxyInfo.from_json(self.request("PATCH", path, body))
+
+    def enable(self, name: str) -> ProxyInfo:
+        """Enable a proxy (start listening again)."""
+        return self.update_proxy(name, enabled=True)
+
+    def disable(self, name: str) -> ProxyInfo:
+        """Disable a proxy: its listener and open connections are closed."""
+        return self.update_proxy(name, enabled=False)
+
+    def delete_proxy(self, name: str) -> None:
+        """Delete a proxy and close its connections."""
+        self.request("DELETE", f"/proxies/{quote(name, safe='')}")
+
+    def populate(self, proxies: Sequence[Mapping[str, Any]]) -> list[ProxyInfo]:
+        """Create or replace several proxies at once (``POST /populate``)."""
+        data = self.request("POST", "/populate", list(proxies))
+        return [ProxyInfo.from_json(p) for p in data["proxies"]]
+
+    # -- toxics ----------------------------------------------------------------------------------
+
+    def toxics(self, proxy: str) -> list[ToxicInfo]:
+        """The toxics of *proxy*: upstream ones, then downstream ones."""
+        data = self.request("GET", f"/proxies/{quote(proxy, safe='')}/toxics")
+        return [ToxicInfo.from_json(t) for t in data]
+
+    def get_toxic(self, proxy: str, name: str) -> ToxicInfo:
+        """Return toxic *name* of *proxy*."""
+        path = f"/proxies/{quote(proxy, safe='')}/toxics/{quote(name, safe='')}"
+        return ToxicInfo.from_json(self.request("GET", path))
+
+    def add_toxic(
+        self,
+        proxy: str,
+        type: str,
+        *,
+        name: str | None = None,
+        stream: Stream = "downstream",
+        toxicity: float = 1.0,
+        attributes: Mapping[str, int] | None = None,
+    ) -> ToxicInfo:
+        """Add a toxic (default name ``<type>_<stream>``); it applies to open connections too."""
+        body: dict[str, object] = {
+            "type": type,
+            "stream": stream,
+            "toxicity": toxicity,
+            "attributes": dict(attributes or {}),
+        }
+        if name is not None:
+            body["name"] = name
+        path = f"/proxies/{quote(proxy, safe='')}/toxics"
+        return ToxicInfo.from_json(self.request("POST", path, body))
+
+    def update_toxic(
+        self,
+        proxy: str,
+        name: str,
+        *,
+        attributes: Mapping[str, int] | None = None,
+        toxicity: float | None = None,
+    ) -> ToxicInfo:
+        """Change a toxic's attributes (merged) and/or toxicity (PATCH)."""
+        body: dict[str, object] = {}
+        if attributes is not None:
+            body["attributes"] = dict(attributes)
+        if toxicity is not None:
+            body["toxicity"] = toxicity
+        path = f"/proxies/{quote(proxy, safe='')}/toxics/{quote(name, safe='')}"
+        return ToxicInfo.from_json(self.request("PATCH", path, body))
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        """Remove a toxic from a proxy and its open connections."""
+        path = f"/proxies/{quote(proxy, safe='')}/toxics/{quote(name, safe='')}"
+        self.request("DELETE", path)

@@ -1,0 +1,183 @@
+"""The HTTP control API: Toxiproxy 2.12's endpoints on aiohttp.
+
+Every error is JSON ``{"error": ..., "status": ...}``, including unknown paths (404), wrong
+methods (405) and browser requests (403).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from chaos.server.apierror import ApiError, bad_request
+from chaos.server.config import parse_populate, parse_proxy_config, parse_proxy_update
+from chaos.server.metrics import CONTENT_TYPE, ServerMetrics
+from chaos.server.registry import ProxyRegistry
+
+API_VERSION: Final = "2.12.0"
+"""The Toxiproxy API version this server implements (>= 2.7.0, so clients use PATCH)."""
+
+MAX_BODY: Final = 1 << 20
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: ApiError) -> web.Response:
+    """Render *error* as Toxiproxy does."""
+    return web.json_response(error.to_json(), status=error.status)
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Toxiproxy refuses browsers so a web page the developer visits cannot drive the API
+    # through a cross-site request (it cannot set a non-browser User-Agent).
+    if request.headers.get("User-Agent", "").startswith("Mozilla/"):
+        return error_response(
+            ApiError(
+                "User agent not allowed: the control API refuses web browsers so that web pages "
+                "cannot drive it; use curl, a Toxiproxy client or chaos.ToxiproxyClient",
+                403,
+            )
+        )
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(
+            ApiError(
+                f"method not allowed: {request.method} {request.path} (allowed: {allowed})", 405
+            )
+        )
+    except web.HTTPNotFound:
+        return error_response(
+            ApiError(
+                f"not found: no endpoint {request.path}; the API has /proxies, /populate, "
+                "/reset, /version and /metrics",
+                404,
+            )
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            bad_request(f"body larger than {MAX_BODY} bytes; send one proxy or toxic at a time")
+        )
+
+
+async def _json_body(request: web.Request) -> object:
+    raw = await request.read()
+    if not raw.strip():
+        raise bad_request("empty body; send a JSON document")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"invalid JSON: {exc}") from None
+
+
+class ControlApi:
+    """Request handlers bound to one server's proxies."""
+
+    def __init__(self, proxies: ProxyRegistry, metrics: ServerMetrics) -> None:
+        self.proxies = proxies
+        self.metrics = metrics
+
+    def app(self) -> web.Application:
+        """Build the aiohttp application with every route."""
+        app = web.Application(middlewares=[_errors_as_json], client_max_size=MAX_BODY)
+        r = app.router
+        r.add_post("/reset", self.reset)
+        r.add_get("/proxies", self.proxy_index)
+        r.add_post("/proxies", self.proxy_create)
+        r.add_post("/populate", self.populate)
+        r.add_get("/proxies/{proxy}", self.proxy_show)
+        r.add_post("/proxies/{proxy}", self.proxy_update)
+        r.add_patch("/proxies/{proxy}", self.proxy_update)
+        r.add_delete("/proxies/{proxy}", self.proxy_delete)
+        r.add_get("/proxies/{proxy}/toxics", self.toxic_index)
+        r.add_post("/proxies/{proxy}/toxics", self.toxic_create)
+        r.add_get("/proxies/{proxy}/toxics/{toxic}", self.toxic_show)
+        r.add_post("/proxies/{proxy}/toxics/{toxic}", self.toxic_update)
+        r.add_patch("/proxies/{proxy}/toxics/{toxic}", self.toxic_update)
+        r.add_delete("/proxies/{proxy}/toxics/{toxic}", self.toxic_delete)
+        r.add_get("/version", self.version)
+        r.add_get("/metrics", self.metrics_text)
+        return app
+
+    async def reset(self, request: web.Request) -> web.StreamResponse:
+        """``POST /reset``: enable every proxy, remove every toxic (204)."""
+        await self.proxies.reset()
+        return web.Response(status=204)
+
+    async def proxy_index(self, request: web.Request) -> web.StreamResponse:
+        """``GET /proxies``: every proxy keyed by name."""
+        return web.json_response({p.name: p.to_json() for p in self.proxies.all()})
+
+    async def proxy_create(self, request: web.Request) -> web.StreamResponse:
+        """``POST /proxies``: create a proxy (201)."""
+        config = parse_proxy_config(await _json_body(request))
+        proxy = await self.proxies.create(config)
+        return web.json_response(proxy.to_json(), status=201)
+
+    async def populate(self, request: web.Request) -> web.StreamResponse:
+        """``POST /populate``: create or replace several proxies (201, ``{"proxies": [...]}``)."""
+        configs = parse_populate(await _json_body(request))
+        proxies = await self.proxies.populate(configs)
+        return web.json_response({"proxies": [p.to_json() for p in proxies]}, status=201)
+
+    async def proxy_show(self, request: web.Request) -> web.StreamResponse:
+        """``GET /proxies/{p}``."""
+        return web.json_response(self.proxies.get(request.match_info["proxy"]).to_json())
+
+    async def proxy_update(self, request: web.Request) -> web.StreamResponse:
+        """``POST``/``PATCH /proxies/{p}``: partial update (200)."""
+        name = request.match_info["proxy"]
+        self.proxies.get(name)  # 404 before complaining about the body
+        update = parse_proxy_update(await _json_body(request))
+        proxy = await self.proxies.update(name, update)
+        return web.json_response(proxy.to_json())
+
+    async def proxy_delete(self, request: web.Request) -> web.StreamResponse:
+        """``DELETE /proxies/{p}`` (204)."""
+        await self.proxies.delete(request.match_info["proxy"])
+        return web.Response(status=204)
+
+    async def toxic_index(self, request: web.Request) -> web.StreamResponse:
+        """``GET /proxies/{p}/toxics``: upstream toxics, then downstream ones."""
+        proxy = self.proxies.get(request.match_info["proxy"])
+        return web.json_response([spec.to_json() for spec in proxy.toxic_specs()])
+
+    async def toxic_create(self, request: web.Request) -> web.StreamResponse:
+        """``POST /proxies/{p}/toxics``: add a toxic (200, as Toxiproxy answers)."""
+        proxy = self.proxies.get(request.match_info["proxy"])
+        spec = proxy.add_toxic(await _json_body(request))
+        return web.json_response(spec.to_json())
+
+    async def toxic_show(self, request: web.Request) -> web.StreamResponse:
+        """``GET /proxies/{p}/toxics/{t}``."""
+        proxy = self.proxies.get(request.match_info["proxy"])
+        return web.json_response(proxy.get_toxic(request.match_info["toxic"]).to_json())
+
+    async def toxic_update(self, request: web.Request) -> web.StreamResponse:
+        """``POST``/``PATCH /proxies/{p}/toxics/{t}``: update attributes/toxicity (200)."""
+        proxy = self.proxies.get(request.match_info["proxy"])
+        name = request.match_info["toxic"]
+        proxy.get_toxic(name)
+        spec = proxy.update_toxic(name, await _json_body(request))
+        return web.json_response(spec.to_json())
+
+    async def toxic_delete(self, request: web.Request) -> web.StreamResponse:
+        """``DELETE /proxies/{p}/toxics/{t}`` (204)."""
+        proxy = self.proxies.get(request.match_info["proxy"])
+        proxy.remove_toxic(request.match_info["toxic"])
+        return web.Response(status=204)
+
+    async def version(self, request: web.Request) -> web.StreamResponse:
+        """``GET /version``: ``{"version": "2.12.0"}``."""
+        return web.json_response({"version": API_VERSION})
+
+    async def metrics_text(self, request: web.Request) -> web.StreamResponse:
+        """``GET /metrics``: Prometheus text with per-proxy byte counters."""
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,190 @@
+"""One proxy: its listener, its open connections and its toxics."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from typing import Final
+
+from chaos.server.apierror import toxic_exists, toxic_not_found
+from chaos.server.config import ProxyConfig, join_address, listen_error, split_address
+from chaos.server.link import Connection, PlaneContext
+from chaos.server.toxics import STREAMS, Stream, ToxicSpec, parse_new_toxic, parse_toxic_update
+
+# Bursts of connects (a pool warming up, the 1,000-connection test) must not overflow the queue.
+LISTEN_BACKLOG: Final = 4096
+
+
+class Proxy:
+    """A TCP listener that forwards every accepted connection to ``upstream`` through toxics."""
+
+    def __init__(self, config: ProxyConfig, ctx: PlaneContext) -> None:
+        self.name = config.name
+        self.listen = config.listen
+        self.requested_listen = config.listen
+        self.upstream = config.upstream
+        self.upstream_address = split_address(config.upstream, "upstream", allow_zero_port=False)
+        self.enabled = False
+        self.ctx = ctx
+        self.connections: set[Connection] = set()
+        # [received, sent] bytes per direction, read by the /metrics collector.
+        self.counters: dict[Stream, list[int]] = {"upstream": [0, 0], "downstream": [0, 0]}
+        self._toxics: dict[str, ToxicSpec] = {}
+        self._server: asyncio.Server | None = None
+
+    # -- listener --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the listen address and accept connections; raise a 500 ApiError if it cannot."""
+        if self._server is not None:
+            return
+        host, port = split_address(self.listen, "listen", allow_zero_port=True)
+        loop = self.ctx.loop
+        try:
+            # Resolve first so a name such as localhost binds one socket, not one per family.
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            family, _, _, _, sockaddr = infos[0]
+            server = await loop.create_server(
+                lambda: Connection(self, self.ctx).client,
+                str(sockaddr[0]),
+                port,
+                family=family,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise listen_error(self.listen, self.name, exc) from exc
+        bound = server.sockets[0].getsockname()
+        self.listen = join_address(bound[0], bound[1])
+        self._server = server
+        self.enabled = True
+
+    async def stop(self) -> None:
+        """Close the listener (new connects are refused) and every open connection."""
+        server = self._server
+        self._server = None
+        self.enabled = False
+        if server is not None:
+            server.close()
+        for conn in list(self.connections):
+            conn.close()
+
+    async def update(self, listen: str | None, upstream: str | None, enabled: bool | None) -> None:
+        """Apply a partial update; a new listen or upstream restarts the proxy.
+
+        If the new listen address cannot be bound, the old settings are restored and the error
+        (500) is raised.
+        """
+        old = (self.listen, self.requested_listen, self.upstream, self.upstream_address)
+        want_enabled = self.enabled if enabled is None else enabled
+        changed = (listen is not None and listen not in (self.listen, self.requested_listen)) or (
+            upstream is not None and upstream != self.upstream
+        )
+        if changed:
+            was_enabled = self.enabled
+            await self.stop()
+            if listen is not None:
+                self.listen = self.requested_listen = listen
+            if upstream is not None:
+                self.upstream = upstream
+                self.upstream_address = split_address(upstream, "upstream", allow_zero_port=False)
+            if want_enabled:
+                try:
+                    await self.start()
+                except Exception:
+                    self.listen, self.requested_listen, self.upstream, self.upstream_address = old
+                    if was_enabled:
+                        await self.start()
+                    raise
+            return
+        if want_enabled and not self.enabled:
+            await self.start()
+        elif not want_enabled and self.enabled:
+            await self.stop()
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def connection_opened(self, conn: Connection) -> None:
+        """Track a new client connection (so disabling can close it)."""
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: Connection) -> None:
+        """Forget a closed connection."""
+        self.connections.discard(conn)
+
+    # -- toxics ----------------------------------------------------------------------------------
+
+    def toxic_specs(self) -> Iterator[ToxicSpec]:
+        """All toxics, upstream ones first, each stream in the order they were added."""
+        for stream in STREAMS:
+            for spec in self._toxics.values():
+                if spec.stream == stream:
+                    yield spec
+
+    def toxic_order(self, stream: Stream) -> list[str]:
+        """Names of the toxics on *stream*, in chain order."""
+        return [name for name, spec in self._toxics.items() if spec.stream == stream]
+
+    def get_toxic(self, name: str) -> ToxicSpec:
+        """Return toxic *name* or raise a 404."""
+        spec = self._toxics.get(name)
+        if spec is None:
+            raise toxic_not_found(self.name, name)
+        return spec
+
+    def add_toxic(self, body: object) -> ToxicSpec:
+        """Validate and add a toxic; it applies to open connections at once."""
+        spec = parse_new_toxic(body)
+        if spec.name in self._toxics:
+            raise toxic_exists(self.name, spec.name)
+        self._toxics[spec.name] = spec
+        order = self.toxic_order(spec.stream)
+        for conn in list(self.connections):
+            conn.flow(spec.stream).set_toxic(spec, order)
+        return spec
+
+    def update_toxic(self, name: str, body: object) -> ToxicSpec:
+        """Update a toxic's attributes/toxicity; open connections re-roll and use the new values."""
+        spec = parse_toxic_update(self.get_toxic(name), body)
+        self._toxics[name] = spec
+        order = self.toxic_order(spec.stream)
+        for conn in list(self.connections):
+            conn.flow(spec.stream).set_toxic(spec, order)
+        return spec
+
+    def remove_toxic(self, name: str) -> None:
+        """Remove a toxic from the proxy and from every open connection."""
+        spec = self.get_toxic(name)
+        del self._toxics[name]
+        order = self.toxic_order(spec.stream)
+        for conn in list(self.connections):
+            conn.flow(spec.stream).remove_toxic(name, order)
+
+    def reset_toxics(self) -> None:
+        """Remove every toxic."""
+        for name in list(self._toxics):
+            self.remove_toxic(name)
+
+    # -- views -----------------------------------------------------------------------------------
+
+    def matches(self, config: ProxyConfig) -> bool:
+        """True if *config* asks for this proxy's upstream and listen address."""
+        return config.upstream == self.upstream and config.listen in (
+            self.listen,
+            self.requested_listen,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """Return the Toxiproxy JSON form (``name, listen, upstream, enabled, toxics``)."""
+        return {
+            "name": self.name,
+            "listen": self.listen,
+            "upstream": self.upstream,
+            "enabled": self.enabled,
+            "toxics": [spec.to_json() for spec in self.toxic_specs()],
+        }
+
+    def __repr__(self) -> str:
+        state = "enabled" if self.enabled else "disabled"
+        return f"<Proxy {self.name!r} {self.listen} -> {self.upstream} {state}>"

@@ -1,0 +1,293 @@
+"""What each toxic does to one direction of one connection.
+
+A :class:`ToxicRuntime` is created for every (connection, direction, toxic) whose toxicity roll
+succeeded. The data plane passes each chunk through the active runtimes in order; a runtime hands
+its output on by awaiting ``emit(data, timestamp)``, so a toxic may delay, split, drop or cut data,
+and may close or reset the connection through its :class:`FlowHooks`.
+
+Waits are interruptible: when a toxic is updated or removed, the old runtime is *retired* and any
+chunk it is holding is passed on at once (as Toxiproxy does), so a change never waits for a long
+latency or a slow bandwidth to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from chaos.server.toxics import ToxicSpec
+
+Emit = Callable[[bytes, float], Awaitable[None]]
+"""Pass ``(data, read_timestamp)`` on to the next toxic, or to the socket after the last one."""
+
+
+class FlowHooks(Protocol):
+    """What a runtime may use from the connection direction it runs on."""
+
+    loop: asyncio.AbstractEventLoop
+    rng: random.Random
+
+    def now(self) -> float:
+        """Current time in seconds on the data plane's clock."""
+        ...
+
+    def close_connection(self) -> None:
+        """Close both sockets gracefully (buffered data is still sent)."""
+        ...
+
+    def reset_connection(self) -> None:
+        """Close both sockets with a TCP RST, discarding buffered data."""
+        ...
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class ToxicRuntime:
+    """Base runtime: passes data through unchanged (the ``noop`` toxic)."""
+
+    __slots__ = ("_waiter", "flow", "retired", "spec")
+
+    def __init__(self, spec: ToxicSpec, flow: FlowHooks) -> None:
+        self.spec = spec
+        self.flow = flow
+        self.retired = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def activate(self) -> None:
+        """Start timers the toxic needs (called once the runtime joins a live connection)."""
+
+    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+        """Handle one chunk read at *ts*; call *emit* for whatever should go on."""
+        await emit(data, ts)
+
+    async def on_eof(self) -> None:
+        """Run before the end of stream (EOF) is passed on."""
+
+    def retire(self, removed: bool) -> None:
+        """Stop this runtime because its toxic was updated (*removed* false) or removed.
+
+        Wakes any wait so held data moves on immediately.
+        """
+        self.retired = True
+        if self._waiter is not None:
+            _wake(self._waiter)
+
+    def detach(self) -> None:
+        """Cancel timers because the connection is closing; no side effects."""
+        self.retired = True
+        if self._waiter is not None:
+            _wake(self._waiter)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep up to *seconds*, returning early if the runtime is retired."""
+        if self.retired:
+            return
+        loop = self.flow.loop
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiter = fut
+        handle = loop.call_later(seconds, _wake, fut) if seconds != float("inf") else None
+        try:
+            await fut
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+
+
+class LatencyRuntime(ToxicRuntime):
+    """Delay every chunk by ``latency`` +/- uniform ``jitter`` ms, counted from its read time.
+
+    Deadlines are absolute, so chunks read close together leave close together (they pipeline)
+    instead of each waiting the full latency after the previous one.
+    """
+
+    __slots__ = ()
+
+    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+        latency = self.spec.attr("latency")
+        jitter = self.spec.attr("jitter")
+        delay_ms = latency + (self.flow.rng.uniform(-jitter, jitter) if jitter else 0.0)
+        wait = ts + max(delay_ms, 0.0) / 1000.0 - self.flow.now()
+        if wait > 0:
+            await self._sleep(wait)
+        await emit(data, ts)
+
+
+class BandwidthRuntime(ToxicRuntime):
+    """Pass data at ``rate`` KB/s (1 KB = 1000 bytes), in slices of 100 ms worth of data.
+
+    Rate 0 holds all data, without spinning, until the toxic is updated or removed (Toxiproxy
+    busy-loops here).
+    """
+
+    __slots__ = ("_next",)
+
+    def __init__(self, spec: ToxicSpec, flow: FlowHooks) -> None:
+        super().__init__(spec, flow)
+        self._next = 0.0
+
+    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+        rate = self.spec.attr("rate") * 1000  # bytes per second
+        if rate <= 0:
+            await self._sleep(float("inf"))
+            await emit(data, ts)
+            return
+        piece_size = max(rate // 10, 1)
+        view = memoryview(data)
+        offset = 0
+        while offset < len(data):
+            if self.retired:
+                await emit(bytes(view[offset:]), ts)
+                return
+            piece = view[offset : offset + piece_size]
+            offset += len(piece)
+            # A schedule rather than a sleep per slice, so timer overshoot does not add up.
+            self._next = max(self._next, self.flow.now()) + len(piece) / rate
+            wait = self._next - self.flow.now()
+            if wait > 0:
+                await self._sleep(wait)
+            await emit(bytes(piece), ts)
+
+
+class SlowCloseRuntime(ToxicRuntime):
+    """Hold the end of stream for ``delay`` ms before passing it on."""
+
+    __slots__ = ()
+
+    async def on_eof(self) -> None:
+        delay = self.spec.attr("delay")
+        if delay > 0:
+            await self._sleep(delay / 1000.0)
+
+
+class TimeoutRuntime(ToxicRuntime):
+    """Drop all data; close the connection after ``timeout`` ms (0 = never).
+
+    Removing the toxic closes the connections it was applied to, as Toxiproxy does: the data it
+    dropped is gone, so the stream could not continue correctly anyway.
+    """
+
+    __slots__ = ("_timer",)
+
+    def __init__(self, spec: ToxicSpec, flow: FlowHooks) -> None:
+        super().__init__(spec, flow)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def activate(self) -> None:
+        timeout = self.spec.attr("timeout")
+        if timeout > 0:
+            self._timer = self.flow.loop.call_later(timeout / 1000.0, self.flow.close_connection)
+
+    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+        return  # the data is dropped
+
+    def retire(self, removed: bool) -> None:
+        super().retire(removed)
+        self._cancel()
+        if removed:
+            self.flow.close_connection()
+
+    def detach(self) -> None:
+        super().detach()
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class ResetPeerRuntime(TimeoutRuntime):
+    """On the first chunk, drop data and reset the connection (TCP RST) after ``timeout`` ms."""
+
+    __slots__ = ()
+
+    def activate(self) -> None:
+        return  # the countdown starts with the first chunk, as in Toxiproxy
+
+    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+        if self._timer is None:
+            timeout = self.spec.attr("timeout")
+            self._timer = self.flow.loop.call_later(timeout / 1000.0, self.flow.reset_connection)
+
+    def retire(self, removed: bool) -> None:
+        ToxicRuntime.retire(self, removed)
+        self._cancel()
+
+
+class SlicerRuntime(ToxicRuntime):
+    """Cut chunks into slices of ``average_size`` +/- ``size_variation`` bytes, ``delay`` us apart.
+
+    An ``average_size`` of 0 passes chunks through whole.
+    """
+
+    __slots__ = ()
+
+    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+        average = self.spec.attr("average_size")
+        if average <= 0:
+            await emit(data, ts)
+            return
+        variation = min(self.spec.attr("size_variation"), average - 1)
+        delay = self.spec.attr("delay") / 1_000_000.0
+        rng = self.flow.rng
+        view = memoryview(data)
+        offset = 0
+        while offset < len(data):
+            if self.retired:
+                await emit(bytes(view[offset:]), ts)
+                return
+            size = average + rng.randint(-variation, variation) if variation else average
+            piece = view[offset : offset + size]
+            offset += len(piece)
+            await emit(bytes(piece), ts)
+            if delay > 0 and offset < len(data):
+                await self._sleep(delay)
+
+
+class LimitDataRuntime(ToxicRuntime):
+    """Pass the first ``bytes`` bytes of the stream, then close the connection."""
+
+    __slots__ = ("transmitted",)
+
+    def __init__(self, spec: ToxicSpec, flow: FlowHooks) -> None:
+        super().__init__(spec, flow)
+        self.transmitted = 0
+
+    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+        remaining = self.spec.attr("bytes") - self.transmitted
+        if remaining > 0:
+            piece = data if len(data) <= remaining else data[:remaining]
+            self.transmitted += len(piece)
+            await emit(piece, ts)
+        if self.transmitted >= self.spec.attr("bytes"):
+            self.flow.close_connection()
+
+
+RUNTIMES: dict[str, type[ToxicRuntime]] = {
+    "noop": ToxicRuntime,
+    "latency": LatencyRuntime,
+    "bandwidth": BandwidthRuntime,
+    "slow_close": SlowCloseRuntime,
+    "timeout": TimeoutRuntime,
+    "reset_peer": ResetPeerRuntime,
+    "slicer": SlicerRuntime,
+    "limit_data": LimitDataRuntime,
+}
+
+
+def make_runtime(spec: ToxicSpec, flow: FlowHooks, previous: ToxicRuntime | None) -> ToxicRuntime:
+    """Create the runtime for *spec*; *previous* is the runtime it replaces on an update.
+
+    ``limit_data`` keeps its byte count across updates, so raising the limit lets exactly the
+    difference through.
+    """
+    runtime = RUNTIMES[spec.type](spec, flow)
+    if isinstance(runtime, LimitDataRuntime) and isinstance(previous, LimitDataRuntime):
+        runtime.transmitted = previous.transmitted
+    return runtime

@@ -1,0 +1,97 @@
+"""Fixtures for the chaos server tests: an embedded server, clients and loopback upstreams.
+
+Every server, socket and thread started here is stopped by the fixture that started it, also
+when the test fails.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from chaos_helpers import EchoServer, LoopThread, RawApi, RawResponse
+
+from chaos import EmbeddedToxiproxy, ToxiproxyClient
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    try:
+        yield lt
+    finally:
+        lt.close()
+
+
+@pytest.fixture
+def echo_server(loop_thread: LoopThread) -> Iterator[EchoServer]:
+    server = EchoServer(loop_thread)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def toxiproxy() -> Iterator[EmbeddedToxiproxy]:
+    with EmbeddedToxiproxy(seed=1234) as server:
+        yield server
+
+
+@pytest.fixture
+def client(toxiproxy: EmbeddedToxiproxy) -> ToxiproxyClient:
+    return toxiproxy.client(timeout=10.0)
+
+
+@pytest.fixture
+def echo_proxy(client: ToxiproxyClient, echo_server: EchoServer) -> tuple[str, int]:
+    """A proxy named ``echo`` in front of the echo server; returns its (host, port)."""
+    info = client.create_proxy("echo", upstream=echo_server.address)
+    return info.listen_host, info.listen_port
+
+
+@pytest.fixture
+def raw_api(toxiproxy: EmbeddedToxiproxy) -> RawApi:
+    """Send a raw HTTP request to the API: ``raw_api(method, path, body=None, headers=None)``."""
+
+    def send(
+        method: str,
+        path: str,
+        body: bytes | str | Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> RawResponse:
+        if body is not None and not isinstance(body, bytes | str):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        conn = http.client.HTTPConnection(toxiproxy.host, toxiproxy.port, timeout=10)
+        try:
+            conn.request(
+                method, path, body=body, headers={"User-Agent": "tests", **(headers or {})}
+            )
+            response = conn.getresponse()
+            return RawResponse(
+                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            )
+        finally:
+            conn.close()
+
+    return send
+
+
+@pytest.fixture
+def toxiproxy_python(toxiproxy: EmbeddedToxiproxy, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A ``toxiproxy.Toxiproxy`` (the toxiproxy-python package) aimed at the embedded server.
+
+    toxiproxy-python keeps the server address in class attributes of ``APIConsumer`` (default
+    127.0.0.1:8474); monkeypatch sets them to our ephemeral port and restores them afterwards.
+    """
+    from toxiproxy.api import APIConsumer
+    from toxiproxy.server import Toxiproxy
+
+    monkeypatch.setattr(APIConsumer, "host", toxiproxy.host)
+    monkeypatch.setattr(APIConsumer, "port", toxiproxy.port)
+    return Toxiproxy()

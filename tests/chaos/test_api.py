@@ -1,0 +1,351 @@
+"""Every control API endpoint and error through raw HTTP, as Toxiproxy 2.12 answers them."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from chaos_helpers import EchoServer, RawApi, connect, recv_exactly, recv_until_closed
+
+PROXY = {"name": "redis", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:6379"}
+
+
+def create(raw_api: RawApi, **overrides: object) -> dict[str, object]:
+    response = raw_api("POST", "/proxies", {**PROXY, **overrides})
+    assert response.status == 201, response
+    return response.json()  # type: ignore[no-any-return]
+
+
+def assert_error(response: object, status: int, prefix: str) -> None:
+    assert response.status == status, response  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert body["status"] == status
+    assert body["error"].startswith(prefix), body
+    assert response.headers["content-type"].startswith("application/json")  # type: ignore[attr-defined]
+
+
+class TestProxies:
+    def test_create_rewrites_listen_to_bound_port(self, raw_api: RawApi) -> None:
+        body = create(raw_api)
+        assert set(body) == {"name", "listen", "upstream", "enabled", "toxics"}
+        assert body["name"] == "redis"
+        assert body["upstream"] == "127.0.0.1:6379"
+        assert body["enabled"] is True
+        assert body["toxics"] == []
+        host, port = str(body["listen"]).rsplit(":", 1)
+        assert host == "127.0.0.1"
+        assert int(port) > 0
+
+    def test_listen_defaults_to_loopback(self, raw_api: RawApi) -> None:
+        response = raw_api("POST", "/proxies", {"name": "a", "upstream": "127.0.0.1:1"})
+        assert response.status == 201
+        assert response.json()["listen"].startswith("127.0.0.1:")
+
+    def test_index_show_and_delete(self, raw_api: RawApi) -> None:
+        created = create(raw_api)
+        index = raw_api("GET", "/proxies")
+        assert index.status == 200
+        assert index.json() == {"redis": created}
+        shown = raw_api("GET", "/proxies/redis")
+        assert shown.status == 200
+        assert shown.json() == created
+        deleted = raw_api("DELETE", "/proxies/redis")
+        assert deleted.status == 204
+        assert deleted.body == b""
+        assert raw_api("GET", "/proxies").json() == {}
+
+    def test_create_disabled_does_not_listen(self, raw_api: RawApi) -> None:
+        body = create(raw_api, enabled=False, listen="127.0.0.1:0")
+        assert body["enabled"] is False
+        assert body["listen"] == "127.0.0.1:0"
+
+    @pytest.mark.parametrize("method", ["POST", "PATCH"])
+    def test_partial_update(self, raw_api: RawApi, method: str) -> None:
+        created = create(raw_api)
+        response = raw_api(method, "/proxies/redis", {"enabled": False})
+        assert response.status == 200
+        body = response.json()
+        assert body["enabled"] is False
+        assert body["upstream"] == created["upstream"]
+        assert body["listen"] == created["listen"]
+        # re-enabling binds the same port again
+        again = raw_api(method, "/proxies/redis", {"enabled": True}).json()
+        assert again["enabled"] is True
+        assert again["listen"] == created["listen"]
+
+    def test_update_upstream_keeps_listen(self, raw_api: RawApi) -> None:
+        created = create(raw_api)
+        body = raw_api("PATCH", "/proxies/redis", {"upstream": "127.0.0.1:6380"}).json()
+        assert body["upstream"] == "127.0.0.1:6380"
+        assert body["listen"] == created["listen"]
+
+    def test_disable_refuses_new_connections_and_closes_open_ones(
+        self, raw_api: RawApi, echo_server: EchoServer
+    ) -> None:
+        created = create(raw_api, upstream=echo_server.address)
+        host, port = str(created["listen"]).rsplit(":", 1)
+        with connect((host, int(port))) as sock:
+            sock.sendall(b"hi")
+            assert recv_exactly(sock, 2) == b"hi"
+            assert raw_api("PATCH", "/proxies/redis", {"enabled": False}).status == 200
+            assert recv_until_closed(sock, timeout=5)[1] in ("eof", "reset")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5).close()
+
+    def test_duplicate_name_is_409(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        assert_error(raw_api("POST", "/proxies", PROXY), 409, "proxy already exists")
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [({"upstream": "127.0.0.1:1"}, "name"), ({"name": "x"}, "upstream")],
+    )
+    def test_missing_field_is_400(self, raw_api: RawApi, body: object, field: str) -> None:
+        assert_error(raw_api("POST", "/proxies", body), 400, f"missing required field: {field}")
+
+    @pytest.mark.parametrize(
+        "body",
+        [b"{not json", b"", b"[1, 2]", {"name": 5, "upstream": "x:1"}, {**PROXY, "enabled": "no"}],
+    )
+    def test_bad_body_is_400(self, raw_api: RawApi, body: object) -> None:
+        assert_error(raw_api("POST", "/proxies", body), 400, "bad request body")
+
+    def test_unbindable_listen_is_500_and_not_created(self, raw_api: RawApi) -> None:
+        taken = socket.socket()
+        try:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            response = raw_api("POST", "/proxies", {**PROXY, "listen": f"127.0.0.1:{port}"})
+            assert_error(response, 500, "could not listen on")
+            assert str(port) in response.json()["error"]
+        finally:
+            taken.close()
+        assert raw_api("GET", "/proxies").json() == {}
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", "/proxies/nope"),
+            ("PATCH", "/proxies/nope"),
+            ("DELETE", "/proxies/nope"),
+            ("GET", "/proxies/nope/toxics"),
+            ("POST", "/proxies/nope/toxics"),
+        ],
+    )
+    def test_unknown_proxy_is_404(self, raw_api: RawApi, method: str, path: str) -> None:
+        body = {"type": "latency"} if method != "GET" else None
+        assert_error(raw_api(method, path, body), 404, "proxy not found")
+
+
+class TestToxics:
+    def test_create_with_defaults_answers_200(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        response = raw_api("POST", "/proxies/redis/toxics", {"type": "latency"})
+        assert response.status == 200
+        assert response.json() == {
+            "name": "latency_downstream",
+            "type": "latency",
+            "stream": "downstream",
+            "toxicity": 1.0,
+            "attributes": {"latency": 0, "jitter": 0},
+        }
+
+    def test_index_lists_upstream_then_downstream(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        raw_api("POST", "/proxies/redis/toxics", {"type": "latency", "name": "d1"})
+        raw_api("POST", "/proxies/redis/toxics", {"type": "timeout", "stream": "upstream"})
+        raw_api("POST", "/proxies/redis/toxics", {"type": "slicer", "name": "d2"})
+        names = [t["name"] for t in raw_api("GET", "/proxies/redis/toxics").json()]
+        assert names == ["timeout_upstream", "d1", "d2"]
+        proxy = raw_api("GET", "/proxies/redis").json()
+        assert [t["name"] for t in proxy["toxics"]] == names
+
+    def test_show_update_delete(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        body = {"type": "latency", "attributes": {"latency": 100, "jitter": 5}, "toxicity": 0.5}
+        raw_api("POST", "/proxies/redis/toxics", body)
+        shown = raw_api("GET", "/proxies/redis/toxics/latency_downstream")
+        assert shown.status == 200
+        assert shown.json()["attributes"] == {"latency": 100, "jitter": 5}
+        for method in ("PATCH", "POST"):
+            updated = raw_api(
+                method, "/proxies/redis/toxics/latency_downstream", {"attributes": {"latency": 7}}
+            )
+            assert updated.status == 200
+            assert updated.json()["attributes"] == {"latency": 7, "jitter": 5}
+            assert updated.json()["toxicity"] == 0.5
+        toxicity = raw_api("PATCH", "/proxies/redis/toxics/latency_downstream", {"toxicity": 1})
+        assert toxicity.json()["toxicity"] == 1.0
+        deleted = raw_api("DELETE", "/proxies/redis/toxics/latency_downstream")
+        assert deleted.status == 204
+        assert raw_api("GET", "/proxies/redis/toxics").json() == []
+
+    @pytest.mark.parametrize(
+        "toxic_type",
+        [
+            "latency",
+            "bandwidth",
+            "slow_close",
+            "timeout",
+            "reset_peer",
+            "slicer",
+            "limit_data",
+            "noop",
+        ],
+    )
+    def test_every_type_is_accepted(self, raw_api: RawApi, toxic_type: str) -> None:
+        create(raw_api)
+        response = raw_api(
+            "POST", "/proxies/redis/toxics", {"type": toxic_type, "stream": "upstream"}
+        )
+        assert response.status == 200
+        assert response.json()["name"] == f"{toxic_type}_upstream"
+
+    def test_duplicate_toxic_is_409(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        raw_api("POST", "/proxies/redis/toxics", {"type": "latency"})
+        assert_error(
+            raw_api("POST", "/proxies/redis/toxics", {"type": "latency"}),
+            409,
+            "toxic already exists",
+        )
+
+    @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+    def test_unknown_toxic_is_404(self, raw_api: RawApi, method: str) -> None:
+        create(raw_api)
+        body = {"attributes": {}} if method == "PATCH" else None
+        assert_error(raw_api(method, "/proxies/redis/toxics/nope", body), 404, "toxic not found")
+
+    def test_invalid_type_is_400(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        response = raw_api("POST", "/proxies/redis/toxics", {"type": "lag"})
+        assert_error(response, 400, "invalid toxic type")
+        assert "'lag'" in response.json()["error"]
+
+    def test_invalid_stream_is_400(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        assert_error(
+            raw_api("POST", "/proxies/redis/toxics", {"type": "latency", "stream": "sideways"}),
+            400,
+            "stream was invalid, can be either upstream or downstream",
+        )
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"type": "latency", "attributes": {"latency": "100"}},
+            {"type": "latency", "attributes": {"latency": -1}},
+            {"type": "latency", "attributes": {"latancy": 1}},
+            {"type": "latency", "attributes": [1]},
+            {"type": "latency", "toxicity": 2},
+            {"type": "latency", "toxicity": "high"},
+            {"type": 3},
+            b"nope",
+        ],
+    )
+    def test_bad_toxic_body_is_400(self, raw_api: RawApi, body: object) -> None:
+        create(raw_api)
+        response = raw_api("POST", "/proxies/redis/toxics", body)
+        assert response.status == 400, response
+        assert response.json()["status"] == 400
+
+    def test_bad_update_keeps_toxic(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        raw_api("POST", "/proxies/redis/toxics", {"type": "latency", "attributes": {"latency": 5}})
+        response = raw_api(
+            "PATCH", "/proxies/redis/toxics/latency_downstream", {"attributes": {"latency": 1.5}}
+        )
+        assert_error(response, 400, "bad request body")
+        assert "latency" in response.json()["error"]
+        shown = raw_api("GET", "/proxies/redis/toxics/latency_downstream").json()
+        assert shown["attributes"]["latency"] == 5
+
+
+class TestPopulateResetVersion:
+    def test_populate_creates_and_answers_201(self, raw_api: RawApi) -> None:
+        response = raw_api(
+            "POST",
+            "/populate",
+            [PROXY, {"name": "pg", "upstream": "127.0.0.1:5432", "listen": "127.0.0.1:0"}],
+        )
+        assert response.status == 201
+        names = [p["name"] for p in response.json()["proxies"]]
+        assert names == ["redis", "pg"]
+        assert set(raw_api("GET", "/proxies").json()) == {"redis", "pg"}
+
+    def test_populate_keeps_identical_and_replaces_changed(self, raw_api: RawApi) -> None:
+        first = create(raw_api)
+        raw_api("POST", "/proxies/redis/toxics", {"type": "latency"})
+        same = {**PROXY, "listen": first["listen"]}
+        kept = raw_api("POST", "/populate", [same]).json()["proxies"][0]
+        assert kept["listen"] == first["listen"]
+        assert len(kept["toxics"]) == 1  # untouched: toxics survive
+        changed = {**same, "upstream": "127.0.0.1:6380"}
+        replaced = raw_api("POST", "/populate", [changed]).json()["proxies"][0]
+        assert replaced["upstream"] == "127.0.0.1:6380"
+        assert replaced["toxics"] == []
+
+    def test_populate_validates_everything_first(self, raw_api: RawApi) -> None:
+        response = raw_api("POST", "/populate", [PROXY, {"name": "broken"}])
+        assert_error(response, 400, "missing required field: upstream")
+        assert "proxy 2" in response.json()["error"]
+        assert raw_api("GET", "/proxies").json() == {}
+
+    @pytest.mark.parametrize("body", [{"proxies": []}, b"[", b"", [PROXY, PROXY]])
+    def test_populate_bad_body_is_400(self, raw_api: RawApi, body: object) -> None:
+        assert raw_api("POST", "/populate", body).status == 400
+
+    def test_reset_enables_and_clears_toxics(self, raw_api: RawApi) -> None:
+        create(raw_api)
+        raw_api("POST", "/proxies/redis/toxics", {"type": "latency"})
+        raw_api("PATCH", "/proxies/redis", {"enabled": False})
+        response = raw_api("POST", "/reset")
+        assert response.status == 204
+        proxy = raw_api("GET", "/proxies/redis").json()
+        assert proxy["enabled"] is True
+        assert proxy["toxics"] == []
+
+    def test_version(self, raw_api: RawApi) -> None:
+        response = raw_api("GET", "/version")
+        assert response.status == 200
+        version = response.json()["version"]
+        assert tuple(int(x) for x in version.split(".")) >= (2, 7, 0)
+
+
+class TestProtocolErrors:
+    def test_wrong_method_is_405(self, raw_api: RawApi) -> None:
+        assert_error(raw_api("DELETE", "/proxies"), 405, "method not allowed")
+        assert_error(raw_api("GET", "/reset"), 405, "method not allowed")
+
+    def test_unknown_path_is_404(self, raw_api: RawApi) -> None:
+        assert_error(raw_api("GET", "/nothing/here"), 404, "not found")
+
+    @pytest.mark.parametrize(
+        "agent",
+        [
+            "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+            "Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15 Safari/605.1.15",
+        ],
+    )
+    def test_browser_user_agent_is_403(self, raw_api: RawApi, agent: str) -> None:
+        response = raw_api("POST", "/proxies", PROXY, headers={"User-Agent": agent})
+        assert_error(response, 403, "User agent not allowed")
+        assert raw_api("GET", "/proxies").json() == {}
+
+    def test_metrics_exposition(self, raw_api: RawApi, echo_server: EchoServer) -> None:
+        created = create(raw_api, upstream=echo_server.address)
+        host, port = str(created["listen"]).rsplit(":", 1)
+        with connect((host, int(port))) as sock:
+            sock.sendall(b"x" * 1000)
+            recv_exactly(sock, 1000)
+        response = raw_api("GET", "/metrics")
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        text = response.body.decode()
+        labels = (
+            f'direction="upstream",listener="{created["listen"]}",proxy="redis",'
+            f'upstream="{echo_server.address}"'
+        )
+        assert f"toxiproxy_proxy_received_bytes_total{{{labels}}} 1000.0" in text
+        assert f"toxiproxy_proxy_sent_bytes_total{{{labels}}} 1000.0" in text

@@ -1,0 +1,172 @@
+"""chaos.ToxiproxyClient: typed results, PATCH updates, error mapping, timeouts, many servers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from chaos_helpers import EchoServer, connect, recv_exactly, round_trip
+
+from chaos import (
+    EmbeddedToxiproxy,
+    InvalidToxic,
+    NotFound,
+    ProxyExists,
+    ProxyInfo,
+    ToxicInfo,
+    ToxiproxyClient,
+    ToxiproxyError,
+    ToxiproxyUnavailable,
+)
+
+
+def test_proxy_lifecycle(client: ToxiproxyClient, echo_server: EchoServer) -> None:
+    assert client.version() == "2.12.0"
+    assert client.is_running()
+    created = client.create_proxy("echo", upstream=echo_server.address)
+    assert isinstance(created, ProxyInfo)
+    assert created.enabled
+    assert created.listen_host == "127.0.0.1"
+    assert created.listen_port > 0
+    assert client.proxies() == {"echo": created}
+    assert client.get_proxy("echo") == created
+    disabled = client.disable("echo")
+    assert not disabled.enabled
+    enabled = client.enable("echo")
+    assert enabled.enabled
+    assert enabled.listen == created.listen
+    moved = client.update_proxy("echo", upstream="127.0.0.1:9")
+    assert moved.upstream == "127.0.0.1:9"
+    client.delete_proxy("echo")
+    assert client.proxies() == {}
+
+
+def test_toxic_lifecycle(client: ToxiproxyClient, echo_server: EchoServer) -> None:
+    proxy = client.create_proxy("echo", upstream=echo_server.address)
+    toxic = client.add_toxic("echo", "latency", attributes={"latency": 120})
+    assert toxic == ToxicInfo(
+        "latency_downstream", "latency", "downstream", 1.0, {"latency": 120, "jitter": 0}
+    )
+    with connect((proxy.listen_host, proxy.listen_port)) as sock:
+        assert round_trip(sock) >= 0.115
+        updated = client.update_toxic("echo", toxic.name, attributes={"latency": 0}, toxicity=0.5)
+        assert updated.attributes == {"latency": 0, "jitter": 0}
+        assert updated.toxicity == 0.5
+        assert client.get_toxic("echo", toxic.name) == updated
+        assert client.toxics("echo") == [updated]
+        client.remove_toxic("echo", toxic.name)
+        sock.sendall(b"ok")
+        assert recv_exactly(sock, 2) == b"ok"
+    assert client.get_proxy("echo").toxics == ()
+    client.add_toxic("echo", "timeout", name="t", stream="upstream")
+    client.reset()
+    assert client.toxics("echo") == []
+
+
+def test_populate_and_metrics(client: ToxiproxyClient, echo_server: EchoServer) -> None:
+    proxies = client.populate(
+        [
+            {"name": "a", "listen": "127.0.0.1:0", "upstream": echo_server.address},
+            {"name": "b", "listen": "127.0.0.1:0", "upstream": echo_server.address},
+        ]
+    )
+    assert [p.name for p in proxies] == ["a", "b"]
+    assert "toxiproxy_proxy_received_bytes_total" in client.metrics()
+
+
+def test_errors_carry_status_and_message(client: ToxiproxyClient) -> None:
+    client.create_proxy("p", upstream="127.0.0.1:1")
+    with pytest.raises(ProxyExists) as exists:
+        client.create_proxy("p", upstream="127.0.0.1:1")
+    assert exists.value.status == 409
+    assert exists.value.message.startswith("proxy already exists")
+    assert "POST" in str(exists.value)
+    with pytest.raises(NotFound) as missing:
+        client.get_proxy("nope")
+    assert missing.value.status == 404
+    assert "nope" in missing.value.message
+    with pytest.raises(InvalidToxic) as invalid:
+        client.add_toxic("p", "lag")
+    assert invalid.value.status == 400
+    assert invalid.value.message.startswith("invalid toxic type")
+    taken = client.get_proxy("p").listen
+    with pytest.raises(ToxiproxyError) as unbindable:
+        client.create_proxy("q", upstream="127.0.0.1:1", listen=taken)
+    assert type(unbindable.value) is ToxiproxyError
+    assert unbindable.value.status == 500
+
+
+def test_unreachable_server_raises_unavailable() -> None:
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    port = spare.getsockname()[1]
+    spare.close()
+    client = ToxiproxyClient(f"http://127.0.0.1:{port}", timeout=2)
+    with pytest.raises(ToxiproxyUnavailable) as refused:
+        client.proxies()
+    assert refused.value.status is None
+    assert "is the server running" in refused.value.message
+    assert not client.is_running()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A listener that accepts and never answers (bounded: closes after the test)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for sock in accepted:
+            sock.close()
+
+
+def test_timeout_is_enforced(silent_server: int) -> None:
+    client = ToxiproxyClient(f"http://127.0.0.1:{silent_server}", timeout=0.3)
+    start = time.perf_counter()
+    with pytest.raises(ToxiproxyUnavailable) as slow:
+        client.version()
+    assert time.perf_counter() - start < 3.0
+    assert "0.3 s" in slow.value.message
+
+
+def test_several_servers_in_one_process() -> None:
+    with EmbeddedToxiproxy() as one, EmbeddedToxiproxy() as two:
+        a, b = one.client(), two.client()
+        a.create_proxy("only-on-one", upstream="127.0.0.1:1")
+        b.create_proxy("only-on-two", upstream="127.0.0.1:1")
+        assert set(a.proxies()) == {"only-on-one"}
+        assert set(b.proxies()) == {"only-on-two"}
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8474", "https://127.0.0.1:8474", "http://"])
+def test_bad_url_is_rejected(url: str) -> None:
+    with pytest.raises(ValueError, match="http://host:port"):
+        ToxiproxyClient(url)
+
+
+def test_bad_timeout_is_rejected() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        ToxiproxyClient(timeout=0)

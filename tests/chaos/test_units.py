@@ -1,0 +1,151 @@
+"""Toxic runtimes and config parsing without sockets: seeded randomness, exact schedules."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from chaos.server import ApiError
+from chaos.server.config import join_address, parse_proxy_config, split_address
+from chaos.server.runtimes import (
+    BandwidthRuntime,
+    LatencyRuntime,
+    LimitDataRuntime,
+    SlicerRuntime,
+    make_runtime,
+)
+from chaos.server.toxics import ToxicSpec, parse_new_toxic, parse_toxic_update
+
+
+class FakeFlow:
+    """FlowHooks on the running loop, recording what runtimes emit and ask for."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.rng = random.Random(seed)
+        self.closed = 0
+        self.resets = 0
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def close_connection(self) -> None:
+        self.closed += 1
+
+    def reset_connection(self) -> None:
+        self.resets += 1
+
+
+def spec(toxic_type: str, **attributes: int) -> ToxicSpec:
+    return parse_new_toxic({"type": toxic_type, "attributes": attributes})
+
+
+async def run(runtime: object, data: bytes, ts: float | None = None) -> list[bytes]:
+    out: list[bytes] = []
+
+    async def emit(chunk: bytes, _ts: float) -> None:
+        out.append(chunk)
+
+    loop = asyncio.get_running_loop()
+    await runtime.process(data, loop.time() if ts is None else ts, emit)  # type: ignore[attr-defined]
+    return out
+
+
+@pytest.mark.asyncio
+async def test_slicer_sizes_follow_the_seed() -> None:
+    def sizes(seed: int) -> list[int]:
+        return [len(c) for c in slices[seed]]
+
+    slices = {}
+    for seed in (1, 1, 2):
+        runtime = SlicerRuntime(spec("slicer", average_size=10, size_variation=5), FakeFlow(seed))
+        slices[seed] = await run(runtime, bytes(200))
+    assert sum(sizes(1)) == 200
+    assert all(5 <= n <= 15 for n in sizes(1)[:-1])
+    assert sizes(1) != sizes(2)
+    again = SlicerRuntime(spec("slicer", average_size=10, size_variation=5), FakeFlow(1))
+    assert [len(c) for c in await run(again, bytes(200))] == sizes(1)
+
+
+@pytest.mark.asyncio
+async def test_latency_counts_from_read_time() -> None:
+    flow = FakeFlow()
+    runtime = LatencyRuntime(spec("latency", latency=50), flow)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    # read 40 ms ago: only ~10 ms left to wait
+    assert await run(runtime, b"x", ts=start - 0.040) == [b"x"]
+    assert loop.time() - start < 0.040
+
+
+@pytest.mark.asyncio
+async def test_retire_releases_a_waiting_chunk() -> None:
+    runtime = LatencyRuntime(spec("latency", latency=10_000), FakeFlow())
+    task = asyncio.create_task(run(runtime, b"held"))
+    await asyncio.sleep(0.01)
+    runtime.retire(removed=True)
+    assert await asyncio.wait_for(task, 2) == [b"held"]
+
+
+@pytest.mark.asyncio
+async def test_bandwidth_schedule() -> None:
+    runtime = BandwidthRuntime(spec("bandwidth", rate=1000), FakeFlow())  # 1 MB/s
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    out = await run(runtime, bytes(250_000))
+    elapsed = loop.time() - start
+    assert [len(c) for c in out] == [100_000, 100_000, 50_000]  # 100 ms worth per slice
+    assert 0.245 <= elapsed < 1.5
+
+
+@pytest.mark.asyncio
+async def test_limit_data_truncates_closes_and_survives_update() -> None:
+    flow = FakeFlow()
+    first = LimitDataRuntime(spec("limit_data", bytes=10), flow)
+    assert await run(first, b"123456") == [b"123456"]
+    assert flow.closed == 0
+    raised = make_runtime(spec("limit_data", bytes=12), flow, first)
+    assert await run(raised, b"abcdefgh") == [b"abcdef"]
+    assert flow.closed == 1
+
+
+def test_toxic_parsing_defaults_and_update() -> None:
+    toxic = parse_new_toxic({"type": "latency", "stream": "UPSTREAM"})
+    assert (toxic.name, toxic.stream, toxic.toxicity) == ("latency_upstream", "upstream", 1.0)
+    assert dict(toxic.attributes) == {"latency": 0, "jitter": 0}
+    updated = parse_toxic_update(toxic, {"attributes": {"jitter": 3.0}, "name": "ignored"})
+    assert dict(updated.attributes) == {"latency": 0, "jitter": 3}
+    assert updated.name == "latency_upstream"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:80", ("127.0.0.1", 80)),
+        ("[::1]:0", ("::1", 0)),
+        (":8080", ("127.0.0.1", 8080)),
+        ("localhost:1", ("localhost", 1)),
+    ],
+)
+def test_split_address(text: str, expected: tuple[str, int]) -> None:
+    assert split_address(text, "listen", allow_zero_port=True) == expected
+
+
+@pytest.mark.parametrize("text", ["nohost", "h:port", "h:70000", "h:"])
+def test_split_address_rejects(text: str) -> None:
+    with pytest.raises(ApiError) as error:
+        split_address(text, "upstream", allow_zero_port=False)
+    assert error.value.status == 400
+    assert text in error.value.message
+
+
+def test_upstream_port_zero_is_rejected() -> None:
+    with pytest.raises(ApiError, match="expected 1 to 65535"):
+        parse_proxy_config({"name": "a", "upstream": "127.0.0.1:0"})
+
+
+def test_join_address() -> None:
+    assert join_address("::1", 5) == "[::1]:5"
+    assert join_address("127.0.0.1", 5) == "127.0.0.1:5"
