@@ -33,10 +33,12 @@ from synapse_core.breaker import (
 )
 from synapse_core.clock import Clock, VirtualClock, monotonic_clock
 from synapse_core.errors import CircuitBreakerError, CircuitOpenError
+from synapse_core.timeline import BreakerRecord, FaultSpan, Timeline
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BreakerRecord",
     "CallPermit",
     "CircuitBreaker",
     "CircuitBreakerConfig",
@@ -54,11 +56,13 @@ __all__ = [
     "Clock",
     "EventStream",
     "ExternalTriggerActivated",
+    "FaultSpan",
     "LatencyTrigger",
     "PacketLossTrigger",
     "ReliabilityTrigger",
     "RequestOutcome",
     "RequestRejected",
+    "Timeline",
     "TransportMetrics",
     "Unsubscribe",
     "VirtualClock",

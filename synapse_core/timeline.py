@@ -1,0 +1,199 @@
+"""Timelines: faults and breaker events recorded on one clock, side by side.
+
+The chaos harness records each fault it applies as a :class:`FaultSpan`; the pytest plugin records
+breaker state changes and rejections as :class:`BreakerRecord`. Both are stamped with the
+timeline's clock (monotonic by default, a ``VirtualClock`` when a scenario is stepped), so
+"the breaker opened 1.2 s after the partition started" is a subtraction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from synapse_core.breaker.breaker import CircuitBreaker
+from synapse_core.breaker.events import (
+    CircuitClosed,
+    CircuitEvent,
+    CircuitOpened,
+    ExternalTriggerActivated,
+    RequestRejected,
+    Unsubscribe,
+)
+from synapse_core.clock import Clock, check_clock, monotonic_clock
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpan:
+    """A fault applied to a proxy from ``start`` until ``end`` (``None`` while still active)."""
+
+    id: int
+    fault: str
+    proxy: str
+    start: float
+    end: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Whether the fault has not been removed yet."""
+        return self.end is None
+
+    def duration(self, now: float | None = None) -> float | None:
+        """Seconds the fault lasted (up to *now* if still active and *now* is given)."""
+        end = self.end if self.end is not None else now
+        return None if end is None else end - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRecord:
+    """One breaker event on the timeline's clock.
+
+    ``kind`` is the event kind (``opened``, ``half_opened``, ``closed``, ``request_rejected``,
+    ``external_trigger_activated``); ``state`` the breaker state right after it; ``breaker_time``
+    the event's own timestamp on the breaker's clock.
+    """
+
+    breaker: str
+    kind: str
+    state: str
+    at: float
+    breaker_time: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+_STATE_AFTER = {
+    "opened": "open",
+    "half_opened": "half_open",
+    "closed": "closed",
+}
+
+
+class Timeline:
+    """A thread-safe record of fault spans and breaker events on one clock."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = monotonic_clock if clock is None else check_clock(clock)
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._spans: dict[int, FaultSpan] = {}
+        self._records: list[BreakerRecord] = []
+        self._watches: list[Unsubscribe] = []
+        self.started_at = self.clock()
+
+    # ------------------------------------------------------------------ faults
+
+    def fault_started(self, fault: str, proxy: str, **params: Any) -> int:
+        """Record that *fault* began on *proxy* now; returns the span id for :meth:`fault_ended`."""
+        with self._lock:
+            span_id = next(self._ids)
+            self._spans[span_id] = FaultSpan(span_id, fault, proxy, self.clock(), None, params)
+            return span_id
+
+    def fault_ended(self, span_id: int) -> FaultSpan:
+        """Record that the fault *span_id* was removed now (idempotent); returns the span."""
+        with self._lock:
+            span = self._spans[span_id]
+            if span.end is None:
+                span = FaultSpan(
+                    span.id, span.fault, span.proxy, span.start, self.clock(), span.params
+                )
+                self._spans[span_id] = span
+            return span
+
+    @property
+    def faults(self) -> list[FaultSpan]:
+        """Every fault span, in start order."""
+        with self._lock:
+            return sorted(self._spans.values(), key=lambda s: (s.start, s.id))
+
+    # ------------------------------------------------------------------ breakers
+
+    def record(self, event: CircuitEvent, state: str | None = None) -> BreakerRecord:
+        """Add a breaker event, stamped with this timeline's clock."""
+        detail: dict[str, Any] = {}
+        if isinstance(event, CircuitOpened):
+            detail = {"reason": event.reason, "failure_count": event.failure_count}
+        elif isinstance(event, CircuitClosed):
+            detail = {"reason": event.reason}
+        elif isinstance(event, RequestRejected):
+            detail = {"retry_after": event.retry_after}
+            state = state or event.state.value
+        elif isinstance(event, ExternalTriggerActivated):
+            detail = {"trigger": event.trigger_name}
+        record = BreakerRecord(
+            breaker=event.breaker_name,
+            kind=event.kind,
+            state=state or _STATE_AFTER.get(event.kind, ""),
+            at=self.clock(),
+            breaker_time=event.timestamp,
+            detail=detail,
+        )
+        with self._lock:
+            self._records.append(record)
+        return record
+
+    def watch(self, breaker: CircuitBreaker) -> Unsubscribe:
+        """Record every event of *breaker* from now on; :meth:`close` stops all watches."""
+        handle = breaker.subscribe(self.record)
+        with self._lock:
+            self._watches.append(handle)
+        return handle
+
+    def watch_all(self, breakers: Iterable[CircuitBreaker]) -> None:
+        """:meth:`watch` each breaker."""
+        for breaker in breakers:
+            self.watch(breaker)
+
+    @property
+    def breaker_events(self) -> list[BreakerRecord]:
+        """Every breaker record, in the order recorded."""
+        with self._lock:
+            return list(self._records)
+
+    def events_of(self, breaker: str, kinds: Iterable[str] | None = None) -> list[BreakerRecord]:
+        """The records of one breaker, optionally only some kinds."""
+        wanted = None if kinds is None else set(kinds)
+        return [
+            r
+            for r in self.breaker_events
+            if r.breaker == breaker and (wanted is None or r.kind in wanted)
+        ]
+
+    def close(self) -> None:
+        """Stop watching every breaker (recorded data stays)."""
+        with self._lock:
+            watches, self._watches = self._watches, []
+        for handle in watches:
+            handle()
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"faults": [...], "breaker_events": [...]}``, JSON-ready."""
+        return {
+            "faults": [s.to_dict() for s in self.faults],
+            "breaker_events": [r.to_dict() for r in self.breaker_events],
+        }
+
+    def render(self, origin: float | None = None) -> str:
+        """A plain-text listing of faults and breaker events merged in time order."""
+        base = self.started_at if origin is None else origin
+        rows: list[tuple[float, str]] = []
+        for span in self.faults:
+            rows.append((span.start, f"fault {span.fault} on {span.proxy} started {span.params}"))
+            if span.end is not None:
+                rows.append((span.end, f"fault {span.fault} on {span.proxy} healed"))
+        for rec in self.breaker_events:
+            rows.append((rec.at, f"breaker {rec.breaker}: {rec.kind} -> {rec.state}"))
+        rows.sort(key=lambda r: r[0])
+        return "\n".join(f"  {at - base:9.3f}s  {text}" for at, text in rows)
