@@ -90,6 +90,7 @@ class Timeline:
         self._spans: dict[int, FaultSpan] = {}
         self._records: list[BreakerRecord] = []
         self._watches: list[Unsubscribe] = []
+        self._upstream_calls: list[tuple[str, float]] = []
         self.started_at = self.clock()
 
     # ------------------------------------------------------------------ faults
@@ -143,6 +144,23 @@ class Timeline:
         with self._lock:
             self._records.append(record)
         return record
+
+    def add(self, record: BreakerRecord) -> None:
+        """Add a ready-made record (e.g. a state change polled from another process)."""
+        with self._lock:
+            self._records.append(record)
+
+    def upstream_call(self, upstream: str) -> float:
+        """Note that a call reached *upstream* now (see ``assert_no_calls_while_open``)."""
+        at = self.clock()
+        with self._lock:
+            self._upstream_calls.append((upstream, at))
+        return at
+
+    def upstream_calls(self, upstream: str | None = None) -> list[float]:
+        """Times at which calls reached *upstream* (any upstream when ``None``)."""
+        with self._lock:
+            return [at for name, at in self._upstream_calls if upstream in (None, name)]
 
     def watch(self, breaker: CircuitBreaker) -> Unsubscribe:
         """Record every event of *breaker* from now on; :meth:`close` stops all watches."""

@@ -89,6 +89,7 @@ class CircuitBreaker:
         "_open_until",
         "_pending",
         "_plain",
+        "_probes_high",
         "_rejections",
         "_result_check",
         "_slow_after",
@@ -143,6 +144,7 @@ class CircuitBreaker:
         self._half_open_since = 0.0
         # Successes and rejections are counted lock-free (itertools.count advances atomically).
         self._half_open_success_total = 0
+        self._probes_high = 0
         self._rejections: count[int] = count()
         self._failures = self._timeouts = self._ignored = 0
         self._last_failure: BaseException | None = None
@@ -204,6 +206,7 @@ class CircuitBreaker:
                     if self._state is _HALF_OPEN
                     else 0
                 ),
+                max_half_open_in_flight=self._probes_high,
                 consecutive_opens=self._consecutive_opens,
                 retry_after=self._retry_after(now),
                 forced=self._forced,
@@ -390,6 +393,7 @@ class CircuitBreaker:
                 if not self._forced and now >= self._open_until and self._triggers_recovered():
                     self._to_half_open(now)
                     self._half_open_admitted = 1
+                    self._probes_high = max(self._probes_high, 1)
                     admitted = self._epoch
             else:
                 wait = config.max_half_open_wait
@@ -401,6 +405,7 @@ class CircuitBreaker:
                     )
                 elif self._half_open_admitted < config.half_open_max_calls:
                     self._half_open_admitted += 1
+                    self._probes_high = max(self._probes_high, self._half_open_admitted)
                     admitted = self._epoch
             if admitted is None:
                 next(self._rejections)

@@ -20,6 +20,8 @@ class CircuitStats:
     Window figures describe the sliding ``failure_window`` ending now: ``window_requests``,
     ``window_failures``, ``window_failure_rate`` (0.0 when empty) and ``window_slow_calls``.
 
+    ``max_half_open_in_flight`` is the most probes ever admitted at once in a half-open episode.
+
     Times are on the breaker's clock (monotonic seconds); ``last_failure_time`` is ``None``
     until a failure is recorded.
     """
@@ -40,6 +42,7 @@ class CircuitStats:
     window_failure_rate: float
     window_slow_calls: int
     half_open_calls_in_flight: int
+    max_half_open_in_flight: int
     consecutive_opens: int
     retry_after: float
     forced: bool

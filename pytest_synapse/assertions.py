@@ -1,0 +1,261 @@
+"""Breaker assertions that read like the requirement and fail with both timelines shown.
+
+Each takes a breaker (an in-process ``CircuitBreaker``) or a breaker name (for states recorded
+from another process with :class:`~pytest_synapse.poller.BreakerStatePoller`), and reads the
+current test's timeline unless ``timeline=`` is given. Times are on the timeline's clock: the
+test's virtual clock when it uses one, else monotonic seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pytest_synapse.render import side_by_side
+from pytest_synapse.run import current_run
+from synapse_core import BreakerRecord, CircuitBreaker, CircuitOpenError, Timeline
+
+
+class BreakerAssertionError(AssertionError):
+    """A breaker did not behave as required; the message shows both timelines."""
+
+
+def _timeline(timeline: Timeline | None) -> Timeline:
+    if timeline is not None:
+        return timeline
+    run = current_run()
+    if run is None:
+        raise RuntimeError(
+            "no Synapse timeline for this test: pass timeline=..., or call the assertion from "
+            "a test that uses a Synapse fixture (breaker_timeline, circuit_breaker, chaos_proxy)"
+        )
+    return run.timeline
+
+
+def _name(breaker: CircuitBreaker | str) -> str:
+    return breaker if isinstance(breaker, str) else breaker.name
+
+
+def _fail(message: str, timeline: Timeline, name: str) -> BreakerAssertionError:
+    return BreakerAssertionError(
+        f"{message}\n\nfaults and breaker {name!r}, side by side:\n{side_by_side(timeline, name)}"
+    )
+
+
+def _note(kind: str, **figures: Any) -> None:
+    run = current_run()
+    if run is not None:
+        run.assertions.append({"kind": kind, **figures})
+
+
+def _events(timeline: Timeline, name: str, kind: str) -> list[BreakerRecord]:
+    return timeline.events_of(name, [kind])
+
+
+def _fault_onset(timeline: Timeline, before: float) -> float | None:
+    starts = [s.start for s in timeline.faults if s.start <= before]
+    return min(starts) if starts else None
+
+
+def _last_heal(timeline: Timeline) -> float | None:
+    ends = [s.end for s in timeline.faults if s.end is not None]
+    return max(ends) if ends else None
+
+
+def assert_trips_within(
+    breaker: CircuitBreaker | str,
+    *,
+    failures: int | None = None,
+    seconds: float | None = None,
+    timeline: Timeline | None = None,
+) -> float:
+    """The breaker opened within *failures* recorded failures and/or *seconds* of fault onset.
+
+    Fault onset is the start of the first fault of the test. Returns the trip time in seconds.
+    """
+    if failures is None and seconds is None:
+        raise TypeError("assert_trips_within needs failures=N and/or seconds=T")
+    tl = _timeline(timeline)
+    name = _name(breaker)
+    opened = _events(tl, name, "opened")
+    if not opened:
+        raise _fail(f"breaker {name!r} never opened", tl, name)
+    first = opened[0]
+    onset = _fault_onset(tl, first.at)
+    trip = first.at - (onset if onset is not None else tl.started_at)
+    if seconds is not None:
+        if onset is None:
+            raise _fail(f"breaker {name!r} opened, but no fault started before it", tl, name)
+        if trip > seconds:
+            raise _fail(
+                f"breaker {name!r} opened {trip:.3f}s after fault onset; required within "
+                f"{seconds:g}s",
+                tl,
+                name,
+            )
+    if failures is not None:
+        count = first.detail.get("failure_count")
+        if count is None or count > failures:
+            raise _fail(
+                f"breaker {name!r} opened after {count} failures; required within {failures}",
+                tl,
+                name,
+            )
+    _note("trips_within", breaker=name, trip_seconds=trip)
+    return trip
+
+
+def assert_rejects_fast(
+    breaker: CircuitBreaker | str,
+    call: Callable[[], object] | None = None,
+    *,
+    max_ms: float,
+    calls: int = 20,
+    expect: type[BaseException] | None = CircuitOpenError,
+    timeline: Timeline | None = None,
+) -> float:
+    """While open, *calls* calls each return within *max_ms* milliseconds (real time).
+
+    ``call`` defaults to ``breaker.call(lambda: None)``. For a service in another process,
+    pass a ``call`` that exercises it and ``expect=None`` (or the exception it raises while its
+    breaker is open). Returns the slowest call in milliseconds.
+    """
+    name = _name(breaker)
+    tl = _timeline(timeline)
+    if call is None:
+        if isinstance(breaker, str):
+            raise TypeError("pass call=... when the breaker is given by name")
+        guarded = breaker
+
+        def call() -> object:
+            return guarded.call(_noop)
+
+    slowest = 0.0
+    for i in range(calls):
+        started = time.perf_counter()
+        try:
+            call()
+        except BaseException as exc:
+            elapsed = (time.perf_counter() - started) * 1000.0
+            if expect is not None and not isinstance(exc, expect):
+                raise _fail(
+                    f"call {i + 1} of {calls} to breaker {name!r} raised "
+                    f"{type(exc).__name__}: {exc} instead of {expect.__name__}",
+                    tl,
+                    name,
+                ) from exc
+        else:
+            elapsed = (time.perf_counter() - started) * 1000.0
+            if expect is not None:
+                raise _fail(
+                    f"call {i + 1} of {calls} went through breaker {name!r}: it is not open "
+                    f"(expected {expect.__name__})",
+                    tl,
+                    name,
+                )
+        slowest = max(slowest, elapsed)
+    _note("rejects_fast", breaker=name, max_ms=slowest, calls=calls)
+    if slowest > max_ms:
+        raise _fail(
+            f"breaker {name!r}: slowest rejected call took {slowest:.3f}ms; "
+            f"required <= {max_ms:g}ms",
+            tl,
+            name,
+        )
+    return slowest
+
+
+def assert_half_open_probes_at_most(breaker: CircuitBreaker, k: int) -> int:
+    """No half-open episode admitted more than *k* probes at once (in-process breakers)."""
+    if isinstance(breaker, str):
+        raise TypeError(
+            "probe counts are only known for in-process breakers; pass the CircuitBreaker"
+        )
+    seen = breaker.stats().max_half_open_in_flight
+    tl = _timeline(None) if current_run() is not None else Timeline()
+    if seen > k:
+        raise _fail(
+            f"breaker {breaker.name!r} admitted {seen} half-open probes at once; required <= {k}",
+            tl,
+            breaker.name,
+        )
+    _note("half_open_probes", breaker=breaker.name, max_in_flight=seen)
+    return seen
+
+
+def assert_closes_within(
+    breaker: CircuitBreaker | str,
+    seconds: float,
+    *,
+    after: float | None = None,
+    timeline: Timeline | None = None,
+) -> float:
+    """The breaker closed within *seconds* after the last heal (or after time *after*).
+
+    Returns the recovery time in seconds.
+    """
+    tl = _timeline(timeline)
+    name = _name(breaker)
+    start = after if after is not None else _last_heal(tl)
+    if start is None:
+        raise _fail(
+            f"no fault was healed, so breaker {name!r} had nothing to recover from", tl, name
+        )
+    closed = [r for r in _events(tl, name, "closed") if r.at >= start]
+    if not closed:
+        state = breaker if isinstance(breaker, str) else breaker.state.value
+        raise _fail(
+            f"breaker {name!r} did not close after the heal at t={start - tl.started_at:.3f}s "
+            f"(state now: {state})",
+            tl,
+            name,
+        )
+    recovery = closed[0].at - start
+    if recovery > seconds:
+        raise _fail(
+            f"breaker {name!r} closed {recovery:.3f}s after the heal; required within {seconds:g}s",
+            tl,
+            name,
+        )
+    _note("closes_within", breaker=name, recovery_seconds=recovery)
+    return recovery
+
+
+def assert_no_calls_while_open(
+    breaker: CircuitBreaker | str,
+    upstream: str | None = None,
+    *,
+    timeline: Timeline | None = None,
+) -> None:
+    """No call reached *upstream* while the breaker was open.
+
+    Calls are the ones noted with ``timeline.upstream_call(upstream)`` (or the
+    ``breaker_timeline.upstream_call`` fixture method) by the test's fake upstream.
+    """
+    tl = _timeline(timeline)
+    name = _name(breaker)
+    intervals: list[tuple[float, float]] = []
+    opened_at: float | None = None
+    for rec in tl.events_of(name, ["opened", "half_opened", "closed"]):
+        if rec.kind == "opened":
+            opened_at = rec.at
+        elif opened_at is not None:
+            intervals.append((opened_at, rec.at))
+            opened_at = None
+    if opened_at is not None:
+        intervals.append((opened_at, float("inf")))
+    leaked = [at for at in tl.upstream_calls(upstream) if any(a < at < b for a, b in intervals)]
+    if leaked:
+        when = ", ".join(f"t={at - tl.started_at:.3f}s" for at in leaked[:5])
+        raise _fail(
+            f"{len(leaked)} call(s) reached {upstream or 'the upstream'} while breaker {name!r} "
+            f"was open ({when})",
+            tl,
+            name,
+        )
+    _note("no_calls_while_open", breaker=name, open_intervals=len(intervals))
+
+
+def _noop() -> None:
+    return None

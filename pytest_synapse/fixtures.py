@@ -1,0 +1,214 @@
+"""The Synapse fixtures. Heavy modules (chaos, aiohttp, hypothesis) are imported inside them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_synapse import assertions
+from pytest_synapse.poller import BreakerStatePoller
+from pytest_synapse.render import side_by_side
+from pytest_synapse.run import MeasuredBreaker, TestRun, current_run
+from synapse_core import CircuitBreaker, CircuitBreakerConfig, Timeline, VirtualClock
+
+if TYPE_CHECKING:
+    from chaos.backends import Backend
+
+    from chaos import Proxy
+    from chaos.client import ToxiproxyClient
+
+
+def _run(request: pytest.FixtureRequest) -> TestRun:
+    run = current_run()
+    if run is None or run.nodeid != request.node.nodeid:
+        raise RuntimeError(
+            "Synapse fixtures need the pytest_synapse plugin's per-test hooks; "
+            "is the plugin disabled with -p no:synapse?"
+        )
+    return run
+
+
+@pytest.fixture
+def virtual_clock(request: pytest.FixtureRequest) -> VirtualClock:
+    """The test's virtual clock: starts at 0, moves only with ``advance()``.
+
+    Breakers from ``circuit_breaker`` run on it, and the test's timeline uses it.
+    """
+    return _run(request).virtual_clock
+
+
+BreakerFactory = Callable[..., CircuitBreaker]
+
+
+@pytest.fixture
+def circuit_breaker(request: pytest.FixtureRequest, virtual_clock: VirtualClock) -> BreakerFactory:
+    """Factory: ``circuit_breaker(name, config=None, **config_fields) -> CircuitBreaker``.
+
+    The breaker runs on the test's ``virtual_clock``, is recorded for the resilience report,
+    and times its rejected calls. Names are scoped to the test; asking twice for one name
+    returns the same breaker (a different config raises ``ValueError``).
+    """
+    run = _run(request)
+
+    def make(
+        name: str, config: CircuitBreakerConfig | None = None, **config_fields: Any
+    ) -> CircuitBreaker:
+        if config is not None and config_fields:
+            raise TypeError(
+                "pass either config=CircuitBreakerConfig(...) or config fields, not both"
+            )
+        wanted = config or CircuitBreakerConfig(**config_fields)
+        existing = run.fixture_breakers.get(name)
+        if existing is not None:
+            if existing.config != wanted:
+                raise ValueError(
+                    f"circuit_breaker({name!r}) was already made in this test with another config"
+                )
+            return existing
+        breaker = MeasuredBreaker(name, wanted, clock=virtual_clock)
+        run.fixture_breakers[name] = breaker
+        run.track(breaker, "fixture")
+        return breaker
+
+    return make
+
+
+class BreakerTimeline:
+    """The test's timeline of faults and breaker events, with the breaker assertions bound to it.
+
+    Every breaker made by ``circuit_breaker``, every breaker in ``synapse_core.default_manager``
+    and every breaker created during the test is recorded automatically; :meth:`watch` adds
+    others. :meth:`poll` records the states of breakers in another process.
+    """
+
+    def __init__(self, run: TestRun) -> None:
+        self._run = run
+        self.timeline: Timeline = run.timeline
+        self._pollers: list[BreakerStatePoller] = []
+
+    def watch(self, breaker: CircuitBreaker) -> None:
+        """Record *breaker*'s events too."""
+        self._run.track(breaker, "created")
+
+    def events(self, breaker: CircuitBreaker | str, *kinds: str) -> list[Any]:
+        """The recorded events of one breaker (optionally only some kinds)."""
+        name = breaker if isinstance(breaker, str) else breaker.name
+        return self.timeline.events_of(name, kinds or None)
+
+    def states(self, breaker: CircuitBreaker | str) -> list[str]:
+        """The states the breaker went through, in order."""
+        return [r.state for r in self.events(breaker, "opened", "half_opened", "closed")]
+
+    def upstream_call(self, upstream: str = "upstream") -> float:
+        """Note that a call reached *upstream* now (for ``assert_no_calls_while_open``)."""
+        return self.timeline.upstream_call(upstream)
+
+    def poll(
+        self, fetch: Callable[[], Mapping[str, str]], *, interval: float = 0.05
+    ) -> BreakerStatePoller:
+        """Start recording breaker states polled from *fetch*; stopped when the test ends."""
+        poller = BreakerStatePoller(fetch, self.timeline, interval=interval).start()
+        self._pollers.append(poller)
+        return poller
+
+    def render(self, breaker: CircuitBreaker | str | None = None) -> str:
+        """Faults and breaker events side by side, as text."""
+        name = breaker if isinstance(breaker, str) or breaker is None else breaker.name
+        return side_by_side(self.timeline, name)
+
+    def assert_trips_within(self, breaker: CircuitBreaker | str, **kwargs: Any) -> float:
+        """See :func:`pytest_synapse.assert_trips_within`."""
+        return assertions.assert_trips_within(breaker, timeline=self.timeline, **kwargs)
+
+    def assert_rejects_fast(
+        self, breaker: CircuitBreaker | str, *args: Any, **kwargs: Any
+    ) -> float:
+        """See :func:`pytest_synapse.assert_rejects_fast`."""
+        return assertions.assert_rejects_fast(breaker, *args, timeline=self.timeline, **kwargs)
+
+    def assert_half_open_probes_at_most(self, breaker: CircuitBreaker, k: int) -> int:
+        """See :func:`pytest_synapse.assert_half_open_probes_at_most`."""
+        return assertions.assert_half_open_probes_at_most(breaker, k)
+
+    def assert_closes_within(
+        self, breaker: CircuitBreaker | str, seconds: float, **kwargs: Any
+    ) -> float:
+        """See :func:`pytest_synapse.assert_closes_within`."""
+        return assertions.assert_closes_within(breaker, seconds, timeline=self.timeline, **kwargs)
+
+    def assert_no_calls_while_open(
+        self, breaker: CircuitBreaker | str, upstream: str | None = None
+    ) -> None:
+        """See :func:`pytest_synapse.assert_no_calls_while_open`."""
+        assertions.assert_no_calls_while_open(breaker, upstream, timeline=self.timeline)
+
+    def close(self) -> None:
+        """Stop the pollers."""
+        for poller in self._pollers:
+            poller.stop()
+        self._pollers.clear()
+
+
+@pytest.fixture
+def breaker_timeline(request: pytest.FixtureRequest) -> Iterator[BreakerTimeline]:
+    """The test's :class:`BreakerTimeline`: breaker events next to the fault timeline."""
+    view = BreakerTimeline(_run(request))
+    try:
+        yield view
+    finally:
+        view.close()
+
+
+@pytest.fixture(scope="session")
+def synapse_backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
+    """The session's Toxiproxy backend (``--synapse-toxiproxy``): one per xdist worker."""
+    from chaos.backends import resolve_backend
+
+    from pytest_synapse.plugin import settings_of
+
+    spec = settings_of(pytestconfig).toxiproxy.value
+    backend = resolve_backend(spec)
+    backend.start()
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
+@pytest.fixture
+def toxiproxy(synapse_backend: Backend) -> ToxiproxyClient:
+    """A ``chaos.ToxiproxyClient`` bound to the session's server (embedded by default)."""
+    return synapse_backend.client
+
+
+ProxyFactory = Callable[..., "Proxy"]
+
+
+@pytest.fixture
+def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Iterator[ProxyFactory]:
+    """Factory: ``chaos_proxy(upstream, name=None) -> chaos.Proxy`` in front of *upstream*.
+
+    Faults it applies go on the test's timeline; at teardown each proxy is deleted with all of
+    its faults, also when the test failed.
+    """
+    run = _run(request)
+    made: list[Proxy] = []
+
+    def make(upstream: str, name: str | None = None) -> Proxy:
+        proxy = synapse_backend.create_proxy(upstream, name=name, timeline=run.timeline)
+        made.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for proxy in reversed(made):
+            try:
+                proxy.delete()
+            except Exception as exc:  # keep cleaning the others
+                errors.append(f"{proxy.name}: {exc}")
+        if errors:
+            raise RuntimeError("chaos_proxy cleanup failed: " + "; ".join(errors))

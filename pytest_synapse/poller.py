@@ -1,0 +1,96 @@
+"""Record the breaker states of a service running in another process, by polling them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from synapse_core import BreakerRecord, Timeline
+
+_KIND_FOR_STATE = {"open": "opened", "half_open": "half_opened", "closed": "closed"}
+
+
+class BreakerStatePoller:
+    """Poll ``fetch() -> {breaker name: state}`` and put each state change on a timeline.
+
+    ``fetch`` can read anything: a service's health endpoint, a file, a queue. States are the
+    strings ``closed``, ``open`` and ``half_open`` (``CircuitState`` values). The poller runs in a
+    daemon thread every *interval* seconds from :meth:`start` until :meth:`stop` (or the ``with``
+    block ends); a failing fetch is counted in :attr:`errors` and retried. The breaker
+    assertions then work on the recorded names exactly as on in-process breakers.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], Mapping[str, str]],
+        timeline: Timeline,
+        *,
+        interval: float = 0.05,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        self._fetch = fetch
+        self._timeline = timeline
+        self._interval = interval
+        self._states: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+        self.polls = 0
+
+    @property
+    def states(self) -> dict[str, str]:
+        """The last state seen for each breaker."""
+        return dict(self._states)
+
+    def poll_once(self) -> None:
+        """Fetch once and record the changes (also usable without the thread)."""
+        try:
+            states = dict(self._fetch())
+        except Exception:
+            self.errors += 1
+            return
+        self.polls += 1
+        for name, state in states.items():
+            previous = self._states.get(name)
+            if state == previous:
+                continue
+            self._states[name] = state
+            if previous is None and state == "closed":
+                continue  # first sighting of a healthy breaker is not an event
+            kind = _KIND_FOR_STATE.get(state)
+            if kind is None:
+                continue
+            now = self._timeline.clock()
+            self._timeline.add(
+                BreakerRecord(name, kind, state, now, now, {"reason": "polled", "from": previous})
+            )
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.poll_once()
+            self._stop.wait(max(0.0, self._interval - (time.monotonic() - started)))
+
+    def start(self) -> BreakerStatePoller:
+        """Start polling in a daemon thread."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="synapse-poller", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling and wait for the thread (one last poll happens first)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._thread = None
+            self.poll_once()
+
+    def __enter__(self) -> BreakerStatePoller:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

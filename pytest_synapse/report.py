@@ -1,0 +1,223 @@
+"""The session's resilience report: a versioned JSON document and a self-contained HTML page.
+
+The JSON schema is documented in ``docs/report-schema.md``; bump :data:`SCHEMA_VERSION` on any
+incompatible change.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_synapse.gates import GateResult
+from pytest_synapse.metrics import METRICS, MetricValue, as_json
+from pytest_synapse.records import BreakerSummary, TestRecord
+
+SCHEMA_VERSION = 1
+
+
+def build_report(
+    records: Sequence[TestRecord],
+    metrics: dict[str, MetricValue],
+    gates: Sequence[GateResult],
+    *,
+    toxiproxy: str,
+    seed: int | None,
+    duration: float,
+    workers: int,
+) -> dict[str, Any]:
+    """The JSON-ready report document."""
+    from synapse_core import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generator": f"synapse-chaos {__version__}",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "session": {
+            "duration_seconds": round(duration, 3),
+            "toxiproxy": toxiproxy,
+            "seed": seed,
+            "workers": workers,
+            "tests": len(records),
+        },
+        "metrics": as_json(metrics),
+        "metric_notes": {name: mv.note for name, mv in metrics.items() if mv.note},
+        "gates": [g.to_dict() for g in gates],
+        "tests": [r.to_dict() for r in records],
+    }
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    """Write *report* to *path* (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- HTML
+
+_COLORS = {"closed": "#2e9d4a", "open": "#d33", "half_open": "#e8a317"}
+_FAULT = "#7b61c9"
+_NEXT = {"opened": "open", "half_opened": "half_open", "closed": "closed"}
+_WIDTH, _LABEL, _ROW = 900, 230, 22
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A single HTML page: metrics, gates, and per test a timeline picture (inline SVG)."""
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        "<title>Synapse resilience report</title><style>",
+        "body{font:14px system-ui,sans-serif;margin:2em;color:#222}",
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}",
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}",
+        ".pass{color:#2e7d32}.fail{color:#c62828;font-weight:bold}",
+        "h2{margin-top:2em}h3{margin-bottom:.2em}svg{display:block;margin-bottom:1em}",
+        ".legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px}",
+        "</style></head><body>",
+        "<h1>Synapse resilience report</h1>",
+        f"<p>{e(report['generator'])}, {e(report['created'])}, "
+        f"{report['session']['tests']} tests, toxiproxy: {e(str(report['session']['toxiproxy']))}"
+        "</p>",
+        "<h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>meaning</th></tr>",
+    ]
+    for name, value in report["metrics"].items():
+        note = report["metric_notes"].get(name, "")
+        meaning = METRICS[name].help if name in METRICS else ""
+        shown = "no data" if value is None else _fmt(value)
+        parts.append(
+            f"<tr><td>{e(name)}</td><td>{e(shown)}{(' — ' + e(note)) if note else ''}</td>"
+            f"<td>{e(meaning)}</td></tr>"
+        )
+    parts.append("</table>")
+    if report["gates"]:
+        parts.append("<h2>Gates</h2><table><tr><th>gate</th><th>result</th></tr>")
+        for gate in report["gates"]:
+            cls = "pass" if gate["passed"] else "fail"
+            verdict = "PASS" if gate["passed"] else "FAIL"
+            parts.append(
+                f"<tr><td>{e(gate['expr'])}</td><td class='{cls}'>{verdict}: "
+                f"{e(gate['message'])}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append(
+        "<h2>Tests</h2><p class='legend'>"
+        f"<span style='background:{_FAULT}'></span>fault"
+        f"<span style='background:{_COLORS['closed']}'></span>closed"
+        f"<span style='background:{_COLORS['half_open']}'></span>half-open"
+        f"<span style='background:{_COLORS['open']}'></span>open"
+        "<span style='background:#000;width:2px'></span>rejected call</p>"
+    )
+    for test in report["tests"]:
+        parts.append(f"<h3>{e(test['nodeid'])} — {e(test['outcome'])}</h3>")
+        parts.append(_svg(test))
+        if test["breakers"]:
+            parts.append(
+                "<table><tr><th>breaker</th><th>final</th><th>trip s</th><th>recovery s</th>"
+                "<th>open s</th><th>rejections</th></tr>"
+            )
+            for b in test["breakers"]:
+                parts.append(
+                    f"<tr><td>{e(b['name'])}</td><td>{e(b['final_state'])}</td>"
+                    f"<td>{e(_list(b['trip_seconds']))}</td>"
+                    f"<td>{e(_list(b['recovery_seconds']))}</td>"
+                    f"<td>{b['open_seconds']:.3f}</td><td>{b['rejections']}</td></tr>"
+                )
+            parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_html(report: dict[str, Any], path: Path) -> None:
+    """Write the HTML page for *report* to *path*."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(report), encoding="utf-8")
+
+
+def _svg(test: dict[str, Any]) -> str:
+    e = html.escape
+    start, end = test["started_at"], test["ended_at"]
+    times = [start, end]
+    for f in test["faults"]:
+        times += [f["start"]] + ([f["end"]] if f["end"] is not None else [])
+    for b in test["breakers"]:
+        times += [ev["at"] for ev in b["events"]]
+    lo, hi = min(times), max(times)
+    span = (hi - lo) or 1.0
+    plot = _WIDTH - _LABEL - 10
+
+    def x(t: float) -> float:
+        return _LABEL + (t - lo) / span * plot
+
+    rows: list[str] = []
+    y = 4
+    for f in test["faults"]:
+        f_end = f["end"] if f["end"] is not None else hi
+        label = f"{f['fault']} on {f['proxy']}"
+        rows.append(f"<text x='4' y='{y + 14}'>{e(label)}</text>")
+        x0, width = x(f["start"]), max(1.0, x(f_end) - x(f["start"]))
+        title = f"{label}: {f_end - f['start']:.3f}s"
+        rows.append(
+            f"<rect x='{x0:.1f}' y='{y + 3}' width='{width:.1f}' height='14' fill='{_FAULT}'>"
+            f"<title>{e(title)}</title></rect>"
+        )
+        y += _ROW
+    for b in test["breakers"]:
+        rows.append(f"<text x='4' y='{y + 14}'>breaker {e(b['name'])}</text>")
+        state, since = b["initial_state"], lo
+        for ev in b["events"]:
+            if ev["kind"] in _NEXT:
+                rows.append(_segment(x(since), x(ev["at"]), y, state))
+                state, since = _NEXT[ev["kind"]], ev["at"]
+        rows.append(_segment(x(since), x(hi), y, state))
+        for ev in b["events"]:
+            if ev["kind"] == "request_rejected":
+                rows.append(
+                    f"<line x1='{x(ev['at']):.1f}' x2='{x(ev['at']):.1f}' y1='{y + 1}' "
+                    f"y2='{y + 19}' stroke='#000' stroke-width='1'/>"
+                )
+        y += _ROW
+    axis_y = y + 12
+    rows.append(
+        f"<text x='{_LABEL}' y='{axis_y}'>0s</text>"
+        f"<text x='{_WIDTH - 10}' y='{axis_y}' text-anchor='end'>{span:.3f}s</text>"
+    )
+    height = axis_y + 6
+    body = "".join(rows)
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{_WIDTH}' height='{height}' "
+        f"font-size='12' role='img'>{body}</svg>"
+    )
+
+
+def _segment(x0: float, x1: float, y: int, state: str) -> str:
+    color = _COLORS.get(state, "#999")
+    return (
+        f"<rect x='{x0:.1f}' y='{y + 3}' width='{max(0.5, x1 - x0):.1f}' height='14' "
+        f"fill='{color}'><title>{html.escape(state)}</title></rect>"
+    )
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _list(values: list[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in values) or "-"
+
+
+def summary_of(breaker: BreakerSummary) -> str:
+    """One line for a terminal summary."""
+    return (
+        f"{breaker.name}: final={breaker.final_state} trips={len(breaker.trip_seconds)} "
+        f"rejections={breaker.rejections} open={breaker.open_seconds:.3f}s"
+    )

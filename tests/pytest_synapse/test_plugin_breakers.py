@@ -1,0 +1,164 @@
+"""Breaker fixtures, the timeline, and the assertions passing and failing readably."""
+
+from __future__ import annotations
+
+import pytest
+
+SCENARIO = """
+import pytest
+from synapse_core import CircuitOpenError, CircuitState, get_breaker, default_manager
+from pytest_synapse import assert_trips_within, assert_closes_within
+
+def fail():
+    raise ConnectionError("down")
+
+def trip(breaker, n=3):
+    for _ in range(n):
+        with pytest.raises(ConnectionError):
+            breaker.call(fail)
+"""
+
+
+def test_breaker_fixtures_and_passing_assertions(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(
+        SCENARIO
+        + """
+def test_cycle(circuit_breaker, virtual_clock, breaker_timeline):
+    db = circuit_breaker("db", failure_threshold=3)
+    assert circuit_breaker("db", failure_threshold=3) is db
+    with pytest.raises(ValueError, match="another config"):
+        circuit_breaker("db", failure_threshold=4)
+    assert virtual_clock() == 0.0
+    span = breaker_timeline.timeline.fault_started("blackhole", "db-proxy")
+    virtual_clock.advance(0.5)
+    trip(db)
+    assert breaker_timeline.assert_trips_within(db, failures=3, seconds=1) == 0.5
+    breaker_timeline.assert_rejects_fast(db, max_ms=50)
+    breaker_timeline.assert_no_calls_while_open(db, "db")
+    breaker_timeline.timeline.fault_ended(span)
+    virtual_clock.advance(10)
+    db.call(lambda: 1)
+    db.call(lambda: 1)
+    assert breaker_timeline.assert_closes_within(db, seconds=10.5) == 10.0
+    breaker_timeline.assert_half_open_probes_at_most(db, 2)
+    assert breaker_timeline.states(db) == ["open", "half_open", "closed"]
+
+def test_names_are_scoped_to_the_test(circuit_breaker):
+    assert circuit_breaker("db").state is CircuitState.CLOSED
+
+def test_default_manager_breakers_are_recorded(breaker_timeline):
+    service = get_breaker("payments-svc")
+    service.force_open("maintenance")
+    assert [e.kind for e in breaker_timeline.events("payments-svc")] == ["opened"]
+    service.force_close()
+    default_manager.remove_breaker("payments-svc")
+"""
+    )
+    result = synapse_pytester.runpytest("--synapse-report=r.json")
+    result.assert_outcomes(passed=3)
+
+
+def test_failing_assertions_show_both_timelines(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(
+        SCENARIO
+        + """
+def test_slow_trip(circuit_breaker, virtual_clock, breaker_timeline):
+    db = circuit_breaker("db")
+    breaker_timeline.timeline.fault_started("latency", "db-proxy", ms=800)
+    virtual_clock.advance(5)
+    trip(db)
+    assert_trips_within(db, seconds=2)
+
+def test_never_closes(circuit_breaker, virtual_clock, breaker_timeline):
+    db = circuit_breaker("db")
+    span = breaker_timeline.timeline.fault_started("blackhole", "db-proxy")
+    trip(db)
+    breaker_timeline.timeline.fault_ended(span)
+    assert_closes_within(db, 5)
+
+def test_leak(circuit_breaker, virtual_clock, breaker_timeline):
+    db = circuit_breaker("db")
+    trip(db)
+    virtual_clock.advance(1)
+    breaker_timeline.upstream_call("db")
+    breaker_timeline.assert_no_calls_while_open(db, "db")
+
+def test_not_open(circuit_breaker, breaker_timeline):
+    breaker_timeline.assert_rejects_fast(circuit_breaker("db"), max_ms=5)
+"""
+    )
+    result = synapse_pytester.runpytest()
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*BreakerAssertionError: breaker 'db' opened 5.000s after fault onset; "
+            "required within 2s*",
+            "*faults and breaker 'db', side by side:*",
+            "*t (s)*faults*breaker*",
+            "*0.000*+ latency(ms=800) on db-proxy*",
+            "*5.000*db: opened -> open (3 failures in 3 calls*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*breaker 'db' did not close after the heal at t=0.000s*"])
+    result.stdout.fnmatch_lines(["*1 call(s) reached db while breaker 'db' was open (t=1.000s)*"])
+    result.stdout.fnmatch_lines(["*went through breaker 'db': it is not open*"])
+
+
+def test_states_polled_from_another_process(synapse_pytester: pytest.Pytester) -> None:
+    # The service runs in a subprocess and publishes its breaker states in a file; the test
+    # polls them and asserts on the recorded timeline as for an in-process breaker.
+    synapse_pytester.makepyfile(
+        service="""
+import json, sys, time
+from synapse_core import CircuitBreaker, CircuitBreakerConfig
+
+out = sys.argv[1]
+breaker = CircuitBreaker("orders", CircuitBreakerConfig(recovery_timeout=0.3))
+
+def publish():
+    with open(out + ".tmp", "w") as f:
+        json.dump({"orders": breaker.state.value}, f)
+    import os; os.replace(out + ".tmp", out)
+
+publish()
+time.sleep(0.3)
+for _ in range(3):
+    try:
+        breaker.call(lambda: 1 / 0)
+    except ZeroDivisionError:
+        pass
+publish()
+time.sleep(0.5)
+breaker.call(lambda: 1); breaker.call(lambda: 1)
+publish()
+time.sleep(0.3)
+""",
+        test_remote="""
+import json, subprocess, sys, time
+from pytest_synapse import assert_closes_within
+
+def test_remote(breaker_timeline, tmp_path):
+    state_file = tmp_path / "states.json"
+    proc = subprocess.Popen([sys.executable, "service.py", str(state_file)])
+    try:
+        deadline = time.monotonic() + 20
+        while not state_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        poller = breaker_timeline.poll(lambda: json.loads(state_file.read_text()), interval=0.02)
+        span = breaker_timeline.timeline.fault_started("blackhole", "orders-db")
+        deadline = time.monotonic() + 20
+        while poller.states.get("orders") != "open" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        breaker_timeline.timeline.fault_ended(span)
+        assert proc.wait(timeout=30) == 0
+        poller.stop()
+    finally:
+        proc.kill()
+    assert breaker_timeline.states("orders")[0] == "open"
+    assert breaker_timeline.states("orders")[-1] == "closed"
+    breaker_timeline.assert_trips_within("orders", seconds=10)
+    assert_closes_within("orders", 10)
+""",
+    )
+    result = synapse_pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

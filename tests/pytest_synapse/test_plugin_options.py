@@ -1,0 +1,139 @@
+"""Options (command line > env > ini > default), the header, skipping and marker validation."""
+
+from __future__ import annotations
+
+import pytest
+
+CHAOS_TEST = """
+import pytest
+
+@pytest.mark.chaos
+def test_chaos():
+    pass
+
+def test_plain():
+    pass
+"""
+
+
+def test_chaos_tests_are_skipped_without_the_flag(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(CHAOS_TEST)
+    result = synapse_pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*--synapse-chaos*SYNAPSE_CHAOS=1*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "ini", "runs"),
+    [
+        (["--synapse-chaos"], None, None, True),
+        ([], "1", None, True),
+        ([], "0", "true", False),  # env beats ini
+        ([], None, "true", True),
+        ([], None, None, False),
+    ],
+)
+def test_chaos_flag_precedence(
+    synapse_pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: str | None,
+    ini: str | None,
+    runs: bool,
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("SYNAPSE_CHAOS", env)
+    if ini is not None:
+        synapse_pytester.makeini(
+            f"[pytest]\nasyncio_default_fixture_loop_scope = function\nsynapse_chaos = {ini}\n"
+        )
+    synapse_pytester.makepyfile(CHAOS_TEST)
+    result = synapse_pytester.runpytest(*args)
+    result.assert_outcomes(passed=2 if runs else 1, skipped=0 if runs else 1)
+
+
+def test_header_names_each_value_and_its_source(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNAPSE_SEED", "7")
+    monkeypatch.setenv("SYNAPSE_GATES", "all_recovered; max_trip_seconds<=3")
+    synapse_pytester.makepyfile("def test_ok(): pass")
+    result = synapse_pytester.runpytest("--synapse-toxiproxy=http://127.0.0.1:9")
+    result.stdout.fnmatch_lines(
+        [
+            "synapse: chaos=False (default), "
+            "toxiproxy=http://127.0.0.1:9 (command line --synapse-toxiproxy), "
+            "report=None (default), html=None (default), "
+            "gates=all_recovered; max_trip_seconds<=3 (env SYNAPSE_GATES), "
+            "seed=7 (env SYNAPSE_SEED)"
+        ]
+    )
+
+
+def test_bad_values_are_usage_errors_naming_the_source(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synapse_pytester.makepyfile("def test_ok(): pass")
+    monkeypatch.setenv("SYNAPSE_SEED", "abc")
+    result = synapse_pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*synapse: env SYNAPSE_SEED: expected an integer, got 'abc'*"])
+    assert "Traceback" not in result.stderr.str()
+    monkeypatch.delenv("SYNAPSE_SEED")
+    monkeypatch.setenv("SYNAPSE_CHAOS", "maybe")
+    result = synapse_pytester.runpytest()
+    result.stderr.fnmatch_lines(["*env SYNAPSE_CHAOS: expected a boolean*"])
+
+
+def test_report_path_is_relative_to_the_start_directory(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        def test_breaker(circuit_breaker):
+            circuit_breaker("db").force_open()
+            circuit_breaker("db").force_close()
+        """
+    )
+    sub = synapse_pytester.mkdir("sub")
+    result = synapse_pytester.runpytest("--synapse-report=out/r.json", "--rootdir", str(sub))
+    result.assert_outcomes(passed=1)
+    assert (synapse_pytester.path / "out" / "r.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("@pytest.mark.chaos(scenari='x')", "unknown argument(s) scenari"),
+        ("@pytest.mark.chaos(scenario=42)", "scenario must be a library name"),
+        ("@pytest.mark.chaos('a', 'b')", "at most one positional argument"),
+        ("@pytest.mark.chaos(proxies=['x'])", "proxies must map proxy names"),
+    ],
+)
+def test_chaos_marker_arguments_are_validated(
+    synapse_pytester: pytest.Pytester, marker: str, message: str
+) -> None:
+    synapse_pytester.makepyfile(f"import pytest\n\n{marker}\ndef test_x():\n    pass\n")
+    result = synapse_pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*@pytest.mark.chaos on test_*{message}*"])
+
+
+def test_markers_are_registered_with_signatures(synapse_pytester: pytest.Pytester) -> None:
+    result = synapse_pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.chaos(scenario=None, proxies=None, reason=None)*"])
+
+
+def test_importing_the_plugin_is_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytest_synapse.plugin; "
+        "heavy = [m for m in ('chaos', 'aiohttp', 'hypothesis', 'zeroconf', 'docker') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
