@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synapse-installed
 
-.PHONY: test demo lint bench format clean serve
+.PHONY: test demo breaker-demo lint bench format clean serve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,14 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
+# The main job: the orders service under chaos, on the embedded server, with reports and gates.
+DEMO_GATES := --synapse-gate all_recovered --synapse-gate "max_trip_seconds<=5" \
+	--synapse-gate "max_recovery_seconds<=3" --synapse-gate "max_rejected_call_ms<=100"
 demo: $(STAMP)
+	$(PY) -m pytest examples/orders --synapse-chaos -p no:cacheprovider -v \
+		--synapse-report=build/resilience.json --synapse-html=build/resilience.html $(DEMO_GATES)
+
+breaker-demo: $(STAMP)
 	$(PY) examples/circuit_breaker_demo.py
 
 lint: $(STAMP)

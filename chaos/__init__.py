@@ -1,29 +1,77 @@
 """Fault injection for Synapse: a Toxiproxy-compatible server, its client, faults and scenarios."""
 
+from chaos.backends import (
+    Backend,
+    EmbeddedBackend,
+    ExternalBackend,
+    resolve_backend,
+)
 from chaos.client import ProxyInfo, ToxicInfo, ToxiproxyClient
 from chaos.embedded import EmbeddedToxiproxy
 from chaos.errors import (
+    BackendError,
+    BackendUnavailable,
     ChaosError,
     EmbeddedServerError,
+    FaultError,
+    InvalidFault,
     InvalidToxic,
     NotFound,
     ProxyExists,
+    ScenarioBindingError,
+    ScenarioError,
+    ScenarioFileError,
     ToxiproxyError,
     ToxiproxyUnavailable,
+    UnknownScenario,
+)
+from chaos.faults import Fault, FlappingFault
+from chaos.faultspec import FAULT_KINDS
+from chaos.proxy import Proxy
+from chaos.runner import RunnerEvent, ScenarioRunner
+from chaos.scenario import (
+    Scenario,
+    ScenarioStep,
+    load_scenario,
+    parse_scenario,
+    scenario_library,
 )
 from chaos.server import ChaosServer
 
 __all__ = [
+    "FAULT_KINDS",
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
     "ChaosError",
     "ChaosServer",
+    "EmbeddedBackend",
     "EmbeddedServerError",
     "EmbeddedToxiproxy",
+    "ExternalBackend",
+    "Fault",
+    "FaultError",
+    "FlappingFault",
+    "InvalidFault",
     "InvalidToxic",
     "NotFound",
+    "Proxy",
     "ProxyExists",
     "ProxyInfo",
+    "RunnerEvent",
+    "Scenario",
+    "ScenarioBindingError",
+    "ScenarioError",
+    "ScenarioFileError",
+    "ScenarioRunner",
+    "ScenarioStep",
     "ToxicInfo",
     "ToxiproxyClient",
     "ToxiproxyError",
     "ToxiproxyUnavailable",
+    "UnknownScenario",
+    "load_scenario",
+    "parse_scenario",
+    "resolve_backend",
+    "scenario_library",
 ]

@@ -1,7 +1,9 @@
 """The ``synapse-chaos`` command line.
 
-``synapse-chaos serve`` runs the Toxiproxy-compatible server until SIGINT/SIGTERM. Further
-subcommands register themselves in :func:`build_parser` through :data:`COMMANDS`.
+``synapse-chaos serve`` runs the Toxiproxy-compatible server until SIGINT/SIGTERM;
+``synapse-chaos run`` plays a scenario (see :mod:`chaos.runcli`); ``synapse-chaos scenarios``
+lists the library. Subcommands register themselves in :func:`build_parser` through
+:data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from chaos.faults import DEFAULT_OWNER
+from chaos.runcli import run_command as _run
+from chaos.runcli import scenarios_command as _scenarios
 from chaos.server import ApiError, ChaosServer
 from chaos.server.config import LOOPBACK
 
@@ -42,14 +47,81 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     serve.set_defaults(handler=_serve)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve]
+def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="play a scenario against proxies",
+        description="Play a scenario in real time against proxies it creates (or existing "
+        "ones), print what it applied and the timeline, and remove every fault it added on "
+        "exit, Ctrl-C included. Proxies it created are deleted again.",
+        epilog="example: synapse-chaos run partition-heal --proxy redis=127.0.0.1:6379",
+    )
+    run.add_argument(
+        "scenario", help="library scenario name (see `scenarios`) or a .yaml/.json file"
+    )
+    run.add_argument(
+        "--proxy",
+        action="append",
+        default=[],
+        metavar="NAME[=HOST:PORT]",
+        help="bind a scenario proxy: NAME=UPSTREAM creates proxy NAME in front of UPSTREAM "
+        "(or reuses it if it exists with that upstream); NAME alone uses an existing proxy. "
+        "A scenario with one proxy takes any one NAME. Repeat for each proxy.",
+    )
+    run.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="where a proxy this command creates listens (default: a free loopback port)",
+    )
+    run.add_argument(
+        "--toxiproxy",
+        metavar="URL",
+        help="'embedded' or the URL of a running Toxiproxy (http://host:port); default "
+        "$SYNAPSE_TOXIPROXY, else an embedded server for the duration of the run",
+    )
+    run.add_argument(
+        "--owner",
+        default=DEFAULT_OWNER,
+        help="owner tag in the names of the faults (runs sharing a server need different "
+        "owners; stale faults of this owner are removed first) (default %(default)s)",
+    )
+    run.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per API request (default 10)"
+    )
+    run.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write log and timeline as JSON"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    run.set_defaults(handler=_run)
+
+
+def _add_scenarios(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    scenarios = subparsers.add_parser(
+        "scenarios",
+        help="list the scenario library, or show one scenario",
+        description="Without an argument, list the scenarios shipped with Synapse. With a "
+        "name or file, validate it and print it (YAML, or JSON with --json).",
+    )
+    scenarios.add_argument("scenario", nargs="?", help="library name or .yaml/.json file")
+    scenarios.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    scenarios.set_defaults(handler=_scenarios)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_serve,
+    _add_run,
+    _add_scenarios,
+]
 """Functions adding a subcommand; each sets ``handler`` (args -> exit code) as its default."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``synapse-chaos`` argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
-        prog="synapse-chaos", description="Synapse chaos tools: Toxiproxy-compatible server."
+        prog="synapse-chaos",
+        description="Synapse chaos tools: Toxiproxy-compatible server, scenarios.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:

@@ -6,7 +6,11 @@ has a timeout; failures raise :mod:`chaos.errors` exceptions carrying the status
 
 >>> client = ToxiproxyClient("http://127.0.0.1:8474")
 >>> redis = client.create_proxy("redis", upstream="127.0.0.1:6379")   # doctest: +SKIP
->>> client.add_toxic("redis", "latency", attributes={"latency": 100})  # doctest: +SKIP
+>>> with redis.latency(100):                                          # doctest: +SKIP
+...     ...
+
+``create_proxy`` and ``get_proxy`` return a :class:`chaos.Proxy` handle with fault methods; the
+raw server data is its ``.info`` (:class:`ProxyInfo`), also returned by :meth:`proxy_info`.
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ import http.client
 import json
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from chaos.errors import ToxiproxyError, ToxiproxyUnavailable, error_for_status
+from chaos.faults import DEFAULT_OWNER
+from chaos.proxy import Proxy
+
+if TYPE_CHECKING:
+    from synapse_core.timeline import Timeline
 
 Stream = Literal["upstream", "downstream"]
 USER_AGENT = "synapse-chaos"
@@ -189,16 +198,38 @@ class ToxiproxyClient:
         data = self.request("GET", "/proxies")
         return {name: ProxyInfo.from_json(p) for name, p in data.items()}
 
-    def get_proxy(self, name: str) -> ProxyInfo:
-        """Return proxy *name*; raise :class:`~chaos.errors.NotFound` if there is none."""
+    def proxy_info(self, name: str) -> ProxyInfo:
+        """Return what the server reports about proxy *name*; ``NotFound`` if there is none."""
         return ProxyInfo.from_json(self.request("GET", f"/proxies/{quote(name, safe='')}"))
 
+    def get_proxy(
+        self, name: str, *, timeline: Timeline | None = None, owner: str = DEFAULT_OWNER
+    ) -> Proxy:
+        """A :class:`chaos.Proxy` handle on the existing proxy *name*.
+
+        Raises :class:`~chaos.errors.NotFound` if there is none. *timeline* and *owner* are
+        passed to the handle (see :class:`chaos.Proxy`).
+        """
+        return Proxy(self, self.proxy_info(name), timeline=timeline, owner=owner)
+
     def create_proxy(
-        self, name: str, upstream: str, *, listen: str = "127.0.0.1:0", enabled: bool = True
-    ) -> ProxyInfo:
-        """Create a proxy; ``listen`` defaults to any free loopback port (see ``.listen``)."""
+        self,
+        name: str,
+        upstream: str,
+        *,
+        listen: str = "127.0.0.1:0",
+        enabled: bool = True,
+        timeline: Timeline | None = None,
+        owner: str = DEFAULT_OWNER,
+    ) -> Proxy:
+        """Create a proxy and return a :class:`chaos.Proxy` handle on it.
+
+        ``listen`` defaults to any free loopback port; the handle's ``listen``/``host``/``port``
+        give the bound address. Raises :class:`~chaos.errors.ProxyExists` if the name is taken.
+        """
         body = {"name": name, "upstream": upstream, "listen": listen, "enabled": enabled}
-        return ProxyInfo.from_json(self.request("POST", "/proxies", body))
+        info = ProxyInfo.from_json(self.request("POST", "/proxies", body))
+        return Proxy(self, info, timeline=timeline, owner=owner)
 
     def update_proxy(
         self,

@@ -63,6 +63,93 @@ class EmbeddedServerError(ChaosError):
     """The embedded server could not be started or stopped."""
 
 
+class InvalidFault(ChaosError, ValueError):
+    """A fault was given an argument it cannot take (unknown name, wrong type, out of range).
+
+    Also a ``ValueError``, so ``except ValueError`` catches it as for any bad argument.
+
+    Attributes:
+        fault: the fault kind (``"latency"``, ``"down"``...).
+        param: the offending parameter, or ``""`` when the fault kind itself is unknown.
+    """
+
+    def __init__(self, message: str, *, fault: str = "", param: str = "") -> None:
+        self.fault = fault
+        self.param = param
+        super().__init__(message)
+
+
+class FaultError(ChaosError):
+    """A fault could not be used as asked (started twice, started on a deleted proxy...)."""
+
+
+class BackendError(ChaosError):
+    """A chaos backend specification is invalid or the backend cannot be used.
+
+    Attributes:
+        spec: the specification as given (``"embedded"``, ``"http://host:port"``, ``"docker"``).
+        source: where it came from (``"argument"`` or ``"SYNAPSE_TOXIPROXY"``).
+    """
+
+    def __init__(self, message: str, *, spec: str = "", source: str = "") -> None:
+        self.spec = spec
+        self.source = source
+        super().__init__(message)
+
+
+class BackendUnavailable(BackendError):
+    """The backend named exists in the design but is not available (e.g. ``docker`` for now)."""
+
+
+class ScenarioError(ChaosError):
+    """A scenario is invalid: bad step, unknown fault, negative time, conflicting faults.
+
+    Attributes:
+        scenario: name of the scenario (``""`` if unknown yet).
+        step: 1-based index of the offending step, or ``None``.
+        source: file the scenario came from, or ``None``.
+        line: 1-based line in *source*, or ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scenario: str = "",
+        step: int | None = None,
+        source: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.step = step
+        self.source = source
+        self.line = line
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = ""
+        if self.source:
+            where = self.source if self.line is None else f"{self.source}:{self.line}"
+        elif self.scenario:
+            where = f"scenario {self.scenario!r}"
+        if self.step is not None:
+            where = f"{where}, step {self.step}" if where else f"step {self.step}"
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ScenarioFileError(ScenarioError):
+    """A scenario file cannot be read or parsed (syntax error: file, line and what was expected)."""
+
+
+class UnknownScenario(ScenarioError):
+    """No library scenario has that name and no such file exists."""
+
+
+class ScenarioBindingError(ScenarioError):
+    """The proxies given to a runner do not match the proxies a scenario declares."""
+
+
 def error_for_status(status: int) -> type[ToxiproxyError]:
     """Return the exception class for an HTTP error *status*."""
     if status == 409:

@@ -14,10 +14,11 @@ from pytest_synapse.run import MeasuredBreaker, TestRun, current_run
 from synapse_core import CircuitBreaker, CircuitBreakerConfig, Timeline, VirtualClock
 
 if TYPE_CHECKING:
-    from chaos.backends import Backend
-
     from chaos import Proxy
+    from chaos.backends import Backend
     from chaos.client import ToxiproxyClient
+    from chaos.runner import ScenarioRunner
+    from chaos.scenario import Scenario
 
 
 def _run(request: pytest.FixtureRequest) -> TestRun:
@@ -165,7 +166,6 @@ def breaker_timeline(request: pytest.FixtureRequest) -> Iterator[BreakerTimeline
 def synapse_backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
     """The session's Toxiproxy backend (``--synapse-toxiproxy``): one per xdist worker."""
     from chaos.backends import resolve_backend
-
     from pytest_synapse.plugin import settings_of
 
     spec = settings_of(pytestconfig).toxiproxy.value
@@ -212,3 +212,61 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
                 errors.append(f"{proxy.name}: {exc}")
         if errors:
             raise RuntimeError("chaos_proxy cleanup failed: " + "; ".join(errors))
+
+
+ScenarioFactory = Callable[..., "ScenarioRunner"]
+
+
+@pytest.fixture
+def chaos_scenario(
+    request: pytest.FixtureRequest, chaos_proxy: ProxyFactory
+) -> Iterator[ScenarioFactory]:
+    """Factory: ``chaos_scenario(scenario=None, proxies=None) -> chaos.ScenarioRunner``.
+
+    *scenario* is a library name (``"partition-heal"``), a YAML/JSON file, or a
+    ``chaos.Scenario``; it defaults to ``@pytest.mark.chaos(scenario=...)``. *proxies* maps the
+    scenario's proxy names to a ``chaos.Proxy`` or to an upstream ``"host:port"`` (a proxy is
+    then made with ``chaos_proxy``); it defaults to the marker's ``proxies=``.
+
+    The runner records on the test's timeline. When the test uses ``virtual_clock``, the runner
+    steps on it (``runner.advance(seconds)``, or ``runner.run()`` which moves the clock without
+    sleeping); otherwise ``runner.run()`` plays in real time. Every fault it applied is removed
+    at teardown, also when the test fails.
+    """
+    from chaos.runner import ScenarioRunner
+    from chaos.scenario import Scenario, load_scenario
+
+    run = _run(request)
+    marker = request.node.get_closest_marker("chaos")
+    marker_scenario = None
+    marker_proxies: Mapping[str, str] = {}
+    if marker is not None:
+        marker_scenario = marker.args[0] if marker.args else marker.kwargs.get("scenario")
+        marker_proxies = marker.kwargs.get("proxies") or {}
+    runners: list[ScenarioRunner] = []
+
+    def make(
+        scenario: str | Scenario | None = None,
+        proxies: Mapping[str, Proxy | str] | None = None,
+    ) -> ScenarioRunner:
+        chosen = scenario if scenario is not None else marker_scenario
+        if chosen is None:
+            raise TypeError(
+                "chaos_scenario() needs a scenario: pass one, or mark the test "
+                "@pytest.mark.chaos(scenario='partition-heal')"
+            )
+        loaded = chosen if isinstance(chosen, Scenario) else load_scenario(chosen)
+        wiring: Mapping[str, Proxy | str] = proxies if proxies is not None else marker_proxies
+        bound = {
+            name: chaos_proxy(target, name=name) if isinstance(target, str) else target
+            for name, target in wiring.items()
+        }
+        runner = ScenarioRunner(loaded, bound, clock=run.timeline.clock, timeline=run.timeline)
+        runners.append(runner)
+        return runner
+
+    try:
+        yield make
+    finally:
+        for runner in reversed(runners):
+            runner.stop(raise_errors=False)

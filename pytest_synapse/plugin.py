@@ -17,6 +17,7 @@ from pytest_synapse import gates as gates_mod
 from pytest_synapse.fixtures import (  # noqa: F401  (fixtures are registered by import)
     breaker_timeline,
     chaos_proxy,
+    chaos_scenario,
     circuit_breaker,
     synapse_backend,
     toxiproxy,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from chaos_helpers import EchoServer, LoopThread, RawApi, RawResponse
 
-from chaos import EmbeddedToxiproxy, ToxiproxyClient
+from chaos import Backend, EmbeddedToxiproxy, Proxy, ToxiproxyClient, resolve_backend
 
 
 @pytest.fixture
@@ -95,3 +95,20 @@ def toxiproxy_python(toxiproxy: EmbeddedToxiproxy, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(APIConsumer, "host", toxiproxy.host)
     monkeypatch.setattr(APIConsumer, "port", toxiproxy.port)
     return Toxiproxy()
+
+
+@pytest.fixture
+def chaos_backend() -> Iterator[Backend]:
+    """The backend ``SYNAPSE_TOXIPROXY`` names (embedded by default), owner ``tests``.
+
+    Pointing ``SYNAPSE_TOXIPROXY`` at a real Toxiproxy runs the fault and scenario tests against
+    it. Stopping the backend heals and deletes every proxy the test created.
+    """
+    with resolve_backend(None, owner="tests") as backend:
+        yield backend
+
+
+@pytest.fixture
+def echo_handle(chaos_backend: Backend, echo_server: EchoServer) -> Proxy:
+    """A :class:`chaos.Proxy` in front of the echo server, on :func:`chaos_backend`."""
+    return chaos_backend.create_proxy(echo_server.address)

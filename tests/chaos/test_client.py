@@ -14,6 +14,7 @@ from chaos import (
     EmbeddedToxiproxy,
     InvalidToxic,
     NotFound,
+    Proxy,
     ProxyExists,
     ProxyInfo,
     ToxicInfo,
@@ -26,13 +27,21 @@ from chaos import (
 def test_proxy_lifecycle(client: ToxiproxyClient, echo_server: EchoServer) -> None:
     assert client.version() == "2.12.0"
     assert client.is_running()
-    created = client.create_proxy("echo", upstream=echo_server.address)
+    handle = client.create_proxy("echo", upstream=echo_server.address)
+    assert isinstance(handle, Proxy)
+    created = handle.info
     assert isinstance(created, ProxyInfo)
     assert created.enabled
     assert created.listen_host == "127.0.0.1"
     assert created.listen_port > 0
+    assert (handle.host, handle.port, handle.listen) == (
+        created.listen_host,
+        created.listen_port,
+        created.listen,
+    )
     assert client.proxies() == {"echo": created}
-    assert client.get_proxy("echo") == created
+    assert client.proxy_info("echo") == created
+    assert client.get_proxy("echo").info == created
     disabled = client.disable("echo")
     assert not disabled.enabled
     enabled = client.enable("echo")
@@ -60,7 +69,7 @@ def test_toxic_lifecycle(client: ToxiproxyClient, echo_server: EchoServer) -> No
         client.remove_toxic("echo", toxic.name)
         sock.sendall(b"ok")
         assert recv_exactly(sock, 2) == b"ok"
-    assert client.get_proxy("echo").toxics == ()
+    assert client.proxy_info("echo").toxics == ()
     client.add_toxic("echo", "timeout", name="t", stream="upstream")
     client.reset()
     assert client.toxics("echo") == []

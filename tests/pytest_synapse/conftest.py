@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 INI = """
 [pytest]
 asyncio_default_fixture_loop_scope = function

@@ -1,0 +1,343 @@
+"""Where proxies live: the embedded server, an external Toxiproxy, or (later) a container.
+
+One interface, :class:`Backend`, so faults and scenarios run the same way on each:
+
+=============================  ==========================================================
+spec                           backend
+=============================  ==========================================================
+``None`` / ``"embedded"``      :class:`EmbeddedBackend`: starts :class:`~chaos.EmbeddedToxiproxy`
+``"http://host:port"``         :class:`ExternalBackend`: a running Toxiproxy 2.x (or ours)
+``"docker"``                   a Toxiproxy container; arrives with the Docker issue
+=============================  ==========================================================
+
+:func:`resolve_backend` reads ``SYNAPSE_TOXIPROXY`` when no spec is given::
+
+    with resolve_backend(None) as backend:          # embedded unless SYNAPSE_TOXIPROXY says
+        redis = backend.create_proxy("127.0.0.1:6379", name="redis")
+        with redis.partition():
+            ...
+
+Stopping a backend heals and deletes every proxy it created; proxies it only attached to
+(:meth:`Backend.attach`) are healed and left in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import os
+import urllib.parse
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Final, Self
+
+from chaos.client import ToxiproxyClient
+from chaos.embedded import EmbeddedToxiproxy, Mode
+from chaos.errors import BackendError, BackendUnavailable, NotFound, ProxyExists
+from chaos.faults import DEFAULT_OWNER, check_owner
+from chaos.proxy import Proxy
+from synapse_core.timeline import Timeline
+
+ENV_VAR: Final = "SYNAPSE_TOXIPROXY"
+"""Environment variable selecting the backend: ``embedded``, ``http://host:port`` or ``docker``."""
+
+_names = itertools.count(1)
+
+BackendFactory = Callable[[], "Backend"]
+_FACTORIES: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make ``resolve_backend(name)`` build a backend with *factory* (used by ``chaos.docker``)."""
+    _FACTORIES[name] = factory
+
+
+class Backend:
+    """A Toxiproxy server to create proxies on; a context manager (start on enter, stop on exit).
+
+    Attributes:
+        kind: ``"embedded"``, ``"external"`` or ``"docker"``.
+        owner: owner tag of the faults of the proxies it hands out (see :class:`chaos.Proxy`).
+        timeout: seconds allowed for each API request.
+    """
+
+    kind = "backend"
+
+    def __init__(self, *, owner: str = DEFAULT_OWNER, timeout: float = 10.0) -> None:
+        self.owner = check_owner(owner)
+        self.timeout = timeout
+        self._client: ToxiproxyClient | None = None
+        self._created: list[Proxy] = []
+        self._attached: list[Proxy] = []
+
+    def __repr__(self) -> str:
+        where = self._client.url if self._client is not None else "stopped"
+        return f"<{type(self).__name__} {where}>"
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._client is not None
+
+    @property
+    def client(self) -> ToxiproxyClient:
+        """The API client (raises :class:`~chaos.errors.BackendError` before start())."""
+        if self._client is None:
+            raise BackendError(f"the {self.kind} backend is not started; call start() first")
+        return self._client
+
+    @property
+    def url(self) -> str:
+        """Base URL of the Toxiproxy API."""
+        return self.client.url
+
+    def start(self) -> Self:
+        """Make the server available (start it, or check it answers); return self."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Heal every proxy handed out; delete those created here. Safe to call twice."""
+        created, self._created = self._created, []
+        attached, self._attached = self._attached, []
+        first_error: BaseException | None = None
+        for proxy in reversed(attached):
+            try:
+                proxy.heal()
+            except Exception as exc:
+                first_error = first_error or exc
+        for proxy in reversed(created):
+            try:
+                proxy.delete()
+            except Exception as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def create_proxy(
+        self,
+        upstream: str,
+        name: str | None = None,
+        timeline: Timeline | None = None,
+        *,
+        listen: str = "127.0.0.1:0",
+    ) -> Proxy:
+        """Create a proxy to *upstream* (``host:port``) and return its handle.
+
+        Args:
+            upstream: where the proxy forwards to.
+            name: proxy name (default ``synapse-<n>``, unique in this process).
+            timeline: the timeline its faults record into (default: a new one).
+            listen: where it listens (default any free loopback port).
+
+        Raises :class:`~chaos.errors.ProxyExists` if the server already has that name: pick
+        another, or :meth:`attach` to it.
+        """
+        client = self.client
+        chosen = name or f"synapse-{os.getpid()}-{next(_names)}"
+        try:
+            proxy = client.create_proxy(
+                chosen, upstream, listen=listen, timeline=timeline, owner=self.owner
+            )
+        except ProxyExists as exc:
+            exc.message = (
+                f"{exc.message}; a proxy named {chosen!r} already exists on {client.url}: "
+                "choose another name, delete it, or use attach() to take it over"
+            )
+            raise
+        self._created.append(proxy)
+        return proxy
+
+    def attach(
+        self, name: str, timeline: Timeline | None = None, *, remove_stale: bool = True
+    ) -> Proxy:
+        """A handle on the existing proxy *name*, cleared of stale faults of this owner.
+
+        Pass ``remove_stale=False`` when a :class:`~chaos.ScenarioRunner` will do it (and log it).
+        """
+        proxy = self.client.get_proxy(name, timeline=timeline, owner=self.owner)
+        if remove_stale:
+            proxy.remove_stale_faults()
+        self._attached.append(proxy)
+        return proxy
+
+
+class EmbeddedBackend(Backend):
+    """Starts the embedded Toxiproxy-compatible server (a thread by default) for its lifetime."""
+
+    kind = "embedded"
+
+    def __init__(
+        self,
+        *,
+        mode: Mode = "thread",
+        seed: int | None = None,
+        owner: str = DEFAULT_OWNER,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(owner=owner, timeout=timeout)
+        self.server = EmbeddedToxiproxy(mode=mode, seed=seed)
+
+    def start(self) -> Self:
+        """Start the embedded server (idempotent)."""
+        if self._client is None:
+            self.server.start()
+            self._client = self.server.client(timeout=self.timeout)
+        return self
+
+    def stop(self) -> None:
+        """Heal and delete the proxies, then stop the server."""
+        try:
+            if self._client is not None:
+                super().stop()
+        finally:
+            self._client = None
+            self.server.stop()
+
+
+class ExternalBackend(Backend):
+    """A Toxiproxy already running at *url* (Toxiproxy 2.x, or ``synapse-chaos serve``)."""
+
+    kind = "external"
+
+    def __init__(self, url: str, *, owner: str = DEFAULT_OWNER, timeout: float = 10.0) -> None:
+        super().__init__(owner=owner, timeout=timeout)
+        self.target = _check_url(url, "argument")
+
+    def start(self) -> Self:
+        """Check the server answers (ToxiproxyUnavailable names the URL if not)."""
+        if self._client is None:
+            client = ToxiproxyClient(self.target, timeout=self.timeout)
+            client.version()
+            self._client = client
+        return self
+
+    def stop(self) -> None:
+        """Heal handed-out proxies and delete the ones created here; the server keeps running."""
+        try:
+            if self._client is not None:
+                super().stop()
+        finally:
+            self._client = None
+
+
+def _check_url(url: str, source: str) -> str:
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if parsed.scheme != "http" or not parsed.hostname or port == -1 or parsed.path not in ("", "/"):
+        raise BackendError(
+            f"{_source_text(source)}: {url!r} is not a Toxiproxy API URL; "
+            "expected http://host:port (e.g. http://127.0.0.1:8474)",
+            spec=url,
+            source=source,
+        )
+    return url.rstrip("/")
+
+
+def _source_text(source: str) -> str:
+    return ENV_VAR if source == ENV_VAR else "backend"
+
+
+def resolve_backend(
+    spec: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    owner: str = DEFAULT_OWNER,
+    timeout: float = 10.0,
+) -> Backend:
+    """Build (not start) the backend *spec* names; ``None`` reads ``SYNAPSE_TOXIPROXY``.
+
+    Args:
+        spec: ``"embedded"`` (the default when nothing is set), ``"http://host:port"`` or
+            ``"docker"``.
+        env: environment to read (default ``os.environ``).
+        owner: owner tag for the faults (see :class:`chaos.Proxy`).
+        timeout: seconds allowed for each API request.
+
+    Raises :class:`~chaos.errors.BackendError` for a spec it does not understand, and
+    :class:`~chaos.errors.BackendUnavailable` for ``docker`` until that backend exists.
+    """
+    source = "argument"
+    if spec is None:
+        spec = (os.environ if env is None else env).get(ENV_VAR, "").strip() or None
+        source = ENV_VAR if spec is not None else "default"
+    text = (spec or "embedded").strip()
+    lowered = text.lower()
+    if lowered == "embedded":
+        return EmbeddedBackend(owner=owner, timeout=timeout)
+    if lowered.startswith(("http://", "https://")):
+        if lowered.startswith("https://"):
+            raise BackendError(
+                f"{_source_text(source)}: {text!r}: the Toxiproxy API speaks plain HTTP; "
+                "use http://host:port",
+                spec=text,
+                source=source,
+            )
+        return ExternalBackend(_check_url(text, source), owner=owner, timeout=timeout)
+    if lowered == "docker":
+        factory = _FACTORIES.get("docker")
+        if factory is None:
+            with contextlib.suppress(ModuleNotFoundError):  # not written yet
+                importlib.import_module("chaos.docker")
+            factory = _FACTORIES.get("docker")
+        if factory is None:
+            raise BackendUnavailable(
+                f"{_source_text(source)}: the docker backend arrives with the Docker issue and "
+                "is not available yet; use 'embedded' or the URL of a running Toxiproxy "
+                "(http://host:port)",
+                spec=text,
+                source=source,
+            )
+        return factory()
+    raise BackendError(
+        f"{_source_text(source)}: {text!r} is not a chaos backend; use 'embedded', "
+        "'docker' or the URL of a running Toxiproxy (http://host:port)",
+        spec=text,
+        source=source,
+    )
+
+
+def get_or_create_proxy(
+    backend: Backend,
+    name: str,
+    upstream: str | None,
+    *,
+    listen: str = "127.0.0.1:0",
+    timeline: Timeline | None = None,
+    remove_stale: bool = True,
+) -> tuple[Proxy, bool]:
+    """The proxy *name*: attached if it exists, else created; returns ``(proxy, created)``.
+
+    An existing proxy must forward to *upstream* when one is given. Without *upstream*, the
+    proxy must already exist (``NotFound`` says so).
+    """
+    try:
+        existing = backend.client.proxy_info(name)
+    except NotFound:
+        if upstream is None:
+            raise NotFound(
+                f"no proxy named {name!r} on {backend.client.url}; give its upstream "
+                f"(--proxy {name}=HOST:PORT) to create it",
+                status=404,
+            ) from None
+        return backend.create_proxy(upstream, name=name, timeline=timeline, listen=listen), True
+    if upstream is not None and existing.upstream != upstream:
+        raise BackendError(
+            f"proxy {name!r} on {backend.client.url} forwards to {existing.upstream}, not "
+            f"{upstream}; use another name or delete that proxy first"
+        )
+    return backend.attach(name, timeline=timeline, remove_stale=remove_stale), False

@@ -1,0 +1,481 @@
+"""The fault objects :class:`chaos.Proxy` methods return, and how faults are named and cleaned.
+
+A :class:`~chaos.Proxy` (:mod:`chaos.proxy`) is a handle on one proxy of a Toxiproxy server
+(ours or the real one). Its fault methods return a :class:`Fault`, which does nothing until
+started, either as a context manager or with :meth:`Fault.start` / :meth:`Fault.stop`::
+
+    with proxy.latency(800, jitter=100):       # ~1.6 s more per round trip (both directions)
+        call_the_service()
+    outage = proxy.down().start()              # listener closed: connections cut and refused
+    ...
+    proxy.heal()                               # every fault this handle started is removed
+
+Every fault is built from Toxiproxy's own primitives, so it behaves the same against the embedded
+server and the real Toxiproxy 2.x:
+
+==============  =============================================================================
+fault           how
+==============  =============================================================================
+latency         ``latency`` toxic per stream (``stream="both"`` adds one in each direction)
+bandwidth       ``bandwidth`` toxic (KB/s, 1 KB = 1000 B)
+slow_close      ``slow_close`` toxic
+blackhole       ``timeout`` toxic with timeout 0 per stream: data silently dropped
+reset_peer      ``reset_peer`` toxic
+down            the proxy is disabled (listener and open connections closed)
+partition       ``mode="drop"``: a ``timeout`` 0 toxic in both directions, open and new
+                connections alike; ``mode="reject"``: the proxy is disabled
+slicer          ``slicer`` toxic
+limit_data      ``limit_data`` toxic
+flapping        a background timer disables and re-enables the proxy
+==============  =============================================================================
+
+Stale faults: every toxic the harness adds is named ``synapse:<owner>:<fault>:<token>:<stream>``;
+faults that disable the proxy also add a ``noop`` marker toxic named ``...:marker`` first. If a
+process dies with faults applied, :meth:`Proxy.remove_stale_faults` (run by every scenario run and
+by ``synapse-chaos run``) removes the toxics of its owner that no live fault in this process holds,
+and re-enables the proxy if a stale marker says the harness disabled it. Concurrent runs against
+one shared server should use different owners.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import secrets
+import threading
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+
+from chaos.errors import ChaosError, FaultError, InvalidFault, NotFound
+from chaos.faultspec import ToxicPlan
+from synapse_core.timeline import Timeline
+
+if TYPE_CHECKING:
+    from chaos.client import ToxiproxyClient
+    from chaos.proxy import Proxy
+
+TOXIC_PREFIX: Final = "synapse"
+DEFAULT_OWNER: Final = "default"
+MARKER_SUFFIX: Final = ":marker"
+_OWNER_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# Toxic names must be unique on a server, across processes too: a random per-process token
+# plus a counter. (Liveness is not read from the name: see _LIVE.)
+_SESSION: Final = secrets.token_hex(3)
+_COUNTER = itertools.count(1)
+
+# Toxics this process added and has not removed yet: (API url, proxy name, toxic name).
+# Faults that disable a proxy hold a marker here; the proxy is re-enabled when the last marker
+# for it goes, so overlapping down()/partition("reject")/flapping faults compose.
+_REGISTRY_LOCK = threading.RLock()
+_LIVE: set[tuple[str, str, str]] = set()
+
+
+def toxic_prefix(owner: str) -> str:
+    """The name prefix of every toxic the harness adds for *owner* (``synapse:<owner>:``)."""
+    return f"{TOXIC_PREFIX}:{owner}:"
+
+
+def check_owner(owner: str) -> str:
+    """Return *owner* if it can be part of a toxic name, else raise :class:`InvalidFault`."""
+    if not isinstance(owner, str) or not _OWNER_RE.match(owner):
+        raise InvalidFault(
+            f"owner must be 1 to 64 letters, digits, '_', '.' or '-', got {owner!r}",
+            param="owner",
+        )
+    return owner
+
+
+# -- registry of live toxics ---------------------------------------------------------------------
+
+
+def _register(url: str, proxy: str, toxic: str) -> None:
+    with _REGISTRY_LOCK:
+        _LIVE.add((url, proxy, toxic))
+
+
+def _unregister(url: str, proxy: str, toxic: str) -> None:
+    with _REGISTRY_LOCK:
+        _LIVE.discard((url, proxy, toxic))
+
+
+def _is_live(url: str, proxy: str, toxic: str) -> bool:
+    with _REGISTRY_LOCK:
+        return (url, proxy, toxic) in _LIVE
+
+
+def _live_markers(url: str, proxy: str) -> int:
+    with _REGISTRY_LOCK:
+        return sum(1 for u, p, t in _LIVE if u == url and p == proxy and t.endswith(MARKER_SUFFIX))
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+class Fault:
+    """One fault on one proxy; inactive until started.
+
+    Use it as a context manager (the fault is removed on exit, also when the body raises) or call
+    :meth:`start` and :meth:`stop`. A stopped fault can be started again. Each activation is
+    recorded as a span on a :class:`synapse_core.Timeline` (the proxy's unless ``start`` is given
+    another).
+
+    Attributes:
+        proxy: the :class:`Proxy` it applies to.
+        kind: the fault kind (``"latency"``, ``"down"``...).
+        params: its parameters, defaults filled in.
+    """
+
+    def __init__(self, proxy: Proxy, kind: str, params: Mapping[str, Any]) -> None:
+        self.proxy = proxy
+        self.kind = kind
+        self.params: dict[str, Any] = dict(params)
+        self._lock = threading.RLock()
+        self._active = False
+        self._timeline: Timeline | None = None
+        self._span: int | None = None
+        self._token = ""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        state = "active" if self._active else "inactive"
+        return f"<Fault {self.kind}({args}) on {self.proxy.name!r} {state}>"
+
+    @property
+    def active(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._active
+
+    @property
+    def timeline(self) -> Timeline:
+        """The timeline this fault records into (while active or after), else the proxy's."""
+        return self._timeline or self.proxy.timeline
+
+    @property
+    def toxic_names(self) -> list[str]:
+        """Names of the toxics (markers included) the fault holds on the server right now."""
+        return []
+
+    @property
+    def span_id(self) -> int | None:
+        """Id of the timeline span of the current (or last) activation."""
+        return self._span
+
+    def start(self, *, timeline: Timeline | None = None) -> Self:
+        """Apply the fault now and return self.
+
+        Args:
+            timeline: record the span here instead of on the proxy's timeline (scenario runners
+                pass their own, which may run on a virtual clock).
+
+        Raises :class:`~chaos.errors.FaultError` if already active, and the client's errors
+        (``NotFound``, ``ToxiproxyUnavailable``...) if the server refuses; nothing stays applied
+        then.
+        """
+        with self._lock:
+            if self._active:
+                raise FaultError(f"{self!r} is already active; stop() it before starting it again")
+            self._token = f"{_SESSION}-{next(_COUNTER)}"
+            self._timeline = timeline or self.proxy.timeline
+            self._apply()
+            self._active = True
+            self._span = self._timeline.fault_started(self.kind, self.proxy.name, **self.params)
+        self.proxy._started(self)
+        try:
+            self._after_start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Remove the fault (idempotent). The span ends even if the server cannot be reached."""
+        with self._lock:
+            if not self._active:
+                return
+            self._active = False
+            try:
+                self._remove()
+            finally:
+                if self._span is not None and self._timeline is not None:
+                    self._timeline.fault_ended(self._span)
+                self.proxy._stopped(self)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- subclass hooks ----------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        raise NotImplementedError
+
+    def _after_start(self) -> None:
+        """Work that needs the span to exist already (the fault is active and recorded)."""
+
+    def _remove(self) -> None:
+        raise NotImplementedError
+
+    def _toxic_name(self, part: str) -> str:
+        return f"{toxic_prefix(self.proxy.owner)}{self.kind}:{self._token}:{part}"
+
+
+class ToxicFault(Fault):
+    """A fault made of toxics (latency, bandwidth, blackhole, partition drop...)."""
+
+    def __init__(
+        self, proxy: Proxy, kind: str, params: Mapping[str, Any], plans: tuple[ToxicPlan, ...]
+    ) -> None:
+        super().__init__(proxy, kind, params)
+        self.plans = plans
+        self._names: list[str] = []
+
+    @property
+    def toxic_names(self) -> list[str]:
+        """Names of the toxics added by the current activation."""
+        return list(self._names)
+
+    def _apply(self) -> None:
+        proxy = self.proxy
+        self._names = []
+        try:
+            for plan in self.plans:
+                name = self._toxic_name(plan.stream)
+                _register(proxy.client.url, proxy.name, name)
+                self._names.append(name)
+                proxy.client.add_toxic(
+                    proxy.name,
+                    plan.type,
+                    name=name,
+                    stream=plan.stream,
+                    toxicity=plan.toxicity,
+                    attributes=plan.attributes,
+                )
+        except BaseException:
+            self._remove()
+            raise
+
+    def _remove(self) -> None:
+        proxy = self.proxy
+        names, self._names = self._names, []
+        first_error: BaseException | None = None
+        for name in names:
+            try:
+                proxy.client.remove_toxic(proxy.name, name)
+            except NotFound:
+                pass  # already gone (proxy deleted, server reset): the goal is reached
+            except ChaosError as exc:
+                first_error = first_error or exc
+            finally:
+                _unregister(proxy.client.url, proxy.name, name)
+        if first_error is not None:
+            raise first_error
+
+
+class _Disable:
+    """Disables a proxy while held; a ``noop`` marker toxic tells later runs it was us."""
+
+    def __init__(self, proxy: Proxy, marker: str) -> None:
+        self.proxy = proxy
+        self.marker = marker
+        self.held = False
+
+    def acquire(self) -> None:
+        proxy, client = self.proxy, self.proxy.client
+        with _REGISTRY_LOCK:
+            _register(client.url, proxy.name, self.marker)
+            try:
+                # Marker first: if we die after disabling, the marker is there to be found.
+                client.add_toxic(proxy.name, "noop", name=self.marker)
+                client.disable(proxy.name)
+            except BaseException:
+                _unregister(client.url, proxy.name, self.marker)
+                _quiet_remove(client, proxy.name, self.marker)
+                raise
+            self.held = True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        proxy, client = self.proxy, self.proxy.client
+        with _REGISTRY_LOCK:
+            self.held = False
+            _unregister(client.url, proxy.name, self.marker)
+            try:
+                # Enable before removing the marker: dying in between leaves a marker on an
+                # enabled proxy (harmless, cleaned later), never a disabled proxy without one.
+                if _live_markers(client.url, proxy.name) == 0:
+                    client.enable(proxy.name)
+            except NotFound:
+                return
+            _quiet_remove(client, proxy.name, self.marker, raise_other=True)
+
+
+def _quiet_remove(
+    client: ToxiproxyClient, proxy: str, toxic: str, *, raise_other: bool = False
+) -> None:
+    try:
+        client.remove_toxic(proxy, toxic)
+    except NotFound:
+        pass
+    except ChaosError:
+        if raise_other:
+            raise
+
+
+class DisableFault(Fault):
+    """A fault that disables the proxy: ``down()`` and ``partition(mode="reject")``."""
+
+    def __init__(self, proxy: Proxy, kind: str, params: Mapping[str, Any]) -> None:
+        super().__init__(proxy, kind, params)
+        self._disable: _Disable | None = None
+
+    @property
+    def toxic_names(self) -> list[str]:
+        """The marker toxic while the proxy is held disabled."""
+        return [self._disable.marker] if self._disable is not None else []
+
+    def _apply(self) -> None:
+        self._disable = _Disable(self.proxy, self._toxic_name("marker"))
+        self._disable.acquire()
+
+    def _remove(self) -> None:
+        if self._disable is not None:
+            self._disable.release()
+            self._disable = None
+
+
+class FlappingFault(Fault):
+    """The proxy goes down and up repeatedly: down for ``period * down_fraction`` seconds first.
+
+    By default a background thread does the switching; it is joined by :meth:`stop`. A scenario
+    runner on a virtual clock starts it with ``background=False`` and calls :meth:`sync` instead.
+    The schedule is read from the clock of the timeline the fault records into. Each down phase
+    is also recorded as a ``down`` span with ``via="flapping"``.
+    """
+
+    def __init__(self, proxy: Proxy, params: Mapping[str, Any]) -> None:
+        super().__init__(proxy, "flapping", params)
+        self.period: float = params["period"]
+        self.down_fraction: float = params["down_fraction"]
+        self._down_seconds = self.period * self.down_fraction
+        self._is_down = False
+        self._next_change = 0.0
+        self._disable: _Disable | None = None
+        self._phase_span: int | None = None
+        self._phases = 0
+        self._thread: threading.Thread | None = None
+        self._wakeup = threading.Event()
+        self._background = True
+        self.error: BaseException | None = None
+        """The error that stopped the background switching, if any (raised again by stop())."""
+
+    @property
+    def toxic_names(self) -> list[str]:
+        """The marker toxic of the current down phase, if any."""
+        disable = self._disable
+        return [disable.marker] if disable is not None else []
+
+    @property
+    def is_down(self) -> bool:
+        """True while in a down phase."""
+        return self._is_down
+
+    @property
+    def next_change(self) -> float | None:
+        """Clock time of the next switch, or ``None`` when inactive."""
+        return self._next_change if self._active else None
+
+    def start(self, *, timeline: Timeline | None = None, background: bool = True) -> Self:
+        """Start flapping (down at once); ``background=False`` leaves the switching to sync()."""
+        self._background = background
+        return super().start(timeline=timeline)
+
+    def _apply(self) -> None:
+        self.error = None
+        self._phases = 0
+
+    def _after_start(self) -> None:
+        # Here rather than in _apply so the flapping span starts before its first down phase.
+        with self._lock:
+            self._go_down()
+            self._next_change = self.timeline.clock() + self._down_seconds
+        if self._background:
+            self._wakeup.clear()
+            self._thread = threading.Thread(
+                target=self._run, name=f"synapse-flapping-{self.proxy.name}", daemon=True
+            )
+            self._thread.start()
+
+    def sync(self, now: float | None = None) -> int:
+        """Make every switch due by *now* (default: the clock's now); return how many happened."""
+        with self._lock:
+            if not self._active:
+                return 0
+            when = self.timeline.clock() if now is None else now
+            switches = 0
+            while self._next_change <= when:
+                if self._is_down:
+                    self._go_up()
+                    self._next_change += self.period - self._down_seconds
+                else:
+                    self._go_down()
+                    self._next_change += self._down_seconds
+                switches += 1
+            return switches
+
+    def _run(self) -> None:
+        clock = self.timeline.clock
+        while True:
+            delay = max(0.0, self._next_change - clock())
+            if self._wakeup.wait(delay):
+                return
+            try:
+                self.sync()
+            except BaseException as exc:  # reported by stop(); a thread must not die loudly
+                self.error = exc
+                return
+
+    def _go_down(self) -> None:
+        self._phases += 1
+        # One marker per phase: "<n>:marker", so a later run recognises it like any marker.
+        self._disable = _Disable(self.proxy, self._toxic_name(f"{self._phases}{MARKER_SUFFIX}"))
+        self._disable.acquire()
+        self._is_down = True
+        self._phase_span = self.timeline.fault_started("down", self.proxy.name, via="flapping")
+
+    def _go_up(self) -> None:
+        disable, self._disable = self._disable, None
+        self._is_down = False
+        try:
+            if disable is not None:
+                disable.release()
+        finally:
+            if self._phase_span is not None:
+                self.timeline.fault_ended(self._phase_span)
+                self._phase_span = None
+
+    def stop(self) -> None:
+        """Stop switching (the thread is joined) and leave the proxy up."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._wakeup.set()
+            thread.join(60.0)
+        super().stop()
+        error, self.error = self.error, None
+        if error is not None:
+            raise FaultError(
+                f"flapping on proxy {self.proxy.name!r} stopped switching early: {error}"
+            ) from error
+
+    def _remove(self) -> None:
+        if self._is_down:
+            self._go_up()

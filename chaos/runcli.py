@@ -1,0 +1,258 @@
+"""``synapse-chaos run`` and ``synapse-chaos scenarios``: scenarios from the command line.
+
+``run`` binds the scenario's proxies (creating the missing ones), plays it in real time with the
+event log on stdout (and a progress bar on a terminal), prints the timeline, and removes every
+fault it added on exit. SIGINT/SIGTERM do not raise into the middle of a request: they ask the
+runner to stop, which removes the faults, deletes the proxies it created, and exits 130/143.
+
+Exit codes: 0 done, 1 the server failed or could not be reached, 2 bad input (one line on
+stderr, never a traceback), 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, Final
+
+from chaos.backends import Backend, get_or_create_proxy, resolve_backend
+from chaos.errors import (
+    BackendError,
+    ChaosError,
+    InvalidFault,
+    NotFound,
+    ProxyExists,
+    ScenarioError,
+    ToxiproxyError,
+)
+from chaos.proxy import Proxy
+from chaos.runner import ConsoleProgress, ScenarioRunner
+from chaos.scenario import Scenario, load_scenario, scenario_library
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+_SIGNAL_EXIT: Final = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class _Usage(Exception):
+    """Bad command-line input: reported in one line, exit 2."""
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"synapse-chaos: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _split_pair(text: str, option: str, *, need_value: bool) -> tuple[str, str | None]:
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not name or (sep and not value) or (need_value and not sep):
+        form = "NAME=HOST:PORT" if need_value else "NAME or NAME=HOST:PORT"
+        raise _Usage(f"{option} {text!r}: expected {form}")
+    if value:
+        host, colon, port = value.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise _Usage(f"{option} {text!r}: {value!r} is not HOST:PORT")
+    return name, (value or None)
+
+
+def bind_proxies(
+    scenario: Scenario, proxy_args: list[str], listen_args: list[str]
+) -> tuple[dict[str, tuple[str, str | None]], dict[str, str]]:
+    """Map scenario proxy names to ``(server proxy name, upstream or None)``; listens by name.
+
+    A scenario with exactly one proxy accepts one ``--proxy`` of any name (so
+    ``run partition-heal --proxy redis=...`` binds the library's ``service`` to ``redis``).
+    """
+    declared = scenario.proxies
+    pairs = [_split_pair(text, "--proxy", need_value=False) for text in proxy_args]
+    listens: dict[str, str] = {}
+    for text in listen_args:
+        name, address = _split_pair(text, "--listen", need_value=True)
+        listens[name] = address or ""
+    if not pairs:
+        example = " ".join(f"--proxy {name}=HOST:PORT" for name in declared)
+        raise _Usage(f"scenario {scenario.name!r} needs its proxies bound: {example}")
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _Usage(f"--proxy names a proxy twice: {names}")
+    bindings: dict[str, tuple[str, str | None]] = {}
+    if len(declared) == 1 and len(pairs) == 1:
+        bindings[declared[0]] = pairs[0]
+    else:
+        for name, upstream in pairs:
+            if name not in declared:
+                raise _Usage(
+                    f"scenario {scenario.name!r} has no proxy {name!r} "
+                    f"(its proxies: {', '.join(declared)})"
+                )
+            bindings[name] = (name, upstream)
+        missing = [name for name in declared if name not in bindings]
+        if missing:
+            raise _Usage(
+                f"scenario {scenario.name!r} also needs "
+                + " ".join(f"--proxy {name}=HOST:PORT" for name in missing)
+            )
+    server_names = {server for server, _ in bindings.values()}
+    for name in listens:
+        if name not in server_names:
+            raise _Usage(f"--listen {name}=...: no --proxy named {name!r}")
+    return bindings, listens
+
+
+@contextmanager
+def _signals_request_stop(runner_box: list[ScenarioRunner]) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM are recorded and cancel the runner instead of raising mid-request.
+
+    The handler only appends to a list and sets the runner's flag: it takes no lock, since it
+    may interrupt code that holds one.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            # os.write, not print: a handler must not re-enter a buffered stream mid-write.
+            os.write(2, b"\nsynapse-chaos run: interrupted, removing the faults...\n")
+        received.append(signum)
+        for runner in runner_box:
+            runner.cancel()
+
+    previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_EXIT}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``synapse-chaos run``."""
+    runner_box: list[ScenarioRunner] = []
+    with _signals_request_stop(runner_box) as received:
+        try:
+            scenario = load_scenario(args.scenario)
+            bindings, listens = bind_proxies(scenario, args.proxy, args.listen)
+            if args.timeout <= 0:
+                raise _Usage(f"--timeout must be > 0 seconds, got {args.timeout}")
+            backend = resolve_backend(args.toxiproxy, owner=args.owner, timeout=args.timeout)
+        except (_Usage, ChaosError) as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        code = _play(args, scenario, bindings, listens, backend, received, runner_box)
+        if received:
+            return _SIGNAL_EXIT.get(signal.Signals(received[0]), 130)
+    return code
+
+
+def _play(
+    args: argparse.Namespace,
+    scenario: Scenario,
+    bindings: dict[str, tuple[str, str | None]],
+    listens: dict[str, str],
+    backend: Backend,
+    interrupted: list[int],
+    runner_box: list[ScenarioRunner],
+) -> int:
+    out = sys.stdout
+    try:
+        backend.start()
+    except ToxiproxyError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    except ChaosError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    try:
+        proxies: dict[str, Proxy] = {}
+        print(
+            f"synapse-chaos run: scenario {scenario.name} ({scenario.duration:g} s) on "
+            f"{backend.url} ({backend.kind})",
+            file=out,
+            flush=True,
+        )
+        for scenario_name, (server_name, upstream) in bindings.items():
+            if interrupted:
+                return EXIT_OK
+            proxy, created = get_or_create_proxy(
+                backend,
+                server_name,
+                upstream,
+                listen=listens.get(server_name, "127.0.0.1:0"),
+                remove_stale=False,  # the runner removes them and logs what it removed
+            )
+            proxies[scenario_name] = proxy
+            alias = "" if scenario_name == server_name else f" (scenario proxy {scenario_name})"
+            how = "created" if created else "existing"
+            print(
+                f"  proxy {server_name}{alias}: {proxy.listen} -> {proxy.upstream} [{how}]",
+                file=out,
+                flush=True,
+            )
+        runner = ScenarioRunner(scenario, proxies)
+        runner_box.append(runner)
+        if interrupted:
+            runner.cancel()
+        progress = ConsoleProgress(out, live=None if not args.no_progress else False)
+        try:
+            runner.run(progress=progress)
+        finally:
+            _report(args, runner)
+        return EXIT_OK
+    except (NotFound, ProxyExists, BackendError, ScenarioError, InvalidFault) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except ChaosError as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+    finally:
+        try:
+            backend.stop()
+        except ChaosError as exc:
+            _fail(f"while removing the proxies: {exc}", EXIT_FAILURE)
+
+
+def _report(args: argparse.Namespace, runner: ScenarioRunner) -> None:
+    out = sys.stdout
+    origin = runner.started_at
+    print("timeline:", file=out)
+    rendered = runner.timeline.render(origin=origin)
+    print(rendered if rendered else "  (no fault applied)", file=out, flush=True)
+    if args.json is not None:
+        data: dict[str, Any] = {
+            "scenario": runner.scenario.to_dict(),
+            "events": [event.to_dict() for event in runner.log],
+            "timeline": runner.timeline.to_dict(),
+            "started_at": origin,
+        }
+        try:
+            args.json.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot write --json {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
+
+
+def scenarios_command(args: argparse.Namespace) -> int:
+    """``synapse-chaos scenarios [NAME|FILE] [--json]``."""
+    if args.scenario is not None:
+        try:
+            scenario = load_scenario(args.scenario)
+        except ChaosError as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        sys.stdout.write(scenario.to_json() if args.json else scenario.to_yaml())
+        return EXIT_OK
+    library = scenario_library()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in library.values()], indent=2))
+        return EXIT_OK
+    width = max(len(name) for name in library)
+    for name, scenario in library.items():
+        print(
+            f"{name:<{width}}  {scenario.duration:>4g} s  "
+            f"[{', '.join(scenario.proxies)}]  {scenario.description}"
+        )
+    print(
+        "\nrun one: synapse-chaos run NAME --proxy service=HOST:PORT   "
+        "(show one: synapse-chaos scenarios NAME)"
+    )
+    return EXIT_OK

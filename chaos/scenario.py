@@ -1,0 +1,455 @@
+"""Scenarios as data: timed fault steps on named proxies, loaded from YAML or JSON files.
+
+A scenario file (every key is documented in ``docs/scenarios.md``)::
+
+    name: partition-heal
+    description: the service is cut off for 20 s, then the network heals
+    proxies: [service]          # the proxies the steps name; bound with --proxy service=HOST:PORT
+    duration: 40                # seconds; default: when the last step ends
+    steps:
+      - {at: 5, proxy: service, fault: latency, ms: 200, duration: 5}
+      - {at: 10, proxy: service, fault: partition, mode: drop}
+      - {at: 30, proxy: service, fault: heal}
+
+Each step applies a fault at ``at`` seconds (parameters inline, as the :class:`chaos.Proxy`
+method takes them) for ``duration`` seconds, or until a ``heal`` step for its proxy, or until the
+scenario ends, whichever comes first. At one instant, faults end before new ones start.
+
+Validation happens when a :class:`Scenario` is built, so a bad file fails before anything is
+applied: unknown fault or parameter, negative time, a step on an undeclared proxy, two faults
+that would fight over the same toxic (or the proxy's enabled state) at the same time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from chaos.errors import InvalidFault, ScenarioError, ScenarioFileError, UnknownScenario
+from chaos.faultspec import FAULT_KINDS, disables_proxy, normalize_params, toxic_plans
+
+HEAL: Final = "heal"
+"""The ``fault`` of a step that removes this scenario's faults from its proxy."""
+
+_STEP_KEYS: Final = ("at", "proxy", "fault", "duration")
+_TOP_KEYS: Final = ("name", "description", "proxies", "duration", "steps")
+_SUFFIXES: Final = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+
+
+def _seconds(value: object, what: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ScenarioError(f"{what} must be a number of seconds, got {value!r}")
+    if math.isinf(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ScenarioError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScenarioStep:
+    """At ``at`` seconds, apply ``fault`` with ``params`` to ``proxy`` (or heal it).
+
+    Attributes:
+        at: offset from the scenario's start, seconds.
+        proxy: the scenario's name for the proxy.
+        fault: a fault kind (see :data:`chaos.FAULT_KINDS`) or ``"heal"``.
+        params: the fault's parameters as written (validated; see :attr:`resolved_params`).
+        duration: seconds until the fault is removed; ``None``: until healed or the end.
+    """
+
+    at: float
+    proxy: str
+    fault: str
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", _seconds(self.at, "at"))
+        if not isinstance(self.proxy, str) or not self.proxy:
+            raise ScenarioError(f"proxy must be a proxy name, got {self.proxy!r}")
+        if self.duration is not None:
+            object.__setattr__(self, "duration", _seconds(self.duration, "duration", positive=True))
+        object.__setattr__(self, "params", dict(self.params))
+        if self.fault == HEAL:
+            if self.params or self.duration is not None:
+                extra = sorted(self.params) + (["duration"] if self.duration is not None else [])
+                raise ScenarioError(f"a heal step takes no parameters, got {', '.join(extra)}")
+            return
+        if self.fault not in FAULT_KINDS:
+            raise ScenarioError(
+                f"unknown fault {self.fault!r}; use one of {', '.join(FAULT_KINDS)} or {HEAL!r}"
+            )
+        try:
+            normalize_params(self.fault, self.params)
+        except InvalidFault as exc:
+            raise ScenarioError(str(exc)) from None
+
+    @property
+    def is_heal(self) -> bool:
+        """True for a ``heal`` step."""
+        return self.fault == HEAL
+
+    @property
+    def resolved_params(self) -> dict[str, Any]:
+        """The parameters with defaults filled in, as the fault will get them."""
+        return {} if self.is_heal else normalize_params(self.fault, self.params)
+
+    def describe(self) -> str:
+        """``latency(ms=800, jitter=100) on service`` style text."""
+        if self.is_heal:
+            return f"heal {self.proxy}"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        text = f"{self.fault}({args}) on {self.proxy}"
+        return text if self.duration is None else f"{text} for {self.duration:g} s"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form: ``at``, ``proxy``, ``fault``, parameters inline, ``duration``."""
+        data: dict[str, Any] = {"at": _plain(self.at), "proxy": self.proxy, "fault": self.fault}
+        data.update(self.params)
+        if self.duration is not None:
+            data["duration"] = _plain(self.duration)
+        return data
+
+
+def _plain(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+def _resources(step: ScenarioStep) -> set[tuple[str, str]]:
+    """What a step's fault takes over: (toxic type, stream) pairs, or the enabled state."""
+    params = step.resolved_params
+    if disables_proxy(step.fault, params):
+        return {("proxy", "enabled")}
+    return {(plan.type, plan.stream) for plan in toxic_plans(step.fault, params)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named list of timed fault steps; validated when built.
+
+    Attributes:
+        name: the scenario's name (library scenarios are looked up by it).
+        steps: the steps, in file order.
+        description: one line for ``synapse-chaos scenarios``.
+        proxies: the proxy names the steps use (declared, or taken from the steps in order).
+        duration: total seconds; the runner heals everything then. Computed from the steps when
+            not given.
+    """
+
+    name: str
+    steps: tuple[ScenarioStep, ...]
+    description: str = ""
+    proxies: tuple[str, ...] = ()
+    duration: float = dataclasses.field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ScenarioError("a scenario needs a name (a non-empty string)")
+        object.__setattr__(self, "steps", tuple(self.steps))
+        if not self.steps:
+            raise ScenarioError("a scenario needs at least one step", scenario=self.name)
+        for index, step in enumerate(self.steps, 1):
+            if not isinstance(step, ScenarioStep):
+                raise ScenarioError(
+                    f"expected a ScenarioStep, got {type(step).__name__}",
+                    scenario=self.name,
+                    step=index,
+                )
+        declared = tuple(self.proxies)
+        if not declared:
+            declared = tuple(dict.fromkeys(step.proxy for step in self.steps))
+        elif len(set(declared)) != len(declared):
+            raise ScenarioError(f"proxies are listed twice: {list(declared)}", scenario=self.name)
+        object.__setattr__(self, "proxies", declared)
+        for index, step in enumerate(self.steps, 1):
+            if step.proxy not in declared:
+                raise ScenarioError(
+                    f"step uses proxy {step.proxy!r}, which the scenario does not declare "
+                    f"(proxies: {', '.join(declared)}); add it to 'proxies'",
+                    scenario=self.name,
+                    step=index,
+                )
+        latest = max(
+            step.at + (step.duration or 0.0) if not step.is_heal else step.at for step in self.steps
+        )
+        given: object = self.duration  # None when left out (typed float once built)
+        if given is None:
+            object.__setattr__(self, "duration", latest)
+        else:
+            total = _seconds(given, "duration")
+            if total < latest:
+                raise ScenarioError(
+                    f"duration {total:g} s ends before the steps do ({latest:g} s); "
+                    "raise it or leave it out",
+                    scenario=self.name,
+                )
+            object.__setattr__(self, "duration", total)
+        self._check_overlaps()
+
+    def step_end(self, index: int) -> float:
+        """When the fault of step *index* (0-based) is removed: duration, heal step or the end."""
+        step = self.steps[index]
+        end = self.duration if step.duration is None else step.at + step.duration
+        for other in self.steps:
+            if other.is_heal and other.proxy == step.proxy and step.at < other.at < end:
+                end = other.at
+        return min(end, self.duration)
+
+    def _check_overlaps(self) -> None:
+        applies = [(i, s) for i, s in enumerate(self.steps) if not s.is_heal]
+        spans = {i: (s.at, self.step_end(i)) for i, s in applies}
+        for i, step in applies:
+            start, end = spans[i]
+            if end <= start:
+                raise ScenarioError(
+                    f"{step.describe()} would end as soon as it starts at {start:g} s; give it "
+                    "a duration or the scenario a longer duration",
+                    scenario=self.name,
+                    step=i + 1,
+                )
+        for n, (i, first) in enumerate(applies):
+            for j, second in applies[n + 1 :]:
+                if first.proxy != second.proxy:
+                    continue
+                (a0, a1), (b0, b1) = spans[i], spans[j]
+                if not (a0 < b1 and b0 < a1):
+                    continue
+                shared = _resources(first) & _resources(second)
+                if shared:
+                    what = ", ".join(
+                        "the proxy's enabled state" if kind == "proxy" else f"a {kind} toxic {s}"
+                        for kind, s in sorted(shared)
+                    )
+                    later, earlier = (j, i) if (b0, j) >= (a0, i) else (i, j)
+                    e0, e1 = spans[earlier]
+                    raise ScenarioError(
+                        f"{self.steps[later].describe()} overlaps step {earlier + 1} "
+                        f"({self.steps[earlier].describe()}, {e0:g} s to {e1:g} s) on proxy "
+                        f"{first.proxy!r}: both set {what}; give step {earlier + 1} a duration "
+                        f"or add a heal step before {spans[later][0]:g} s",
+                        scenario=self.name,
+                        step=later + 1,
+                    )
+
+    # -- conversions -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form (see the module documentation)."""
+        data: dict[str, Any] = {"name": self.name}
+        if self.description:
+            data["description"] = self.description
+        data["proxies"] = list(self.proxies)
+        data["duration"] = _plain(self.duration)
+        data["steps"] = [step.to_dict() for step in self.steps]
+        return data
+
+    def to_yaml(self) -> str:
+        """YAML text, one flow mapping per step."""
+        head = {k: v for k, v in self.to_dict().items() if k != "steps"}
+        text = yaml.safe_dump(head, sort_keys=False, default_flow_style=None, width=100)
+        lines = [text.rstrip("\n"), "steps:"]
+        for step in self.steps:
+            flow = yaml.safe_dump(
+                step.to_dict(), sort_keys=False, default_flow_style=True, width=1000
+            )
+            lines.append(f"  - {flow.strip()}")
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        """JSON text (indented)."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write to *path*; ``.json`` gives JSON, anything else YAML."""
+        target = Path(path)
+        text = self.to_json() if target.suffix.lower() == ".json" else self.to_yaml()
+        target.write_text(text, encoding="utf-8")
+        return target
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str | None = None) -> Scenario:
+        """Build from the file form; errors name *source* when given."""
+        return _from_data(data, source=source, step_lines=None)
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def _from_data(data: object, *, source: str | None, step_lines: Sequence[int] | None) -> Scenario:
+    def fail(message: str, step: int | None = None, scenario: str = "") -> ScenarioError:
+        line = None
+        if step is not None and step_lines is not None and step <= len(step_lines):
+            line = step_lines[step - 1]
+        return ScenarioError(message, scenario=scenario, step=step, source=source, line=line)
+
+    if not isinstance(data, dict):
+        raise fail(
+            f"a scenario is a mapping with keys {', '.join(_TOP_KEYS)}, got {type(data).__name__}"
+        )
+    unknown = [k for k in data if k not in _TOP_KEYS]
+    if unknown:
+        raise fail(f"unknown key {unknown[0]!r}; a scenario has {', '.join(_TOP_KEYS)}")
+    name = data.get("name")
+    if name is None and source is not None:
+        name = Path(source).stem
+    if not isinstance(name, str) or not name.strip():
+        raise fail(f"name must be a non-empty string, got {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise fail(f"description must be a string, got {description!r}", scenario=name)
+    proxies = data.get("proxies", [])
+    if isinstance(proxies, str):
+        proxies = [proxies]
+    if not isinstance(proxies, list) or not all(isinstance(p, str) and p for p in proxies):
+        raise fail(f"proxies must be a list of proxy names, got {proxies!r}", scenario=name)
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise fail("steps must be a non-empty list of steps", scenario=name)
+    steps = []
+    for index, raw in enumerate(raw_steps, 1):
+        if not isinstance(raw, dict):
+            raise fail(
+                f"a step is a mapping (at, proxy, fault, parameters...), got {raw!r}", index, name
+            )
+        if "at" not in raw or "fault" not in raw:
+            missing = "at" if "at" not in raw else "fault"
+            raise fail(f"step needs {missing!r}", index, name)
+        proxy = raw.get("proxy")
+        if proxy is None and len(proxies) == 1:
+            proxy = proxies[0]  # one declared proxy: steps may leave it out
+        if proxy is None:
+            raise fail("step needs 'proxy' (the scenario declares several or none)", index, name)
+        params = {k: v for k, v in raw.items() if k not in _STEP_KEYS}
+        if "params" in params and isinstance(params["params"], dict) and len(params) == 1:
+            params = params["params"]
+        try:
+            steps.append(
+                ScenarioStep(
+                    at=raw["at"],
+                    proxy=proxy,
+                    fault=raw["fault"],
+                    params=params,
+                    duration=raw.get("duration"),
+                )
+            )
+        except ScenarioError as exc:
+            raise fail(exc.message, index, name) from None
+    try:
+        return Scenario(
+            name=name,
+            steps=tuple(steps),
+            description=description,
+            proxies=tuple(proxies),
+            duration=data.get("duration"),  # type: ignore[arg-type]
+        )
+    except ScenarioError as exc:
+        raise fail(exc.message, exc.step, name) from None
+
+
+def _yaml_step_lines(text: str) -> list[int] | None:
+    """1-based line of each step in a YAML document (for error messages), if findable."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key, value in root.value:
+        if getattr(key, "value", None) == "steps" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return None
+
+
+def parse_scenario(text: str, *, format: str = "yaml", source: str | None = None) -> Scenario:
+    """Parse scenario *text* (``format`` ``"yaml"`` or ``"json"``).
+
+    Syntax errors raise :class:`~chaos.errors.ScenarioFileError` with the line and what the
+    parser expected; invalid content raises :class:`~chaos.errors.ScenarioError`.
+    """
+    where = source or "<scenario>"
+    if format == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScenarioFileError(
+                f"invalid JSON: {exc.msg} (column {exc.colno})", source=where, line=exc.lineno
+            ) from None
+        return _from_data(data, source=source, step_lines=None)
+    if format != "yaml":
+        raise ValueError(f"format must be 'yaml' or 'json', got {format!r}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        problem = exc.problem or "syntax error"
+        context = f" {exc.context}" if exc.context else ""
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        raise ScenarioFileError(
+            f"invalid YAML: {problem}{context}{column}",
+            source=where,
+            line=mark.line + 1 if mark is not None else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ScenarioFileError(f"invalid YAML: {exc}", source=where) from None
+    return _from_data(data, source=source, step_lines=_yaml_step_lines(text))
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or Path(text).suffix.lower() in _SUFFIXES
+
+
+def load_scenario(path_or_name: str | os.PathLike[str]) -> Scenario:
+    """Load a scenario file (``.yaml``, ``.yml``, ``.json``) or a library scenario by name.
+
+    Raises :class:`~chaos.errors.UnknownScenario` (listing the library) if it is neither,
+    :class:`~chaos.errors.ScenarioFileError` for unreadable or malformed files, and
+    :class:`~chaos.errors.ScenarioError` for invalid content.
+    """
+    text = os.fspath(path_or_name)
+    path = Path(text)
+    if isinstance(path_or_name, os.PathLike) or path.is_file() or _looks_like_path(text):
+        try:
+            content = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UnknownScenario(
+                f"no such file {text!r}; library scenarios: {', '.join(sorted(_library()))}"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioFileError(f"cannot read the file: {exc}", source=text) from None
+        kind = "json" if path.suffix.lower() == ".json" else "yaml"
+        return parse_scenario(content, format=kind, source=text)
+    library = _library()
+    if text in library:
+        return library[text]
+    raise UnknownScenario(
+        f"no library scenario named {text!r} (library: {', '.join(sorted(library))}); "
+        "or give the path of a .yaml or .json file"
+    )
+
+
+@functools.cache
+def _library() -> dict[str, Scenario]:
+    folder = resources.files("chaos") / "scenarios"
+    result: dict[str, Scenario] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith((".yaml", ".yml")):
+            continue
+        scenario = parse_scenario(
+            entry.read_text(encoding="utf-8"), source=f"chaos/scenarios/{entry.name}"
+        )
+        result[scenario.name] = scenario
+    return result
+
+
+def scenario_library() -> dict[str, Scenario]:
+    """The scenarios shipped with the package, by name (a new dict each call)."""
+    return dict(_library())

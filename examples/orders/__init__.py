@@ -1,0 +1,1 @@
+"""The demo service: an orders HTTP API that checks stock with an inventory service."""

@@ -1,0 +1,46 @@
+"""The dependency: a tiny TCP inventory service answering ``STOCK <item>`` with a number."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+from typing import Any
+
+STOCK = {"apple": 12, "pear": 0, "plum": 7}
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        for raw in self.rfile:
+            parts = raw.decode("utf-8", "replace").split()
+            if len(parts) == 2 and parts[0] == "STOCK":
+                self.wfile.write(f"{STOCK.get(parts[1], 0)}\n".encode())
+            else:
+                self.wfile.write(b"ERR expected: STOCK <item>\n")
+
+
+class InventoryServer(socketserver.ThreadingTCPServer):
+    """The inventory service on ``host:port`` (loopback, any free port by default)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), _Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        host, port = self.server_address[:2]
+        return f"{host}:{port}"
+
+    def __enter__(self) -> InventoryServer:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,63 @@
+"""The main job (`make demo`): the orders suite under chaos, with reports and gates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_demo_suite_passes_its_gates_and_writes_reports(tmp_path: Path) -> None:
+    report, html = tmp_path / "resilience.json", tmp_path / "resilience.html"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "examples/orders",
+            "--synapse-chaos",
+            "-p",
+            "no:cacheprovider",
+            f"--synapse-report={report}",
+            f"--synapse-html={html}",
+            "--synapse-gate",
+            "all_recovered",
+            "--synapse-gate",
+            "max_trip_seconds<=5",
+            "--synapse-gate",
+            "max_recovery_seconds<=3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "gate PASS: all_recovered" in result.stdout
+    data = json.loads(report.read_text())
+    assert data["metrics"]["all_recovered"] is True
+    assert data["metrics"]["trips"] == 3
+    assert {f["fault"] for t in data["tests"] for f in t["faults"]} == {
+        "latency",
+        "partition",
+        "down",
+    }
+    assert "<svg" in html.read_text()
+
+
+def test_demo_suite_is_skipped_without_the_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "examples/orders", "-p", "no:cacheprovider", "-rs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "4 skipped" in result.stdout
+    assert "--synapse-chaos" in result.stdout

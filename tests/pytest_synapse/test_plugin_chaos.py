@@ -1,0 +1,136 @@
+"""chaos fixtures through the embedded server: cleanup on failure, scenarios on virtual time."""
+
+from __future__ import annotations
+
+import pytest
+
+UPSTREAM = """
+import socket
+import socketserver
+import threading
+
+import pytest
+
+
+class _Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(line)
+
+
+@pytest.fixture
+def echo():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "%s:%d" % server.server_address
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def ask(proxy, timeout=0.3):
+    with socket.create_connection((proxy.host, proxy.port), timeout=timeout) as conn:
+        conn.sendall(b"ping\\n")
+        data = conn.recv(16)
+        if not data:
+            raise ConnectionError("closed")
+        return data
+"""
+
+
+def test_faults_are_removed_when_the_test_fails(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makeconftest(UPSTREAM)
+    synapse_pytester.makepyfile(
+        """
+        def test_fails_with_faults_on(chaos_proxy, echo, toxiproxy):
+            proxy = chaos_proxy(echo, name="leaky")
+            proxy.latency(ms=100).start()
+            proxy.down().start()
+            assert len(toxiproxy.proxies()) == 1
+            raise AssertionError("the test fails with its faults still on")
+
+        def test_nothing_is_left_behind(toxiproxy):
+            assert toxiproxy.proxies() == {}
+        """
+    )
+    result = synapse_pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+
+
+def test_chaos_proxy_records_faults_on_the_timeline(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makeconftest(UPSTREAM)
+    synapse_pytester.makepyfile(
+        """
+        from conftest import ask
+
+        def test_latency(chaos_proxy, echo, breaker_timeline):
+            proxy = chaos_proxy(echo)
+            assert ask(proxy) == b"ping\\n"
+            with proxy.latency(ms=50):
+                pass
+            (span,) = breaker_timeline.timeline.faults
+            assert span.fault == "latency"
+            assert span.proxy == proxy.name
+            assert span.end is not None
+        """
+    )
+    result = synapse_pytester.runpytest()
+    result.assert_outcomes(passed=1)
+
+
+def test_scenario_steps_on_virtual_time_against_real_proxies(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makeconftest(UPSTREAM)
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+        from conftest import ask
+
+        @pytest.mark.chaos(scenario="partition-heal")
+        def test_partition_heal(chaos_scenario, echo, circuit_breaker, virtual_clock,
+                                breaker_timeline):
+            runner = chaos_scenario(proxies={"service": echo})
+            proxy = runner.proxies["service"]
+            breaker = circuit_breaker("service", recovery_timeout=5.0)
+
+            def call():
+                try:
+                    breaker.call(ask, proxy)
+                except Exception:
+                    pass
+
+            runner.start()
+            call()
+            assert breaker.state.value == "closed"
+            runner.advance(5)          # t=5: the partition starts (real toxics)
+            for _ in range(3):
+                call()                 # real timeouts through the real proxy
+            assert breaker.state.value == "open"
+            runner.advance(20)         # t=25: healed
+            runner.advance(1)
+            call(); call()
+            assert breaker.state.value == "closed"
+            runner.advance(runner.scenario.duration - virtual_clock())
+            assert runner.finished
+            breaker_timeline.assert_trips_within(breaker, seconds=1)
+            breaker_timeline.assert_closes_within(breaker, seconds=2)
+            assert virtual_clock() == 40
+        """
+    )
+    result = synapse_pytester.runpytest("--synapse-chaos", "--synapse-report=r.json")
+    result.assert_outcomes(passed=1)
+
+
+def test_chaos_scenario_without_a_scenario_says_how(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(
+        """
+        def test_x(chaos_scenario):
+            chaos_scenario()
+        """
+    )
+    result = synapse_pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*chaos_scenario() needs a scenario*"])
