@@ -60,6 +60,8 @@ class Backend:
         kind: ``"embedded"``, ``"external"`` or ``"docker"``.
         owner: owner tag of the faults of the proxies it hands out (see :class:`chaos.Proxy`).
         timeout: seconds allowed for each API request.
+        seed: seed of the embedded server's randomness (toxicity rolls, jitter, slices);
+            ignored by servers Synapse does not start.
     """
 
     kind = "backend"
@@ -258,6 +260,7 @@ def resolve_backend(
     env: Mapping[str, str] | None = None,
     owner: str = DEFAULT_OWNER,
     timeout: float = 10.0,
+    seed: int | None = None,
 ) -> Backend:
     """Build (not start) the backend *spec* names; ``None`` reads ``SYNAPSE_TOXIPROXY``.
 
@@ -267,6 +270,8 @@ def resolve_backend(
         env: environment to read (default ``os.environ``).
         owner: owner tag for the faults (see :class:`chaos.Proxy`).
         timeout: seconds allowed for each API request.
+        seed: seed of the embedded server's randomness (toxicity rolls, jitter, slices);
+            ignored by servers Synapse does not start.
 
     Raises :class:`~chaos.errors.BackendError` for a spec it does not understand, and
     :class:`~chaos.errors.BackendUnavailable` for ``docker`` until that backend exists.
@@ -278,7 +283,7 @@ def resolve_backend(
     text = (spec or "embedded").strip()
     lowered = text.lower()
     if lowered == "embedded":
-        return EmbeddedBackend(owner=owner, timeout=timeout)
+        return EmbeddedBackend(owner=owner, timeout=timeout, seed=seed)
     if lowered.startswith(("http://", "https://")):
         if lowered.startswith("https://"):
             raise BackendError(

@@ -165,12 +165,17 @@ def breaker_timeline(request: pytest.FixtureRequest) -> Iterator[BreakerTimeline
 @pytest.fixture(scope="session")
 def synapse_backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
     """The session's Toxiproxy backend (``--synapse-toxiproxy``): one per xdist worker."""
+    from chaos import ChaosError
     from chaos.backends import resolve_backend
     from pytest_synapse.plugin import settings_of
 
-    spec = settings_of(pytestconfig).toxiproxy.value
-    backend = resolve_backend(spec)
-    backend.start()
+    settings = settings_of(pytestconfig)
+    try:
+        backend = resolve_backend(settings.toxiproxy.value, seed=settings.seed.value)
+        backend.start()
+    except ChaosError as exc:
+        # Bad configuration or an unreachable server: say so without a traceback.
+        pytest.fail(f"synapse: {settings.toxiproxy.source}: {exc}", pytrace=False)
     try:
         yield backend
     finally:

@@ -7,6 +7,7 @@ value remembers where it came from, so errors and the pytest header can say so.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,7 @@ def _convert(spec: OptionSpec, raw: Any, source: str, start_dir: Path) -> Any:
         return raw
     converters: dict[str, Callable[[Any], Any]] = {
         "bool": _to_bool,
-        "str": _to_str,
+        "str": _to_backend if spec.dest == "toxiproxy" else _to_str,
         "int": _to_int,
         "path": lambda v: _to_path(v, start_dir),
         "list": lambda v: _to_list(v, source),
@@ -216,6 +217,16 @@ def _to_str(raw: Any) -> str:
     if not text:
         raise ValueError("expected a value, got an empty string")
     return text
+
+
+def _to_backend(raw: Any) -> str:
+    text = _to_str(raw)
+    if text.lower() in ("embedded", "docker") or re.fullmatch(r"http://[^/\s:]+:\d{1,5}/?", text):
+        return text
+    raise ValueError(
+        f"expected 'embedded', 'docker' or the URL of a running Toxiproxy (http://host:port), "
+        f"got {text!r}"
+    )
 
 
 def _to_int(raw: Any) -> int:

@@ -137,3 +137,31 @@ def test_importing_the_plugin_is_cheap() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_bad_toxiproxy_spec_is_a_usage_error(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile("def test_ok(): pass")
+    result = synapse_pytester.runpytest("--synapse-toxiproxy=localhost:8474")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*command line --synapse-toxiproxy: expected 'embedded', 'docker' or the URL*"]
+    )
+
+
+def test_unreachable_toxiproxy_errors_without_a_traceback(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        def test_a(toxiproxy):
+            pass
+
+        def test_b(chaos_proxy):
+            pass
+        """
+    )
+    # Port 9 on loopback: nothing listens there.
+    result = synapse_pytester.runpytest("--synapse-toxiproxy=http://127.0.0.1:9")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*synapse: command line --synapse-toxiproxy:*127.0.0.1:9*"])
+    assert "Traceback" not in result.stdout.str()
