@@ -36,6 +36,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_breaker.py
+	$(PY) benchmarks/bench_proxy.py
+	$(PY) benchmarks/bench_transport.py
 
 serve: $(STAMP)
 	$(VENV)/bin/synapse-chaos serve

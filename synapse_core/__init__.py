@@ -4,6 +4,8 @@ Everything a service imports at run time lives here; it never imports ``chaos`` 
 ``pytest_synapse``.
 """
 
+from typing import TYPE_CHECKING
+
 from synapse_core.breaker import (
     CallPermit,
     CircuitBreaker,
@@ -35,7 +37,63 @@ from synapse_core.clock import Clock, VirtualClock, monotonic_clock
 from synapse_core.errors import CircuitBreakerError, CircuitOpenError
 from synapse_core.timeline import BreakerRecord, FaultSpan, Timeline
 
+if TYPE_CHECKING:
+    from synapse_core.transport import (
+        DeliveryError,
+        DeliveryReceipt,
+        DeliveryTimeoutError,
+        EnhancedMdnsTransport,
+        FailoverRouter,
+        MdnsConfig,
+        MdnsTransport,
+        Message,
+        MessageAuthenticator,
+        MessageRejectedError,
+        NoRouteError,
+        PeerInfo,
+        PeerUnknownError,
+        SecurityLevel,
+        TcpTransport,
+        Transport,
+        TransportError,
+        TransportStats,
+    )
+
 __version__ = "0.1.0"
+
+# Transports pull in zeroconf and asyncio networking; load them on first use so that
+# `import synapse_core` stays cheap for breaker-only users (and for the pytest plugin).
+_TRANSPORT_NAMES = frozenset(
+    {
+        "DeliveryError",
+        "DeliveryReceipt",
+        "DeliveryTimeoutError",
+        "EnhancedMdnsTransport",
+        "FailoverRouter",
+        "MdnsConfig",
+        "MdnsTransport",
+        "Message",
+        "MessageAuthenticator",
+        "MessageRejectedError",
+        "NoRouteError",
+        "PeerInfo",
+        "PeerUnknownError",
+        "SecurityLevel",
+        "TcpTransport",
+        "Transport",
+        "TransportError",
+        "TransportStats",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _TRANSPORT_NAMES:
+        from synapse_core import transport
+
+        return getattr(transport, name)
+    raise AttributeError(f"module 'synapse_core' has no attribute {name!r}")
+
 
 __all__ = [
     "BreakerRecord",
@@ -54,16 +112,34 @@ __all__ = [
     "CircuitStats",
     "CircuitTrigger",
     "Clock",
+    "DeliveryError",
+    "DeliveryReceipt",
+    "DeliveryTimeoutError",
+    "EnhancedMdnsTransport",
     "EventStream",
     "ExternalTriggerActivated",
+    "FailoverRouter",
     "FaultSpan",
     "LatencyTrigger",
+    "MdnsConfig",
+    "MdnsTransport",
+    "Message",
+    "MessageAuthenticator",
+    "MessageRejectedError",
+    "NoRouteError",
     "PacketLossTrigger",
+    "PeerInfo",
+    "PeerUnknownError",
     "ReliabilityTrigger",
     "RequestOutcome",
     "RequestRejected",
+    "SecurityLevel",
+    "TcpTransport",
     "Timeline",
+    "Transport",
+    "TransportError",
     "TransportMetrics",
+    "TransportStats",
     "Unsubscribe",
     "VirtualClock",
     "default_manager",

@@ -225,7 +225,7 @@ class CircuitBreaker:
                 return True
             now = self._clock()
             if state is _OPEN:
-                return not self._forced and now >= self._open_until
+                return not self._forced and now >= self._open_until and self._triggers_recovered()
             wait = self.config.max_half_open_wait
             if wait is not None and now - self._half_open_since >= wait:
                 return False

@@ -97,6 +97,7 @@ def test_latency_tripped_breaker_waits_for_latency_to_recover(
     breaker.check_external_triggers(TransportMetrics(latency=0.3))
     assert breaker.check_external_triggers(TransportMetrics(latency=0.3))
     clock.advance(10)
+    assert not breaker.would_admit()
     with pytest.raises(CircuitOpenError):
         breaker.call(ok)  # recovery timeout passed, but latency is still high
     breaker.check_external_triggers(TransportMetrics(latency=0.01))

@@ -1,0 +1,616 @@
+"""The abstract transport: lifecycle, breaker-guarded sends and probes, metrics, inbound queue.
+
+Every transport shares this behaviour; a concrete transport only moves bytes. It implements
+``_start``/``_stop``, ``_transmit`` (send one encoded message and return once the peer
+acknowledged it), ``_probe`` (one round trip), ``capabilities`` and optionally ``_check_target``
+(raise ``PeerUnknownError`` for a target it cannot address) and ``_encode``. Inbound messages
+are handed to ``_accept_inbound``, which verifies and queues them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import ClassVar, Self, overload
+from uuid import UUID
+
+from synapse_core.breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerManager,
+    CircuitStats,
+    RequestOutcome,
+    TransportMetrics,
+)
+from synapse_core.clock import Clock, check_clock, monotonic_clock
+from synapse_core.errors import CircuitOpenError
+from synapse_core.transport.auth import MessageAuthenticator
+from synapse_core.transport.errors import (
+    AuthenticationError,
+    MessageRejectedError,
+    TransportClosedError,
+)
+from synapse_core.transport.estimator import LinkEstimator
+from synapse_core.transport.framing import NackCode
+from synapse_core.transport.message import Message
+
+logger = logging.getLogger("synapse_core.transport")
+
+_perf = time.perf_counter
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """Proof of delivery: the peer acknowledged the message (it is in the peer's inbound queue).
+
+    Attributes:
+        message_id: the message's id.
+        target: the peer it was sent to.
+        transport: the transport kind that delivered it (``"tcp"``, ``"mdns"``...).
+        breaker: the name of the breaker that admitted the send.
+        latency: seconds from starting the send to the acknowledgement.
+        size: bytes of the encoded message.
+        delivered_at: when the acknowledgement arrived (UTC).
+    """
+
+    message_id: UUID
+    target: str
+    transport: str
+    breaker: str
+    latency: float
+    size: int
+    delivered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransportStats:
+    """Counters of a transport since it was created (a snapshot from ``transport.stats()``).
+
+    ``send_failures`` includes ``send_timeouts``; ``rejected_by_breaker`` sends never ran;
+    ``rejected_by_peer`` sends were refused with a NACK; ``auth_failures`` and
+    ``inbound_dropped`` are inbound messages this transport refused; ``protocol_errors`` are
+    connections closed for bad frames or undecodable messages. ``connections_opened`` and
+    ``connections_accepted`` count outbound and inbound connections (for transports that have
+    them): with connection reuse, many messages share one.
+    """
+
+    messages_sent: int
+    messages_received: int
+    send_failures: int
+    send_timeouts: int
+    rejected_by_breaker: int
+    rejected_by_peer: int
+    probes: int
+    probe_failures: int
+    auth_failures: int
+    inbound_dropped: int
+    protocol_errors: int
+    bytes_sent: int
+    bytes_received: int
+    connections_opened: int
+    connections_accepted: int
+
+
+class _Counters:
+    __slots__ = (
+        "auth_failures",
+        "bytes_received",
+        "bytes_sent",
+        "connections_accepted",
+        "connections_opened",
+        "inbound_dropped",
+        "messages_received",
+        "messages_sent",
+        "probe_failures",
+        "probes",
+        "protocol_errors",
+        "rejected_by_breaker",
+        "rejected_by_peer",
+        "send_failures",
+        "send_timeouts",
+    )
+
+    def __init__(self) -> None:
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.send_failures = 0
+        self.send_timeouts = 0
+        self.rejected_by_breaker = 0
+        self.rejected_by_peer = 0
+        self.probes = 0
+        self.probe_failures = 0
+        self.auth_failures = 0
+        self.inbound_dropped = 0
+        self.protocol_errors = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.connections_opened = 0
+        self.connections_accepted = 0
+
+    def snapshot(self) -> TransportStats:
+        return TransportStats(**{name: getattr(self, name) for name in self.__slots__})
+
+
+class _InboundIterator:
+    """``async for message in transport``: yields until the transport stops and is drained."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue: asyncio.Queue[Message | None]) -> None:
+        self._queue = queue
+
+    def __aiter__(self) -> _InboundIterator:
+        return self
+
+    async def __anext__(self) -> Message:
+        item = await self._queue.get()
+        if item is None:
+            self._queue.put_nowait(None)  # leave the end marker for other readers
+            raise StopAsyncIteration
+        return item
+
+
+class Transport(ABC):
+    """An asynchronous message transport whose every send and probe goes through a breaker.
+
+    Lifecycle: ``await t.start()`` / ``await t.stop()``, or ``async with SomeTransport(...) as
+    t``. A stopped transport cannot be started again.
+
+    Sending: ``await t.send_message(target, message)`` returns a :class:`DeliveryReceipt` once
+    the peer acknowledged it. It goes through the transport's breaker for *target* (one per
+    peer, so one sick peer does not block the healthy ones); ``send_message_with_breaker`` does
+    the same with a breaker you pass (shared by several transports, say). While that breaker is
+    open the call raises :class:`~synapse_core.CircuitOpenError` at once, without touching the
+    network. Each admitted call records exactly one outcome: success, failure, or ``TIMEOUT``
+    for timeouts; a peer that refuses a message (``MessageRejectedError``) answered, so that
+    counts as a success unless it refused because it is overloaded (``busy``). A cancelled
+    send records nothing. After each outcome the breaker's external triggers are evaluated with
+    the measured :class:`~synapse_core.TransportMetrics` (skipped when it has none).
+
+    Receiving: ``await t.receive_messages()`` drains the inbound queue (``[]`` when empty);
+    ``async for message in t`` waits for messages and ends once the transport stopped and the
+    queue is drained.
+
+    Args:
+        node_id: this peer's id (its ``from_global_id``); breakers are named
+            ``"<kind>:<node_id>-><target>"``.
+        breaker_config: the per-peer breakers' config (default: the original Synapse preset,
+            3 failures / 2 requests / 30 s window / 10 s recovery / 2 probes / 0.7).
+        breaker_manager: register the per-peer breakers in this manager (an existing breaker of
+            the same name is reused); by default the transport keeps its own.
+        clock: the breakers' clock (``VirtualClock`` in tests). Latency is always measured on
+            the real ``time.perf_counter``.
+        authenticator: sign outgoing and verify inbound messages (see ``MessageAuthenticator``).
+        inbound_queue_size: inbound messages held before peers are told ``busy``.
+    """
+
+    kind: ClassVar[str] = "transport"
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        breaker_config: CircuitBreakerConfig | None = None,
+        breaker_manager: CircuitBreakerManager | None = None,
+        clock: Clock | None = None,
+        authenticator: MessageAuthenticator | None = None,
+        inbound_queue_size: int = 1024,
+    ) -> None:
+        if not isinstance(node_id, str) or not node_id:
+            raise TypeError(f"node_id must be a non-empty str, got {node_id!r}")
+        if inbound_queue_size < 1:
+            raise ValueError(f"inbound_queue_size must be >= 1, got {inbound_queue_size}")
+        if authenticator is not None and not isinstance(authenticator, MessageAuthenticator):
+            raise TypeError(f"authenticator must be a MessageAuthenticator, got {authenticator!r}")
+        self.node_id = node_id
+        self._clock: Clock = monotonic_clock if clock is None else check_clock(clock)
+        self._breaker_config = breaker_config or CircuitBreakerConfig()
+        self._manager = breaker_manager
+        self._peer_breakers: dict[str, CircuitBreaker] = {}
+        self._links: dict[str, LinkEstimator] = {}
+        self._overall = LinkEstimator()
+        self._authenticator = authenticator
+        self._inbound: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._inbound_limit = inbound_queue_size
+        self._counters = _Counters()
+        self._state = "new"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.node_id!r} {self._state}>"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        """Whether ``start()`` completed and ``stop()`` has not been called."""
+        return self._state == "running"
+
+    async def start(self) -> None:
+        """Start listening (and discovering, where the transport does). Idempotent."""
+        if self._state == "running":
+            return
+        if self._state == "stopped":
+            raise TransportClosedError(
+                f"{self!r} was stopped and cannot be restarted; create a new transport"
+            )
+        self._state = "starting"
+        try:
+            await self._start()
+        except BaseException:
+            self._state = "stopped"
+            await self._stop()
+            raise
+        self._state = "running"
+
+    async def stop(self) -> None:
+        """Stop listening, close every connection and end inbound iteration. Idempotent.
+
+        Messages already queued stay readable with ``receive_messages()``.
+        """
+        if self._state in ("new", "stopped"):
+            self._state = "stopped"
+            return
+        self._state = "stopped"
+        try:
+            await self._stop()
+        finally:
+            self._inbound.put_nowait(None)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _require_running(self) -> None:
+        if self._state != "running":
+            raise TransportClosedError(
+                f"{self!r} is not running: call await transport.start() or use async with"
+            )
+
+    # ------------------------------------------------------------------ breakers and metrics
+
+    def breaker_name(self, target: str) -> str:
+        """The name of the per-peer breaker for *target*."""
+        return f"{self.kind}:{self.node_id}->{target}"
+
+    def get_circuit_breaker(self, target: str) -> CircuitBreaker:
+        """The breaker guarding sends to *target* (created on first use)."""
+        breaker = self._peer_breakers.get(target)
+        if breaker is None:
+            name = self.breaker_name(target)
+            if self._manager is not None:
+                existing = self._manager.get_breaker(name)
+                if existing is None:
+                    existing = self._manager.add_breaker(
+                        name, CircuitBreaker(name, self._breaker_config, clock=self._clock)
+                    )
+                breaker = existing
+            else:
+                breaker = CircuitBreaker(name, self._breaker_config, clock=self._clock)
+            self._peer_breakers[target] = breaker
+        return breaker
+
+    @property
+    def circuit_breakers(self) -> dict[str, CircuitBreaker]:
+        """Every per-peer breaker created so far, by target (a copy)."""
+        return dict(self._peer_breakers)
+
+    @overload
+    def get_circuit_stats(self) -> dict[str, CircuitStats]: ...
+    @overload
+    def get_circuit_stats(self, target: str) -> CircuitStats: ...
+    def get_circuit_stats(
+        self, target: str | None = None
+    ) -> dict[str, CircuitStats] | CircuitStats:
+        """Stats of the breaker for *target*, or of every per-peer breaker by target."""
+        if target is not None:
+            return self.get_circuit_breaker(target).stats()
+        return {peer: breaker.stats() for peer, breaker in self._peer_breakers.items()}
+
+    def get_metrics(self, target: str | None = None) -> TransportMetrics:
+        """Measured link health to *target*, or across all peers when *target* is ``None``."""
+        if target is None:
+            return self._overall.snapshot()
+        link = self._links.get(target)
+        return link.snapshot() if link is not None else LinkEstimator().snapshot()
+
+    @property
+    def estimated_latency(self) -> float:
+        """Smoothed round-trip latency in seconds across all peers (0.05 before any sample)."""
+        return self._overall.latency
+
+    @property
+    def reliability_score(self) -> float:
+        """0.0 to 1.0: rises toward 1 with each success, falls toward 0 with each failure."""
+        return self._overall.reliability
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> frozenset[str]:
+        """What this transport offers (``"acknowledged"``, ``"discovery"``...)."""
+
+    def stats(self) -> TransportStats:
+        """A snapshot of this transport's counters."""
+        return self._counters.snapshot()
+
+    def _forget_peer(self, target: str) -> None:
+        """Drop the per-peer breaker and metrics of a peer that is gone."""
+        breaker = self._peer_breakers.pop(target, None)
+        manager = self._manager
+        if (
+            breaker is not None
+            and manager is not None
+            and manager.get_breaker(breaker.name) is breaker
+        ):
+            manager.remove_breaker(breaker.name)
+        self._links.pop(target, None)
+
+    def _link(self, target: str) -> LinkEstimator:
+        link = self._links.get(target)
+        if link is None:
+            link = self._links[target] = LinkEstimator()
+        return link
+
+    # ------------------------------------------------------------------ sending
+
+    async def send_message(self, target: str, message: Message) -> DeliveryReceipt:
+        """Send *message* to *target* through its per-peer breaker; return the receipt."""
+        return await self.send_message_with_breaker(target, message)
+
+    async def send_message_with_breaker(
+        self, target: str, message: Message, breaker: CircuitBreaker | None = None
+    ) -> DeliveryReceipt:
+        """Send through *breaker* (default: the per-peer breaker for *target*).
+
+        Raises ``CircuitOpenError`` (rejected, nothing sent), ``PeerUnknownError`` (nothing
+        sent, breaker untouched), ``FrameTooLargeError`` (nothing sent, permit given back
+        unrecorded), ``DeliveryError`` /
+        ``DeliveryTimeoutError`` (recorded as failure / timeout) or ``MessageRejectedError``.
+        """
+        self._require_running()
+        if not isinstance(message, Message):
+            raise TypeError(f"message must be a Message, got {type(message).__name__}")
+        self._check_target(target)
+        if breaker is None:
+            breaker = self.get_circuit_breaker(target)
+        try:
+            permit = breaker.acquire()  # first: a rejection costs no signing or encoding
+        except CircuitOpenError:
+            self._counters.rejected_by_breaker += 1
+            raise
+        try:
+            if self._authenticator is not None:
+                message = self._authenticator.sign(message)
+            data = self._encode(message)
+        except BaseException:
+            permit.release()  # nothing was sent (too large, say): not the peer's doing
+            raise
+        link = self._link(target)
+        counters = self._counters
+        started = _perf()
+        try:
+            await self._transmit(target, message, data)
+        except (asyncio.CancelledError, TransportClosedError):
+            permit.release()  # our own shutdown or cancellation says nothing about the peer
+            raise
+        except MessageRejectedError as exc:
+            elapsed = _perf() - started
+            counters.rejected_by_peer += 1
+            if exc.code == NackCode.BUSY.label:
+                # An overloaded peer is unhealthy; any other refusal proves the link works.
+                counters.send_failures += 1
+                self._failed(link)
+                permit.failure(exc, elapsed)
+            else:
+                self._succeeded(link, elapsed, len(data))
+                permit.success(elapsed)
+            self._judge(breaker, link, elapsed)
+            raise
+        except Exception as exc:
+            elapsed = _perf() - started
+            counters.send_failures += 1
+            if isinstance(exc, TimeoutError):
+                counters.send_timeouts += 1
+                permit.record(RequestOutcome.TIMEOUT, elapsed, exc)
+            else:
+                permit.failure(exc, elapsed)
+            self._failed(link)
+            self._judge(breaker, link, elapsed)
+            raise
+        except BaseException:
+            permit.release()  # KeyboardInterrupt and friends say nothing about the peer
+            raise
+        elapsed = _perf() - started
+        permit.success(elapsed)
+        counters.messages_sent += 1
+        counters.bytes_sent += len(data)
+        self._succeeded(link, elapsed, len(data))
+        self._judge(breaker, link, elapsed)
+        return DeliveryReceipt(
+            message_id=message.message_id,
+            target=target,
+            transport=self.kind,
+            breaker=breaker.name,
+            latency=elapsed,
+            size=len(data),
+            delivered_at=datetime.now(UTC),
+        )
+
+    async def test_connectivity(self, target: str) -> TransportMetrics:
+        """Probe *target* with one round trip through its breaker; return the link's metrics.
+
+        Failures raise like :meth:`send_message` (and are recorded the same way).
+        """
+        return await self.test_connectivity_with_breaker(target)
+
+    async def test_connectivity_with_breaker(
+        self, target: str, breaker: CircuitBreaker | None = None
+    ) -> TransportMetrics:
+        """Probe *target* through *breaker* (default: its per-peer breaker).
+
+        One exception to "rejected while open": when the recovery timeout has passed but an
+        external trigger (say, a ``LatencyTrigger``) still holds the breaker open, the probe is
+        made anyway, outside the breaker (no outcome is recorded), so that its measurement
+        reaches the trigger. Without it, a breaker opened by a trigger would never see the
+        link improve. Call ``test_connectivity`` until the trigger is satisfied; the next call
+        is then admitted as a half-open probe.
+        """
+        self._require_running()
+        self._check_target(target)
+        if breaker is None:
+            breaker = self.get_circuit_breaker(target)
+        try:
+            permit = breaker.acquire()
+        except CircuitOpenError as exc:
+            if exc.retry_after == 0.0 and breaker.triggers:
+                return await self._measure_for_triggers(target, breaker)
+            self._counters.rejected_by_breaker += 1
+            raise
+        link = self._link(target)
+        self._counters.probes += 1
+        started = _perf()
+        try:
+            await self._probe(target)
+        except (asyncio.CancelledError, TransportClosedError):
+            permit.release()
+            raise
+        except Exception as exc:
+            elapsed = _perf() - started
+            self._counters.probe_failures += 1
+            if isinstance(exc, TimeoutError):
+                permit.record(RequestOutcome.TIMEOUT, elapsed, exc)
+            else:
+                permit.failure(exc, elapsed)
+            self._failed(link)
+            self._judge(breaker, link, elapsed)
+            raise
+        except BaseException:
+            permit.release()
+            raise
+        elapsed = _perf() - started
+        permit.success(elapsed)
+        self._succeeded(link, elapsed, 0)
+        self._judge(breaker, link, elapsed)
+        return link.snapshot(latency=elapsed)
+
+    async def _measure_for_triggers(self, target: str, breaker: CircuitBreaker) -> TransportMetrics:
+        link = self._link(target)
+        self._counters.probes += 1
+        started = _perf()
+        try:
+            await self._probe(target)
+        except Exception:
+            self._counters.probe_failures += 1
+            self._failed(link)
+            breaker.check_external_triggers(link.snapshot(latency=_perf() - started))
+            raise
+        elapsed = _perf() - started
+        self._succeeded(link, elapsed, 0)
+        metrics = link.snapshot(latency=elapsed)
+        breaker.check_external_triggers(metrics)
+        return metrics
+
+    async def can_reach(self, target: str) -> bool:
+        """Whether a send to *target* would be attempted now: the peer is known and its breaker
+        would admit the call. Changes nothing (no breaker is created or consulted for admission).
+        """
+        if self._state != "running":
+            return False
+        try:
+            self._check_target(target)
+        except LookupError:
+            return False
+        breaker = self._peer_breakers.get(target)
+        return breaker is None or breaker.would_admit()
+
+    def _succeeded(self, link: LinkEstimator, elapsed: float, nbytes: int) -> None:
+        link.record_success(elapsed, nbytes)
+        self._overall.record_success(elapsed, nbytes)
+
+    def _failed(self, link: LinkEstimator) -> None:
+        link.record_failure()
+        self._overall.record_failure()
+
+    @staticmethod
+    def _judge(breaker: CircuitBreaker, link: LinkEstimator, elapsed: float) -> None:
+        # Building metrics costs an allocation and a clock read: only when someone judges them.
+        if breaker.triggers:
+            breaker.check_external_triggers(link.snapshot(latency=elapsed))
+
+    # ------------------------------------------------------------------ receiving
+
+    async def receive_messages(self) -> list[Message]:
+        """Every message received and not yet read (``[]`` when none); does not wait."""
+        queue = self._inbound
+        messages: list[Message] = []
+        ended = False
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is None:
+                ended = True
+            else:
+                messages.append(item)
+        if ended:
+            queue.put_nowait(None)
+        return messages
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return _InboundIterator(self._inbound)
+
+    def _accept_inbound(self, message: Message, size: int) -> NackCode | None:
+        """Verify and queue an inbound message; return why it was refused, or ``None``."""
+        counters = self._counters
+        if self._authenticator is not None:
+            try:
+                self._authenticator.verify(message)
+            except AuthenticationError as exc:
+                counters.auth_failures += 1
+                logger.warning(
+                    "%s refused a message from %r: %s", self, message.from_global_id, exc
+                )
+                return NackCode.UNAUTHENTICATED
+        if self._inbound.qsize() >= self._inbound_limit:
+            counters.inbound_dropped += 1
+            return NackCode.BUSY
+        self._inbound.put_nowait(message)
+        counters.messages_received += 1
+        counters.bytes_received += size
+        return None
+
+    # ------------------------------------------------------------------ for implementations
+
+    def _check_target(self, target: str) -> None:  # noqa: B027 - optional hook
+        """Raise ``PeerUnknownError`` if *target* cannot be addressed."""
+
+    def _encode(self, message: Message) -> bytes:
+        """The bytes ``_transmit`` sends (raise ``FrameTooLargeError`` if too big)."""
+        return message.to_bytes()
+
+    @abstractmethod
+    async def _start(self) -> None:
+        """Open listeners (and discovery)."""
+
+    @abstractmethod
+    async def _stop(self) -> None:
+        """Close everything ``_start`` and the sends opened; must tolerate a failed start."""
+
+    @abstractmethod
+    async def _transmit(self, target: str, message: Message, data: bytes) -> None:
+        """Deliver *data* (the encoded *message*); return once the peer acknowledged it."""
+
+    @abstractmethod
+    async def _probe(self, target: str) -> None:
+        """One round trip to *target* (raise on failure)."""

@@ -1,0 +1,550 @@
+"""mDNS transport: peers find each other with real multicast DNS (zeroconf) and talk over TCP.
+
+Each peer registers ``<label>._synapse._tcp.local.`` (``label`` is its entity id made DNS-safe)
+with TXT keys ``version``, ``protocol=synapse``, ``entity_id``, ``capabilities`` and
+``transport_types``, browses the same service type, and keeps a cache of the peers it found.
+Messages travel over the TCP frame protocol of :class:`~synapse_core.transport.TcpTransport`.
+
+Liveness is the breaker's and the connection's job, not the cache's: a peer that is cut off
+never sends mDNS goodbyes, so a partition is noticed by failing sends and probes, which open that
+peer's breaker. The cache only forgets a peer on a goodbye, when zeroconf's records expire, or
+when nothing was heard from it for ``peer_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+from functools import partial
+
+# The DNS record classes are zeroconf's public API (documented, listed in its README) but not
+# in its __all__, which mypy's strict re-export check reads.
+from zeroconf import (  # type: ignore[attr-defined]
+    DNSOutgoing,
+    DNSPointer,
+    DNSQuestion,
+    DNSRecord,
+    IPVersion,
+    NonUniqueNameException,
+    RecordUpdate,
+    RecordUpdateListener,
+    ServiceStateChange,
+    Zeroconf,
+)
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from synapse_core.breaker import CircuitBreakerConfig, CircuitBreakerManager
+from synapse_core.clock import Clock
+from synapse_core.transport.auth import MessageAuthenticator
+from synapse_core.transport.discovery import (
+    PROTOCOL_VERSION,
+    TOKEN,
+    MdnsConfig,
+    PeerInfo,
+    check_entity_id,
+    instance_label,
+    peer_from_txt,
+)
+from synapse_core.transport.errors import (
+    DiscoveryError,
+    DiscoveryTimeoutError,
+    PeerUnknownError,
+)
+from synapse_core.transport.framing import DEFAULT_MAX_FRAME_SIZE
+from synapse_core.transport.tcp import Address, TcpTransport
+
+logger = logging.getLogger("synapse_core.transport.mdns")
+
+# DNS numbers (RFC 1035): a PTR question of class IN in a standard query.
+_TYPE_PTR = 12
+_CLASS_IN = 1
+_FLAGS_QUERY = 0x0000
+# Name probing: three queries 250 ms apart (RFC 6762 section 8.1), then listening until 1.25 s,
+# because a responder that multicast its records less than a second ago defers its answer.
+_PROBES = 3
+_PROBE_STEPS = 5
+_PROBE_WAIT = 0.25
+
+
+class _Refresher(RecordUpdateListener):
+    """Marks peers as heard from whenever one of their records arrives (answers to queries)."""
+
+    def __init__(self, transport: MdnsTransport) -> None:
+        self._transport = transport
+
+    def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
+        names: set[str] = set()
+        for update in records:
+            record: DNSRecord = update.new
+            if record.ttl == 0:
+                continue  # a goodbye; the browser reports the removal
+            if isinstance(record, DNSPointer):
+                names.add(record.alias.lower())
+            else:
+                names.add(record.name.lower())
+        if names:
+            self._transport._heard_from(names)
+
+
+class MdnsTransport(TcpTransport):
+    """Finds peers with mDNS (zeroconf, asyncio API) and sends them messages over TCP framing.
+
+    ::
+
+        config = MdnsConfig(interfaces=["127.0.0.1"])
+        async with MdnsTransport("node-a", 0, config) as a, MdnsTransport("node-b", 0, config) as b:
+            await a.wait_for_peer("node-b")
+            await a.send_message("node-b", Message("node-b", "node-a", b"hello"))
+
+    A target is the peer's ``entity_id``. Every send goes through that peer's breaker, whose
+    default preset is the original Synapse one (3 failures / 2 requests / 30 s window / 10 s
+    recovery / 2 probes / 0.7); :meth:`get_circuit_breaker`, :meth:`get_circuit_stats` and
+    :meth:`get_metrics` expose them.
+
+    Args:
+        entity_id: this peer's id, announced in TXT ``entity_id`` (any printable text).
+        port: TCP listen port (0 = any free port).
+        config: discovery settings (default: loopback only).
+        listen_host: TCP listen address (default: the first configured interface).
+        advertise_host, advertise_port: the address peers are told to send to, when it is not
+            the listen address (a proxy or NAT in front of this peer).
+        extra_capabilities: more tokens for the TXT ``capabilities`` list.
+        zeroconf: an ``AsyncZeroconf`` to share (not closed by this transport); by default one
+            is created on ``config.interfaces``.
+
+    The remaining keyword arguments are :class:`~synapse_core.transport.TcpTransport`'s.
+    """
+
+    kind = "mdns"
+
+    def __init__(
+        self,
+        entity_id: str,
+        port: int = 0,
+        config: MdnsConfig | None = None,
+        *,
+        listen_host: str | None = None,
+        advertise_host: str | None = None,
+        advertise_port: int | None = None,
+        extra_capabilities: Iterable[str] = (),
+        zeroconf: AsyncZeroconf | None = None,
+        connect_timeout: float = 2.0,
+        send_timeout: float = 5.0,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_connections: int = 256,
+        authenticator: MessageAuthenticator | None = None,
+        breaker_config: CircuitBreakerConfig | None = None,
+        breaker_manager: CircuitBreakerManager | None = None,
+        clock: Clock | None = None,
+        inbound_queue_size: int = 1024,
+    ) -> None:
+        self.entity_id = check_entity_id(entity_id)
+        self.config = config if config is not None else MdnsConfig()
+        if not isinstance(self.config, MdnsConfig):
+            raise TypeError(f"config must be an MdnsConfig, got {type(config).__name__}")
+        super().__init__(
+            listen_host if listen_host is not None else self.config.interfaces[0],
+            port,
+            node_id=entity_id,
+            connect_timeout=connect_timeout,
+            send_timeout=send_timeout,
+            max_frame_size=max_frame_size,
+            max_connections=max_connections,
+            authenticator=authenticator,
+            breaker_config=breaker_config,
+            breaker_manager=breaker_manager,
+            clock=clock,
+            inbound_queue_size=inbound_queue_size,
+        )
+        self._advertise_host = advertise_host
+        self._advertise_port = advertise_port
+        extra = frozenset(extra_capabilities)
+        bad = [token for token in extra if not TOKEN.fullmatch(token)]
+        if bad:
+            raise ValueError(f"capabilities must be tokens of [A-Za-z0-9._-], got {bad}")
+        self._extra_capabilities = extra
+        self._shared_zc = zeroconf
+        self._zc: AsyncZeroconf | None = None
+        self._info: AsyncServiceInfo | None = None
+        self._registered = False
+        self._name_taken = False
+        self._browser: AsyncServiceBrowser | None = None
+        self._refresher: _Refresher | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._resolving: dict[str, asyncio.Task[None]] = {}
+        self._discovered: dict[str, PeerInfo] = {}
+        self._last_seen: dict[str, float] = {}
+        self._by_service: dict[str, str] = {}
+        self._ignored: dict[str, float] = {}  # service name -> when it was found bogus
+        self._changed: asyncio.Future[None] | None = None
+        self.peers_ignored = 0
+        """Peers not added because ``max_peers`` were already known."""
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def service_name(self) -> str:
+        """This peer's full DNS-SD service name."""
+        return f"{instance_label(self.entity_id)}.{self.config.service_type}"
+
+    @property
+    def advertised_address(self) -> Address:
+        """``(host, port)`` announced to peers."""
+        host, port = self.address
+        return (self._advertise_host or host, self._advertise_port or port)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return super().capabilities | {"discovery", "mdns"} | self._extra_capabilities
+
+    def _txt(self) -> dict[str, str]:
+        return {
+            "version": PROTOCOL_VERSION,
+            "protocol": "synapse",
+            "entity_id": self.entity_id,
+            "capabilities": ",".join(sorted(self.capabilities)),
+            "transport_types": "tcp",
+        }
+
+    def _service_info(self) -> AsyncServiceInfo:
+        host, port = self.advertised_address
+        ttl = self.config.ttl
+        return AsyncServiceInfo(
+            self.config.service_type,
+            self.service_name,
+            port=port,
+            properties=self._txt(),
+            server=f"{instance_label(self.entity_id)}.local.",
+            host_ttl=ttl,
+            other_ttl=ttl,
+            parsed_addresses=[host],
+        )
+
+    async def set_advertised_address(self, host: str, port: int) -> None:
+        """Announce a new address for this peer (peers re-resolve it)."""
+        ipaddress.ip_address(host)
+        self._advertise_host, self._advertise_port = host, port
+        if self._zc is not None and self._registered:
+            self._info = self._service_info()
+            await (await self._zc.async_update_service(self._info))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _start(self) -> None:
+        await super()._start()
+        config = self.config
+        if self._shared_zc is not None:
+            self._zc = self._shared_zc
+        else:
+            v4_only = all(ipaddress.ip_address(i).version == 4 for i in config.interfaces)
+            self._zc = AsyncZeroconf(
+                interfaces=list(config.interfaces),
+                ip_version=IPVersion.V4Only if v4_only else IPVersion.All,
+            )
+        zc = self._zc.zeroconf
+        self._refresher = _Refresher(self)
+        zc.async_add_listener(self._refresher, None)
+        self._browser = AsyncServiceBrowser(
+            zc, config.service_type, handlers=[self._on_service_state_change]
+        )
+        self._info = self._service_info()
+        if config.probe_name:
+            await self._probe_name()
+        try:
+            # Probing was done above: zeroconf's own probe asks for unicast answers, which on a
+            # host with several mDNS responders sharing port 5353 reach only one of them.
+            announced = await self._zc.async_register_service(
+                self._info, cooperating_responders=True
+            )
+            self._registered = True
+            await announced
+        except NonUniqueNameException:
+            raise self._conflict_error() from None
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def _probe_name(self) -> None:
+        """Ask (multicast) who has our service name; fail if anyone answers before we announce."""
+        assert self._zc is not None
+        await self._zc.zeroconf.async_wait_for_start()  # a query sent before this is dropped
+        for step in range(_PROBE_STEPS):
+            if step < _PROBES:
+                self.query()
+            await asyncio.sleep(_PROBE_WAIT)
+            if self._name_taken:
+                raise self._conflict_error()
+
+    def _conflict_error(self) -> DiscoveryError:
+        return DiscoveryError(
+            f"another peer already announces {self.service_name!r}: "
+            f"entity id {self.entity_id!r} is taken on this network"
+        )
+
+    async def _stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+        for task in self._resolving.values():
+            task.cancel()
+        await asyncio.gather(*self._resolving.values(), return_exceptions=True)
+        if self._browser is not None:
+            await self._browser.async_cancel()
+        zc = self._zc
+        if zc is not None:
+            if self._refresher is not None:
+                zc.zeroconf.async_remove_listener(self._refresher)
+            if self._registered and self._info is not None:
+                # Goodbye packets: peers drop us from their caches at once.
+                with contextlib.suppress(Exception):
+                    await (await zc.async_unregister_service(self._info))
+                self._registered = False
+            if zc is not self._shared_zc:
+                await zc.async_close()
+        self._zc = None
+        self._notify()
+        await super()._stop()
+
+    async def _maintain(self) -> None:
+        """Periodic queries, re-announcements and expiry of silent peers."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        next_query = loop.time() + config.query_interval
+        next_announce = loop.time() + config.announce_interval
+        while True:
+            await asyncio.sleep(max(0.0, min(next_query, next_announce) - loop.time()))
+            now = loop.time()
+            if now >= next_query:
+                next_query = now + config.query_interval
+                self.query()
+            if now >= next_announce and self._zc is not None and self._info is not None:
+                next_announce = now + config.announce_interval
+                await (await self._zc.async_update_service(self._info))
+            self._expire()
+
+    def query(self) -> None:
+        """Ask the network for peers now (answers arrive asynchronously)."""
+        if self._zc is None:
+            return
+        out = DNSOutgoing(_FLAGS_QUERY)
+        out.add_question(DNSQuestion(self.config.service_type, _TYPE_PTR, _CLASS_IN))
+        self._zc.zeroconf.async_send(out)
+
+    # ------------------------------------------------------------------ discovery events
+
+    def _on_service_state_change(
+        self,
+        zeroconf: Zeroconf,
+        service_type: str,
+        name: str,
+        state_change: ServiceStateChange,
+    ) -> None:
+        key = name.lower()
+        if key == self.service_name.lower():
+            if not self._registered and state_change is not ServiceStateChange.Removed:
+                self._name_taken = True  # seen before we announced it: someone else has it
+            return
+        if state_change is ServiceStateChange.Removed:
+            pending = self._resolving.pop(key, None)
+            if pending is not None:
+                pending.cancel()
+            self._ignored.pop(key, None)
+            entity_id = self._by_service.get(key)
+            if entity_id is not None:
+                self._drop(entity_id, "it said goodbye or its records expired")
+            return
+        self._schedule_resolve(name, restart=True)
+
+    def _schedule_resolve(self, name: str, restart: bool) -> None:
+        if self._state != "running" and self._state != "starting":
+            return
+        key = name.lower()
+        previous = self._resolving.get(key)
+        if previous is not None and not previous.done():
+            if not restart:
+                return
+            previous.cancel()
+        service_type = self.config.service_type
+        task = asyncio.get_running_loop().create_task(self._resolve_service(service_type, name))
+        self._resolving[key] = task
+        task.add_done_callback(partial(self._resolve_done, key))
+
+    def _resolve_done(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._resolving.get(key) is task:
+            del self._resolving[key]
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("resolving %r failed: %r", key, task.exception())
+
+    async def _resolve_service(self, service_type: str, name: str) -> None:
+        zc = self._zc
+        if zc is None:
+            return
+        info = AsyncServiceInfo(service_type, name)
+        if not await info.async_request(zc.zeroconf, self.config.resolve_timeout * 1000):
+            logger.debug("mDNS service %r did not resolve in time", name)
+            return
+        peer = peer_from_txt(
+            info.properties,
+            info.parsed_addresses(),
+            info.port,
+            name.lower(),
+            self._clock(),
+        )
+        if peer is None or peer.entity_id == self.entity_id:
+            if len(self._ignored) >= 4 * self.config.max_peers:
+                self._ignored.clear()  # bounded memory; at worst a bogus service is re-resolved
+            self._ignored[name.lower()] = self._clock()
+            return
+        self._add(peer)
+
+    def _add(self, peer: PeerInfo) -> None:
+        known = self._discovered.get(peer.entity_id)
+        if known is None and len(self._discovered) >= self.config.max_peers:
+            self.peers_ignored += 1
+            logger.warning(
+                "%s: ignoring peer %r: max_peers=%d reached",
+                self,
+                peer.entity_id,
+                self.config.max_peers,
+            )
+            return
+        if known is not None:
+            if known.service_name != peer.service_name:
+                logger.warning(
+                    "%s: entity id %r is now announced by %r (was %r)",
+                    self,
+                    peer.entity_id,
+                    peer.service_name,
+                    known.service_name,
+                )
+                self._by_service.pop(known.service_name, None)
+            if (known.host, known.port) != (peer.host, peer.port):
+                self._drop_connection((known.host, known.port), "peer moved")
+            peer = dataclasses.replace(peer, discovered_at=known.discovered_at)
+        else:
+            logger.info("%s: discovered %r at %s:%d", self, peer.entity_id, peer.host, peer.port)
+        self._discovered[peer.entity_id] = peer
+        self._by_service[peer.service_name] = peer.entity_id
+        self._last_seen[peer.entity_id] = self._clock()
+        self._notify()
+
+    def _drop(self, entity_id: str, why: str) -> None:
+        peer = self._discovered.pop(entity_id, None)
+        if peer is None:
+            return
+        logger.info("%s: forgetting peer %r: %s", self, entity_id, why)
+        self._by_service.pop(peer.service_name, None)
+        self._last_seen.pop(entity_id, None)
+        if entity_id not in self._peers:
+            self._forget_peer(entity_id)
+        self._drop_connection((peer.host, peer.port), f"peer {entity_id!r} gone")
+        self._notify()
+
+    def _heard_from(self, service_names: set[str]) -> None:
+        now = self._clock()
+        suffix = "." + self.config.service_type.lower()
+        own = self.service_name.lower()
+        for name in service_names:
+            entity_id = self._by_service.get(name)
+            if entity_id is not None:
+                self._last_seen[entity_id] = now
+            elif name.endswith(suffix) and name != own and not self._recently_ignored(name, now):
+                # A peer we expired (or never resolved) is answering again: zeroconf's browser
+                # still has it cached and will not report it as new, so resolve it ourselves.
+                self._schedule_resolve(name, restart=False)
+
+    def _recently_ignored(self, name: str, now: float) -> bool:
+        ignored_at = self._ignored.get(name)
+        return ignored_at is not None and now - ignored_at < self.config.query_interval
+
+    def _expire(self) -> None:
+        limit = self._clock() - self.config.peer_timeout
+        for entity_id, seen in list(self._last_seen.items()):
+            if seen < limit:
+                self._drop(entity_id, f"not heard from for {self.config.peer_timeout:g}s")
+
+    def _notify(self) -> None:
+        changed = self._changed
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+        self._changed = None
+
+    # ------------------------------------------------------------------ peers
+
+    @property
+    def peers(self) -> dict[str, Address]:
+        """Every addressable peer, ``{entity_id: (host, port)}``: discovered and static."""
+        self._expire()
+        found = {pid: (p.host, p.port) for pid, p in self._discovered.items()}
+        return {**found, **self._peers}
+
+    @property
+    def discovered_peers(self) -> dict[str, PeerInfo]:
+        """Peers found by mDNS and not expired, by entity id (a copy)."""
+        self._expire()
+        return dict(self._discovered)
+
+    def last_seen(self, entity_id: str) -> float | None:
+        """When *entity_id* was last heard from (transport clock), or ``None`` if unknown."""
+        return self._last_seen.get(entity_id)
+
+    def resolve(self, target: str) -> Address:
+        static = self._peers.get(target)
+        if static is not None:
+            return static
+        self._expire()
+        peer = self._discovered.get(target)
+        if peer is None:
+            raise PeerUnknownError(
+                target, "not discovered (yet); await transport.wait_for_peer(entity_id) first"
+            )
+        return (peer.host, peer.port)
+
+    async def _wait(
+        self, done: Callable[[], bool], limit: float, entity_id: str, what: str
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._state == "stopped":
+                raise DiscoveryTimeoutError(entity_id, limit, what)
+            if self._changed is None:
+                self._changed = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._changed), min(remaining, 1.0))
+            self._expire()
+
+    async def wait_for_peer(
+        self,
+        entity_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - defaults to config.discovery_timeout
+    ) -> PeerInfo:
+        """Wait until *entity_id* is discovered (default ``config.discovery_timeout``)."""
+        self._require_running()
+        await self._wait(
+            lambda: entity_id in self._discovered,
+            self.config.discovery_timeout if timeout is None else timeout,
+            entity_id,
+            "discovered",
+        )
+        return self._discovered[entity_id]
+
+    async def wait_for_peer_removed(
+        self,
+        entity_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - defaults to config.discovery_timeout
+    ) -> None:
+        """Wait until *entity_id* is no longer in the cache."""
+        await self._wait(
+            lambda: entity_id not in self._discovered,
+            self.config.discovery_timeout if timeout is None else timeout,
+            entity_id,
+            "removed",
+        )
+
+
+EnhancedMdnsTransport = MdnsTransport
+"""The original Synapse name of :class:`MdnsTransport`."""

@@ -1,0 +1,149 @@
+"""Failover across transports: use the preferred one while its breaker admits calls.
+
+The router asks each transport, in order of preference, whether it can reach the target now
+(peer known, breaker admitting: a pure read). It sends through the first that can, and fails
+over to the next when that send fails or is rejected. Because an open breaker admits a probe
+again after its recovery timeout, traffic returns to the preferred transport by itself once it
+has recovered: no timers in the router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from synapse_core.errors import CircuitOpenError
+from synapse_core.transport.base import DeliveryReceipt, Transport
+from synapse_core.transport.errors import (
+    FrameTooLargeError,
+    MessageRejectedError,
+    NoRouteError,
+    TransportError,
+)
+from synapse_core.transport.message import Message
+
+
+class RouteSkipped(TransportError):
+    """Recorded in ``NoRouteError.attempts`` for a transport that was not tried."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterStats:
+    """Counters of a :class:`FailoverRouter`.
+
+    Attributes:
+        delivered: messages delivered, by transport label.
+        failovers: messages delivered by a transport other than the first one.
+        failed_attempts: sends tried on a transport that failed (then failed over).
+        no_route: messages no transport could deliver.
+    """
+
+    delivered: dict[str, int]
+    failovers: int
+    failed_attempts: int
+    no_route: int
+
+
+class FailoverRouter:
+    """Sends each message through the first transport able to deliver it.
+
+    ::
+
+        router = FailoverRouter([tcp_primary, tcp_backup])
+        receipt = await router.send_message("node-b", message)
+        receipt.transport, receipt.breaker   # which one delivered it
+
+    A transport is skipped when it does not know the target or its breaker for the target is
+    open (``await transport.can_reach(target)`` is false). A transport whose send fails
+    (``DeliveryError``, timeout, ``CircuitOpenError`` from a race) is recorded and the next one
+    is tried, unless ``failover_on_error=False``. A peer that refused the message
+    (``MessageRejectedError`` other than ``busy``) and ``FrameTooLargeError`` are raised at
+    once: another path to the same peer would fare no better. When nothing delivers,
+    ``NoRouteError`` lists every transport with what happened.
+
+    Failing over after a timeout can deliver a message twice (the first peer may have received
+    it without its ack arriving); make handlers idempotent by ``message_id`` if that matters.
+    """
+
+    def __init__(self, transports: Sequence[Transport], *, failover_on_error: bool = True) -> None:
+        if not transports:
+            raise ValueError("a router needs at least one transport")
+        for transport in transports:
+            if not isinstance(transport, Transport):
+                raise TypeError(f"expected Transport instances, got {type(transport).__name__}")
+        self._transports = tuple(transports)
+        self.failover_on_error = failover_on_error
+        self._delivered: dict[str, int] = {}
+        self._failovers = 0
+        self._failed_attempts = 0
+        self._no_route = 0
+
+    @staticmethod
+    def label(transport: Transport) -> str:
+        """How a transport is named in stats and errors: ``"<kind>:<node_id>"``."""
+        return f"{transport.kind}:{transport.node_id}"
+
+    @property
+    def transports(self) -> tuple[Transport, ...]:
+        """The transports, most preferred first."""
+        return self._transports
+
+    async def route_for(self, target: str) -> Transport | None:
+        """The transport a send to *target* would try first now, or ``None``. Changes nothing."""
+        for transport in self._transports:
+            if await transport.can_reach(target):
+                return transport
+        return None
+
+    async def can_reach(self, target: str) -> bool:
+        """Whether some transport would try to deliver to *target* now."""
+        return await self.route_for(target) is not None
+
+    async def send_message(self, target: str, message: Message) -> DeliveryReceipt:
+        """Deliver *message* through the first transport that can; see the class docstring."""
+        attempts: list[tuple[str, BaseException]] = []
+        for index, transport in enumerate(self._transports):
+            label = self.label(transport)
+            if not await transport.can_reach(target):
+                attempts.append((label, RouteSkipped(_skip_reason(transport, target))))
+                continue
+            try:
+                receipt = await transport.send_message(target, message)
+            except MessageRejectedError as exc:
+                if exc.code != "busy":
+                    raise
+                self._failed_attempts += 1
+                attempts.append((label, exc))
+            except FrameTooLargeError:
+                raise
+            except (TransportError, CircuitOpenError) as exc:
+                self._failed_attempts += 1
+                attempts.append((label, exc))
+                if not self.failover_on_error:
+                    raise
+            else:
+                self._delivered[label] = self._delivered.get(label, 0) + 1
+                if index:
+                    self._failovers += 1
+                return receipt
+        self._no_route += 1
+        raise NoRouteError(target, attempts)
+
+    def stats(self) -> RouterStats:
+        """A snapshot of the counters."""
+        return RouterStats(
+            delivered=dict(self._delivered),
+            failovers=self._failovers,
+            failed_attempts=self._failed_attempts,
+            no_route=self._no_route,
+        )
+
+
+def _skip_reason(transport: Transport, target: str) -> str:
+    if not transport.running:
+        return "transport not running"
+    breaker = transport.circuit_breakers.get(target)
+    if breaker is not None and not breaker.would_admit():
+        wait = breaker.retry_after
+        return f"breaker {breaker.name!r} is {breaker.state.value} (retry after {wait:.3f}s)"
+    return "peer unknown to this transport"

@@ -1,0 +1,56 @@
+"""Fixtures for the transport tests: scripted transports on a virtual clock, TCP pairs.
+
+Every transport a fixture starts is stopped by that fixture, also when the test fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from transport_support import ScriptedTransport, loopback_multicast_problem
+
+from synapse_core import CircuitBreakerConfig, VirtualClock
+from synapse_core.transport import TcpTransport
+
+
+@pytest.fixture
+def scripted(clock: VirtualClock) -> ScriptedTransport:
+    """A scripted transport with the default (original) breaker preset on the virtual clock."""
+    return ScriptedTransport(clock=clock)
+
+
+@pytest.fixture
+def fast_breaker() -> CircuitBreakerConfig:
+    """Opens after 2 failures; recovers after 5 s of (virtual) time with 1 probe."""
+    return CircuitBreakerConfig(
+        failure_threshold=2, minimum_requests=2, recovery_timeout=5.0, half_open_max_calls=1
+    )
+
+
+@pytest_asyncio.fixture
+async def tcp_pair(
+    clock: VirtualClock, fast_breaker: CircuitBreakerConfig
+) -> AsyncIterator[tuple[TcpTransport, TcpTransport]]:
+    """Two started TCP transports ``a`` and ``b`` on loopback; ``a`` knows ``b`` as ``"b"``."""
+    a = TcpTransport(
+        node_id="a", clock=clock, breaker_config=fast_breaker, connect_timeout=1.0, send_timeout=1.0
+    )
+    b = TcpTransport(node_id="b", clock=clock, breaker_config=fast_breaker)
+    try:
+        await a.start()
+        await b.start()
+        a.add_peer("b", *b.address)
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest.fixture(scope="session")
+def loopback_multicast() -> None:
+    """Skip the test, saying why, when mDNS cannot work over loopback on this machine."""
+    problem = loopback_multicast_problem()
+    if problem is not None:
+        pytest.skip(problem)

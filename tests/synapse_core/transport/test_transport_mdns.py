@@ -1,0 +1,270 @@
+"""MdnsTransport with real zeroconf on 127.0.0.1: discovery, messaging, goodbyes, expiry.
+
+Each test browses its own random service type, so runs never see each other's peers. Name
+probing is off except where a test is about it (it costs about a second per start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_asyncio
+from transport_support import msg, unique_service_type
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+from synapse_core import CircuitBreakerConfig, VirtualClock
+from synapse_core.transport import (
+    DiscoveryError,
+    DiscoveryTimeoutError,
+    EnhancedMdnsTransport,
+    MdnsConfig,
+    MdnsTransport,
+    Message,
+    PeerUnknownError,
+    TcpTransport,
+)
+
+pytestmark = pytest.mark.usefixtures("loopback_multicast")
+
+Factory = Callable[..., Awaitable[MdnsTransport]]
+
+
+@pytest.fixture
+def config() -> MdnsConfig:
+    return MdnsConfig(
+        interfaces=["127.0.0.1"],
+        service_type=unique_service_type(),
+        probe_name=False,
+        query_interval=0.5,
+        discovery_timeout=10.0,
+    )
+
+
+@pytest_asyncio.fixture
+async def start_peer(config: MdnsConfig) -> AsyncIterator[Factory]:
+    """``await start_peer("id", **kwargs)``: a started transport, stopped after the test."""
+    started: list[MdnsTransport] = []
+
+    async def start(entity_id: str, **kwargs: object) -> MdnsTransport:
+        kwargs.setdefault("config", config)
+        transport = MdnsTransport(entity_id, 0, **kwargs)  # type: ignore[arg-type]
+        started.append(transport)
+        await transport.start()
+        return transport
+
+    try:
+        yield start
+    finally:
+        await asyncio.gather(*(t.stop() for t in started), return_exceptions=True)
+
+
+@pytest_asyncio.fixture
+async def raw_zeroconf() -> AsyncIterator[AsyncZeroconf]:
+    """A bare zeroconf instance on loopback, for announcing hand-made (bogus) services."""
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    try:
+        yield zc
+    finally:
+        await zc.async_unregister_all_services()
+        await zc.async_close()
+
+
+@pytest.mark.asyncio
+async def test_three_peers_discover_each_other_and_exchange_messages(
+    start_peer: Factory,
+) -> None:
+    ids = ["node-a", "node b", "nöde.c"]
+    peers = await asyncio.gather(*(start_peer(entity_id) for entity_id in ids))
+    for peer in peers:
+        for other in ids:
+            if other != peer.entity_id:
+                info = await peer.wait_for_peer(other)
+                assert info.entity_id == other
+                assert {"mdns", "discovery", "acknowledged"} <= info.capabilities
+                assert info.transport_types == {"tcp"}
+    for sender in peers:
+        for receiver in peers:
+            if sender is not receiver:
+                message = Message(receiver.entity_id, sender.entity_id, b"hi")
+                receipt = await sender.send_message(receiver.entity_id, message)
+                assert receipt.transport == "mdns"
+    for peer in peers:
+        received = await peer.receive_messages()
+        assert sorted(m.from_global_id for m in received) == sorted(
+            i for i in ids if i != peer.entity_id
+        )
+        assert peer.entity_id not in peer.discovered_peers  # never itself
+
+
+@pytest.mark.asyncio
+async def test_a_peer_stopping_cleanly_disappears(start_peer: Factory) -> None:
+    a, b = await asyncio.gather(start_peer("a"), start_peer("b"))
+    await a.wait_for_peer("b")
+    await a.send_message("b", msg("b", "a"))
+    assert "b" in a.circuit_breakers
+    await b.stop()
+    await a.wait_for_peer_removed("b", timeout=5)
+    assert "b" not in a.peers
+    assert "b" not in a.circuit_breakers  # breaker and metrics forgotten with it
+    with pytest.raises(PeerUnknownError, match="wait_for_peer"):
+        await a.send_message("b", msg("b", "a"))
+    assert not await a.can_reach("b")
+
+
+@pytest.mark.asyncio
+async def test_default_breaker_is_the_original_preset(start_peer: Factory) -> None:
+    a, _ = await asyncio.gather(start_peer("a"), start_peer("b"))
+    await a.wait_for_peer("b")
+    await a.send_message("b", msg("b", "a"))
+    config = a.get_circuit_breaker("b").config
+    assert config == CircuitBreakerConfig()
+    assert (
+        config.failure_threshold,
+        config.minimum_requests,
+        config.failure_window,
+        config.recovery_timeout,
+        config.half_open_max_calls,
+        config.success_threshold,
+    ) == (3, 2, 30.0, 10.0, 2, 0.7)
+    assert a.get_circuit_stats()["b"].success_count == 1
+    assert a.get_metrics("b").reliability_score > 0.95
+    assert EnhancedMdnsTransport is MdnsTransport
+
+
+@pytest.mark.asyncio
+async def test_advertised_address_can_differ_from_the_listener(start_peer: Factory) -> None:
+    async with TcpTransport(node_id="stand-in") as relay:
+        relay_host, relay_port = relay.address
+        a, b = await asyncio.gather(
+            start_peer("a"), start_peer("b", advertise_host=relay_host, advertise_port=relay_port)
+        )
+        info = await a.wait_for_peer("b")
+        assert (info.host, info.port) == relay.address
+        await a.send_message("b", msg("b", "a"))
+        assert len(await relay.receive_messages()) == 1  # it went where b said, not to b
+        await b.set_advertised_address(*b.address)
+        for _ in range(100):
+            if a.resolve("b") == b.address:
+                break
+            await asyncio.sleep(0.05)
+        assert a.resolve("b") == b.address
+        await a.send_message("b", msg("b", "a"))
+        assert len(await b.receive_messages()) == 1
+
+
+@pytest.mark.asyncio
+async def test_bogus_and_oddly_named_services_are_ignored(
+    start_peer: Factory, raw_zeroconf: AsyncZeroconf, config: MdnsConfig
+) -> None:
+    a = await start_peer("a")
+    stype = config.service_type
+    good = {"version": "1", "protocol": "synapse", "capabilities": "tcp"}
+    bogus: list[dict[str, str | bytes | None]] = [
+        {"version": "1", "entity_id": "no-protocol"},
+        {**good, "protocol": "http", "entity_id": "other-protocol"},
+        {**good, "version": "2", "entity_id": "future"},
+        {**good, "entity_id": "bell\x07"},
+        {**good, "entity_id": b"\xff\xfe"},
+        {**good},
+    ]
+    announcements = []
+    for i, txt in enumerate(bogus):
+        info = AsyncServiceInfo(
+            stype,
+            f"bogus {i} (x).{stype}",
+            port=1000 + i,
+            properties=txt,
+            server=f"bogus{i}.local.",
+            parsed_addresses=["127.0.0.1"],
+        )
+        announcements.append(
+            await raw_zeroconf.async_register_service(info, cooperating_responders=True)
+        )
+    odd = AsyncServiceInfo(
+        stype,
+        f"Odd Name ü (2).{stype}",
+        port=4242,
+        properties={**good, "entity_id": "the real id"},
+        server="odd.local.",
+        parsed_addresses=["127.0.0.1"],
+    )
+    announcements.append(
+        await raw_zeroconf.async_register_service(odd, cooperating_responders=True)
+    )
+    await asyncio.gather(*announcements)
+    info = await a.wait_for_peer("the real id")
+    assert info.port == 4242
+    await asyncio.sleep(0.5)  # the bogus ones were announced first; give their resolution time
+    assert set(a.discovered_peers) == {"the real id"}
+
+
+@pytest.mark.asyncio
+async def test_max_peers_is_enforced(start_peer: Factory, config: MdnsConfig) -> None:
+    a = await start_peer("a", config=config.replace(max_peers=1))
+    await asyncio.gather(start_peer("b"), start_peer("c"))
+    for _ in range(100):
+        if a.discovered_peers and a.peers_ignored:
+            break
+        await asyncio.sleep(0.05)
+    assert len(a.discovered_peers) == 1
+    assert a.peers_ignored >= 1
+
+
+@pytest.mark.asyncio
+async def test_silent_peers_expire_and_come_back_when_heard_again(
+    start_peer: Factory, config: MdnsConfig
+) -> None:
+    clock = VirtualClock()
+    slow_queries = config.replace(query_interval=60.0, peer_timeout=30.0)
+    a, _ = await asyncio.gather(start_peer("a", config=slow_queries, clock=clock), start_peer("b"))
+    await a.wait_for_peer("b")
+    clock.advance(29.0)
+    assert "b" in a.discovered_peers
+    clock.advance(2.0)  # 31 s without hearing from b
+    assert "b" not in a.discovered_peers
+    with pytest.raises(PeerUnknownError):
+        a.resolve("b")
+    a.query()  # b answers; its records were still in zeroconf's cache, so we resolve it again
+    info = await a.wait_for_peer("b", timeout=5)
+    assert a.last_seen("b") == clock()
+    assert info.entity_id == "b"
+
+
+@pytest.mark.asyncio
+async def test_wait_for_peer_times_out(start_peer: Factory) -> None:
+    a = await start_peer("a")
+    with pytest.raises(DiscoveryTimeoutError, match=r"'ghost' was not discovered within 0\.3s"):
+        await a.wait_for_peer("ghost", timeout=0.3)
+
+
+@pytest.mark.asyncio
+async def test_a_taken_entity_id_is_refused(start_peer: Factory, config: MdnsConfig) -> None:
+    await start_peer("dup")
+    with pytest.raises(DiscoveryError, match="'dup' is taken"):
+        await start_peer("dup", config=config.replace(probe_name=True))
+
+
+@pytest.mark.asyncio
+async def test_a_shared_zeroconf_is_left_running(config: MdnsConfig) -> None:
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    try:
+        async with MdnsTransport("a", 0, config, zeroconf=zc) as a:
+            assert a.service_name.endswith(config.service_type)
+        assert not zc.zeroconf.done
+    finally:
+        await zc.async_close()
+
+
+def test_validation() -> None:
+    with pytest.raises(ValueError, match="entity_id"):
+        MdnsTransport("bad\nid")
+    with pytest.raises(TypeError, match="MdnsConfig"):
+        MdnsTransport("a", 0, {"interfaces": ["127.0.0.1"]})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="capabilities"):
+        MdnsTransport("a", extra_capabilities=["no spaces allowed"])
+    transport = MdnsTransport("a", extra_capabilities=["gpu"])
+    assert "gpu" in transport.capabilities
+    assert transport.config.interfaces == ("127.0.0.1",)

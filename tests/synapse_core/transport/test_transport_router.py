@@ -1,0 +1,135 @@
+"""FailoverRouter: preferred transport first, failover when its breaker opens, and back."""
+
+from __future__ import annotations
+
+import pytest
+from transport_support import ScriptedTransport, free_port, msg
+
+from synapse_core import CircuitBreakerConfig, CircuitState, VirtualClock
+from synapse_core.transport import (
+    DeliveryError,
+    FailoverRouter,
+    MessageRejectedError,
+    NoRouteError,
+    RouteSkipped,
+    TcpTransport,
+)
+
+CONFIG = CircuitBreakerConfig(
+    failure_threshold=2, minimum_requests=2, recovery_timeout=5.0, half_open_max_calls=1
+)
+
+
+@pytest.fixture
+def pair(clock: VirtualClock) -> tuple[ScriptedTransport, ScriptedTransport]:
+    return (
+        ScriptedTransport("primary", clock=clock, breaker_config=CONFIG),
+        ScriptedTransport("backup", clock=clock, breaker_config=CONFIG),
+    )
+
+
+@pytest.mark.asyncio
+async def test_fails_over_while_open_and_returns_after_recovery(
+    pair: tuple[ScriptedTransport, ScriptedTransport], clock: VirtualClock
+) -> None:
+    primary, backup = pair
+    router = FailoverRouter([primary, backup])
+    async with primary, backup:
+        assert (await router.send_message("b", msg())).transport == "scripted"
+        assert await router.route_for("b") is primary
+
+        primary.behaviour["b"] = DeliveryError("b", "link down")
+        for _ in range(2):  # each failed attempt fails over: the message still arrives
+            receipt = await router.send_message("b", msg())
+            assert receipt.breaker == "scripted:backup->b"
+        assert primary.get_circuit_breaker("b").state is CircuitState.OPEN
+        assert await router.route_for("b") is backup
+
+        calls_before = len(primary.calls)
+        for _ in range(5):  # while open the primary is skipped without being tried
+            assert (await router.send_message("b", msg())).breaker == "scripted:backup->b"
+        assert len(primary.calls) == calls_before
+
+        primary.behaviour["b"] = "ok"
+        clock.advance(CONFIG.recovery_timeout)
+        assert await router.route_for("b") is primary  # the probe goes to the preferred one
+        assert (await router.send_message("b", msg())).breaker == "scripted:primary->b"
+        assert primary.get_circuit_breaker("b").state is CircuitState.CLOSED
+        stats = router.stats()
+    assert stats.delivered == {"scripted:primary": 2, "scripted:backup": 7}
+    assert stats.failovers == 7
+    assert stats.failed_attempts == 2
+
+
+@pytest.mark.asyncio
+async def test_no_route_lists_every_attempt(
+    pair: tuple[ScriptedTransport, ScriptedTransport],
+) -> None:
+    primary, backup = pair
+    router = FailoverRouter([primary, backup])
+    async with primary:  # backup never started
+        primary.get_circuit_breaker("b").force_open("maintenance")
+        with pytest.raises(NoRouteError) as info:
+            await router.send_message("b", msg())
+        with pytest.raises(NoRouteError) as unknown:
+            await router.send_message("nobody", msg("nobody"))
+    reasons = [str(exc) for _, exc in info.value.attempts]
+    assert all(isinstance(exc, RouteSkipped) for _, exc in info.value.attempts)
+    assert "is open" in reasons[0]
+    assert reasons[1] == "transport not running"
+    assert "peer unknown" in str(unknown.value.attempts[0][1])
+    assert router.stats().no_route == 2
+    assert not await router.can_reach("b")
+
+
+@pytest.mark.asyncio
+async def test_failover_can_be_disabled(
+    pair: tuple[ScriptedTransport, ScriptedTransport],
+) -> None:
+    primary, backup = pair
+    router = FailoverRouter([primary, backup], failover_on_error=False)
+    async with primary, backup:
+        primary.behaviour["b"] = DeliveryError("b", "down")
+        with pytest.raises(DeliveryError):
+            await router.send_message("b", msg())
+    assert backup.calls == []
+
+
+@pytest.mark.asyncio
+async def test_refusals_are_not_failed_over_unless_busy(
+    pair: tuple[ScriptedTransport, ScriptedTransport],
+) -> None:
+    primary, backup = pair
+    router = FailoverRouter([primary, backup])
+    async with primary, backup:
+        primary.behaviour["b"] = MessageRejectedError("b", "unauthenticated", "bad key")
+        with pytest.raises(MessageRejectedError):
+            await router.send_message("b", msg())
+        assert backup.calls == []
+        primary.behaviour["b"] = MessageRejectedError("b", "busy", "queue full")
+        assert (await router.send_message("b", msg())).breaker == "scripted:backup->b"
+
+
+def test_validation() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        FailoverRouter([])
+    with pytest.raises(TypeError, match="Transport"):
+        FailoverRouter(["tcp"])  # type: ignore[list-item]
+
+
+@pytest.mark.asyncio
+async def test_over_real_tcp(clock: VirtualClock) -> None:
+    async with (
+        TcpTransport(node_id="receiver") as receiver,
+        TcpTransport(node_id="via-dead-path", clock=clock, breaker_config=CONFIG) as dead,
+        TcpTransport(node_id="via-live-path", clock=clock, breaker_config=CONFIG) as live,
+    ):
+        dead.add_peer("receiver", "127.0.0.1", free_port())
+        live.add_peer("receiver", *receiver.address)
+        router = FailoverRouter([dead, live])
+        for _ in range(4):
+            receipt = await router.send_message("receiver", msg("receiver"))
+            assert receipt.breaker == "tcp:via-live-path->receiver"
+        assert dead.get_circuit_breaker("receiver").state is CircuitState.OPEN
+        assert len(await receiver.receive_messages()) == 4
+    assert router.stats().failed_attempts == 2  # then the open breaker skipped the dead path
