@@ -7,8 +7,15 @@ Usage:
 Measures, in one run and against the same upstream (a separate process with blocking sockets):
   * round-trip time of 64-byte messages on one connection (p50/p99, microseconds),
   * one-way bulk throughput on one connection (MB/s, 1 MB = 10^6 bytes),
+  * the proxy process's CPU time (user + system) per GB moved, which the machine's noise
+    disturbs much less than throughput does,
 for: direct loopback, our server (``python -m chaos serve`` in its own process, as the real
 Toxiproxy would run), and the real Toxiproxy binary when ``TOXIPROXY_SERVER`` names one.
+
+Throughput runs are interleaved (direct, proxy, direct, proxy, ...) and each proxy run is compared
+with the direct run just before it, so a burst of load from other processes hits both sides of a
+ratio alike; min and median of those ratios are printed. Every target moves the same bytes the
+same way. ``SYNAPSE_CHAOS_SPLICE=0`` runs our server without its splice fast path.
 
 ``--embedded`` also measures EmbeddedToxiproxy's thread and subprocess modes: how far a 20 ms
 latency toxic drifts while the calling process keeps the GIL busy.
@@ -27,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -91,24 +98,42 @@ def free_port() -> int:
 
 
 @contextmanager
-def real_toxiproxy(binary: str) -> Iterator[ToxiproxyClient]:
-    """Run the real Toxiproxy binary on a free loopback port."""
-    port = free_port()
+def server_process(command: list[str], port: int) -> Iterator[tuple[ToxiproxyClient, int]]:
+    """Run a Toxiproxy-compatible server *command* whose API listens on *port*.
+
+    Yields a client and the process id (for its CPU time). Ours and the real binary are started
+    the same way, so they are measured the same way.
+    """
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [binary, "-host", "127.0.0.1", "-port", str(port)], stdout=log, stderr=log
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=log)
         try:
             client = ToxiproxyClient(f"http://127.0.0.1:{port}", timeout=5)
             deadline = time.monotonic() + 10
             while not client.is_running():
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"{binary} did not start on port {port}")
+                    raise RuntimeError(f"{command[0]} did not start on port {port}")
                 time.sleep(0.05)
-            yield client
+            yield client, process.pid
         finally:
             process.terminate()
             process.wait(10)
+
+
+def our_server() -> AbstractContextManager[tuple[ToxiproxyClient, int]]:
+    port = free_port()
+    return server_process([sys.executable, "-m", "chaos", "serve", "--port", str(port)], port)
+
+
+def real_toxiproxy(binary: str) -> AbstractContextManager[tuple[ToxiproxyClient, int]]:
+    port = free_port()
+    return server_process([binary, "-host", "127.0.0.1", "-port", str(port)], port)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def connect(port: int, mode: bytes) -> socket.socket:
@@ -164,57 +189,75 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(port: int, count: int, total: int, runs: int) -> dict[str, float]:
-    samples = round_trips(port, count)
-    rates = [throughput(port, total) for _ in range(runs)]
-    return {
-        "p50": percentile(samples, 0.50) * 1e6,
-        "p99": percentile(samples, 0.99) * 1e6,
-        "mbps": statistics.median(rates) / 1e6,
-    }
+class Target:
+    """One way to reach the upstream, and what was measured through it."""
+
+    def __init__(self, name: str, port: int, pid: int | None) -> None:
+        self.name = name
+        self.port = port
+        self.pid = pid  # the proxy process, None for direct
+        self.rtts: list[float] = []
+        self.rates: list[float] = []
+        self.ratios: list[float] = []  # rate / the direct rate measured just before
+        self.cpu = 0.0  # proxy CPU seconds over all throughput runs
 
 
-def print_table(results: dict[str, dict[str, float]]) -> None:
-    direct = results["direct"]
-    print()
-    header = f"{'target':<22}{'p50 us':>9}{'p99 us':>9}{'p50 +us':>9}{'MB/s':>9}{'vs direct':>11}"
-    print(header)
-    print("-" * len(header))
-    for name, r in results.items():
-        overhead = r["p50"] - direct["p50"]
-        ratio = r["mbps"] / direct["mbps"]
-        print(
-            f"{name:<22}{r['p50']:>9.1f}{r['p99']:>9.1f}{overhead:>9.1f}"
-            f"{r['mbps']:>9.0f}{ratio:>10.0%}"
-        )
-    print()
-    ours = results.get("synapse proxy")
-    if ours is not None:
-        ok_tp = ours["mbps"] >= 0.5 * direct["mbps"]
-        ok_lat = ours["p50"] - direct["p50"] <= 100
-        print(f"target throughput >= 50% of direct: {'met' if ok_tp else 'NOT met'}")
-        print(f"target p50 overhead <= 100 us:      {'met' if ok_lat else 'NOT met'}")
-
-
-def bench_proxies(quick: bool) -> None:
+def bench_proxies(quick: bool, runs: int | None) -> None:
     count = 2_000 if quick else 20_000
     total = (256 if quick else 1024) * 1024 * 1024
-    runs = 1 if quick else 3
-    results: dict[str, dict[str, float]] = {}
-    with upstream_server() as upstream:
-        results["direct"] = measure(upstream, count, total, runs)
-        with EmbeddedToxiproxy(mode="subprocess") as ours:
-            info = ours.client().create_proxy("bench", upstream=f"127.0.0.1:{upstream}")
-            results["synapse proxy"] = measure(info.listen_port, count, total, runs)
+    runs = runs or (3 if quick else 5)
+    with upstream_server() as upstream, ExitStack() as stack:
+        targets = [Target("direct", upstream, None)]
+        client, pid = stack.enter_context(our_server())
+        info = client.create_proxy("bench", upstream=f"127.0.0.1:{upstream}")
+        targets.append(Target("synapse proxy", info.listen_port, pid))
         binary = os.environ.get("TOXIPROXY_SERVER")
         if binary:
-            with real_toxiproxy(binary) as client:
-                info = client.create_proxy("bench", upstream=f"127.0.0.1:{upstream}")
-                results["toxiproxy (Go)"] = measure(info.listen_port, count, total, runs)
+            client, pid = stack.enter_context(real_toxiproxy(binary))
+            info = client.create_proxy("bench", upstream=f"127.0.0.1:{upstream}")
+            targets.append(Target("toxiproxy (Go)", info.listen_port, pid))
         else:
             print("(set TOXIPROXY_SERVER=/path/to/toxiproxy-server to compare the real one)")
-    print(f"{count} round trips of 64 B; {total // 2**20} MiB one way, median of {runs}")
-    print_table(results)
+        for target in targets:
+            target.rtts = round_trips(target.port, count)
+        for _ in range(runs):
+            direct_rate = 0.0
+            for target in targets:
+                before = cpu_seconds(target.pid) if target.pid else 0.0
+                rate = throughput(target.port, total)
+                if target.pid:
+                    target.cpu += cpu_seconds(target.pid) - before
+                target.rates.append(rate)
+                direct_rate = direct_rate or rate  # direct comes first in every round
+                target.ratios.append(rate / direct_rate)
+    print(f"{count} round trips of 64 B; {total // 2**20} MiB one way x {runs} interleaved runs")
+    print_table(targets, total * runs)
+
+
+def print_table(targets: list[Target], moved: int) -> None:
+    direct = targets[0]
+    direct_p50 = percentile(direct.rtts, 0.50) * 1e6
+    print()
+    header = (
+        f"{'target':<16}{'p50 us':>8}{'p99 us':>8}{'p50 +us':>8}{'MB/s':>7}"
+        f"{'vs direct min':>15}{'median':>8}{'CPU s/GB':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for t in targets:
+        p50, p99 = percentile(t.rtts, 0.50) * 1e6, percentile(t.rtts, 0.99) * 1e6
+        cpu = f"{t.cpu / (moved / 1e9):>10.3f}" if t.pid else f"{'-':>10}"
+        print(
+            f"{t.name:<16}{p50:>8.1f}{p99:>8.1f}{p50 - direct_p50:>8.1f}"
+            f"{statistics.median(t.rates) / 1e6:>7.0f}{min(t.ratios):>15.0%}"
+            f"{statistics.median(t.ratios):>8.0%}{cpu}"
+        )
+    print()
+    ours = targets[1]
+    ok_tp = statistics.median(ours.ratios) >= 0.5
+    ok_lat = percentile(ours.rtts, 0.50) * 1e6 - direct_p50 <= 100
+    print(f"target throughput >= 50% of direct (median): {'met' if ok_tp else 'NOT met'}")
+    print(f"target p50 overhead <= 100 us:               {'met' if ok_lat else 'NOT met'}")
 
 
 PEER_SCRIPT = r"""
@@ -288,11 +331,12 @@ def bench_embedded(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (~10 s)")
+    parser.add_argument("--runs", type=int, help="throughput runs per target (3 quick, 5 full)")
     parser.add_argument(
         "--embedded", action="store_true", help="also compare EmbeddedToxiproxy modes"
     )
     args = parser.parse_args()
-    bench_proxies(args.quick)
+    bench_proxies(args.quick, args.runs)
     if args.embedded:
         bench_embedded(args.quick)
 

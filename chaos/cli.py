@@ -192,7 +192,8 @@ def _serve(args: argparse.Namespace) -> int:
             config = _load_config(args.config)
         except ValueError as exc:
             return _fail(str(exc), EXIT_USAGE)
-    return asyncio.run(_run_server(args, config))
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(_run_server(args, config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

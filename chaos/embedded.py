@@ -186,7 +186,10 @@ class EmbeddedToxiproxy:
         return self._error
 
     def _thread_main(self) -> None:
-        asyncio.run(self._serve())
+        # Always asyncio's own selector loop, whatever loop policy the host process set (e.g.
+        # uvloop): the data plane relies on its transport semantics (see chaos/server/splice.py).
+        with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+            runner.run(self._serve())
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()

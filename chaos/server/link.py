@@ -5,6 +5,13 @@ to the other socket from ``buffer_updated`` (no task, no queue, no per-chunk all
 memoryview slice). As soon as a toxic is active the direction switches to a queue drained by one
 task that runs each chunk through the toxic runtimes, and back once the queue is empty again.
 
+Fastest path (Linux): once a toxic-free direction carries bulk data (one read of
+:data:`~chaos.server.splice.SPLICE_MIN_READ` or more) and the destination's write buffer is empty,
+it hands over to a :class:`~chaos.server.splice.SplicePump`, which moves the bytes inside the
+kernel. Adding a toxic takes the direction back at once: bytes the pump holds are written through
+the destination's transport first (as bytes already passed on, like the transport's own buffer),
+then reading resumes through the toxics.
+
 Flow control: when a socket's write buffer passes asyncio's high-water mark, or a direction's queue
 passes :data:`QUEUE_HIGH_WATER`, reading from the source socket pauses until it drains, so a slow
 reader or a slow toxic never makes the proxy buffer without bound.
@@ -25,7 +32,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
+from chaos.server import splice
 from chaos.server.runtimes import ToxicRuntime, make_runtime
+from chaos.server.splice import SPLICE_MIN_READ, SplicePump
 from chaos.server.toxics import Stream, ToxicSpec
 
 if TYPE_CHECKING:
@@ -52,7 +61,7 @@ _LINGER_RST: Final = struct.pack("ii", 1, 0)
 class PlaneContext:
     """State shared by every connection of one server: loop, clock, random source, read buffer."""
 
-    __slots__ = ("buffer", "clock", "loop", "rng")
+    __slots__ = ("buffer", "clock", "loop", "rng", "splice")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], rng: random.Random
@@ -62,6 +71,8 @@ class PlaneContext:
         self.rng = rng
         # One buffer for all reads: buffer_updated consumes it before the next read can start.
         self.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
+        # Decided once per server: the platform supports splice and the loop is asyncio's own.
+        self.splice = splice.usable(loop)
 
 
 class Flow:
@@ -73,8 +84,10 @@ class Flow:
         "_drain_waiter",
         "_item_waiter",
         "_paused",
+        "_pump",
         "_queue",
         "_queued",
+        "_splice_ok",
         "chain",
         "conn",
         "counters",
@@ -87,6 +100,7 @@ class Flow:
         "rng",
         "runtimes",
         "source",
+        "spliced",
     )
 
     def __init__(self, conn: Connection, direction: Stream, counters: list[int]) -> None:
@@ -109,6 +123,9 @@ class Flow:
         self._consumer: asyncio.Task[None] | None = None
         self._item_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._pump: SplicePump | None = None
+        self._splice_ok = conn.ctx.splice
+        self.spliced = 0  # bytes passed on by splice (tests check that the fast path ran)
 
     # -- FlowHooks for runtimes ------------------------------------------------------------------
 
@@ -135,6 +152,15 @@ class Flow:
             if dest is not None:
                 dest.write(buffer[:nbytes] if _WRITE_VIEWS else bytes(buffer[:nbytes]))
                 counters[1] += nbytes
+                # A bulk read and nothing left in the transport's buffer: nothing can overtake
+                # or be overtaken, so the kernel may take over from here.
+                if (
+                    nbytes >= SPLICE_MIN_READ
+                    and self._splice_ok
+                    and not self._paused
+                    and not dest.get_write_buffer_size()
+                ):
+                    self._start_splice()
             return
         self._queue.append((bytes(buffer[:nbytes]), self.conn.ctx.clock()))
         self._queued += nbytes
@@ -176,8 +202,61 @@ class Flow:
     def _rebuild(self, order: Iterable[str]) -> None:
         runtimes = self.runtimes
         self.chain = [runtimes[name] for name in order if name in runtimes]
+        if self.chain and self._pump is not None:
+            self._leave_splice()
         if self.chain and self._consumer is None and not self.conn.closed:
             self._consumer = self.loop.create_task(self._consume())
+
+    # -- splice (kernel-side) forwarding -----------------------------------------------------------
+
+    def _start_splice(self) -> None:
+        source, dest = self.source, self.dest
+        if source is None or dest is None or self.eof_seen or self.conn.closed:
+            return
+        source_sock = source.get_extra_info("socket")
+        dest_sock = dest.get_extra_info("socket")
+        pump = None
+        if source_sock is not None and dest_sock is not None:
+            pump = SplicePump.open(self.loop, self, source_sock.fileno(), dest_sock.fileno())
+        if pump is None:
+            self._splice_ok = False  # no pipe or descriptor to spare: keep the transport path
+            return
+        # The pump reads the source from now on; the transport must not read it as well.
+        source.pause_reading()
+        self._pump = pump
+        pump.start()
+
+    def _stop_splice(self, salvage: bool) -> None:
+        pump = self._pump
+        if pump is None:
+            return
+        self._pump = None
+        data = pump.stop(salvage)
+        dest = self.dest
+        if data and dest is not None and not dest.is_closing():
+            dest.write(data)
+            self.counters[1] += len(data)
+
+    def _leave_splice(self) -> None:
+        """Back to the transport path (a toxic became active), without losing or reordering."""
+        self._stop_splice(salvage=True)
+        if self._may_read() and self.source is not None:
+            self.source.resume_reading()
+
+    def splice_eof(self) -> None:
+        """The pump saw the source's FIN with its pipe empty: pass the FIN on."""
+        self.eof_seen = True
+        self._stop_splice(salvage=True)  # nothing to salvage; frees the descriptors now
+        self._forward_eof()
+
+    def splice_failed(self, on_write: bool) -> None:
+        """A splice failed: close the connection, as the transport path does on a socket error.
+
+        After a failed read the bytes in the pipe are still passed on (through the destination's
+        transport, flushed before its FIN); after a failed write the destination is broken.
+        """
+        self._stop_splice(salvage=not on_write)
+        self.conn.close()
 
     # -- writing side ----------------------------------------------------------------------------
 
@@ -196,8 +275,13 @@ class Flow:
 
     def start_reading(self) -> None:
         """Start reading from the source (once the upstream is connected), unless paused."""
-        if not self._paused and self.source is not None and not self.conn.closed:
+        if self._may_read() and self.source is not None:
             self.source.resume_reading()
+
+    def _may_read(self) -> bool:
+        # After EOF the transport has stopped reading for good; while a pump runs it is the
+        # source's only reader (_leave_splice resumes the transport).
+        return not (self._paused or self.eof_seen or self.conn.closed) and self._pump is None
 
     def _pause(self, reason: int) -> None:
         # After EOF the transport has stopped reading; pausing and resuming it again would make
@@ -209,7 +293,7 @@ class Flow:
     def _resume(self, reason: int) -> None:
         was = self._paused
         self._paused &= ~reason
-        if was and not (self._paused or self.eof_seen or self.conn.closed) and self.source:
+        if was and self._may_read() and self.source is not None:
             self.source.resume_reading()
 
     def _kick(self) -> None:
@@ -275,8 +359,13 @@ class Flow:
         self.finished = True
         self.conn.flow_finished()
 
-    def shutdown(self) -> None:
-        """Stop toxics and the consumer task because the connection is closing."""
+    def shutdown(self, salvage: bool = True) -> None:
+        """Stop toxics, the consumer task and any pump because the connection is closing.
+
+        *salvage*: bytes a pump holds go to the destination's transport, which flushes them
+        before closing (a graceful close); false for a reset, which discards unsent data.
+        """
+        self._stop_splice(salvage)
         for runtime in self.runtimes.values():
             runtime.detach()
         self.runtimes.clear()
@@ -413,7 +502,7 @@ class Connection:
         """Close both sockets gracefully: data already written is still delivered, then FIN."""
         if self.closed:
             return
-        self._stop()
+        self._stop(salvage=True)
         for transport in self._transports():
             transport.close()
 
@@ -421,7 +510,9 @@ class Connection:
         """Close both sockets with a TCP RST (SO_LINGER 0), discarding unsent data."""
         if self.closed:
             return
-        self._stop()
+        # Pumps close their duplicate descriptors here, before the transports close theirs: a
+        # duplicate left open would keep the socket alive, and no FIN or RST would go out.
+        self._stop(salvage=False)
         for transport in self._transports():
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -429,10 +520,10 @@ class Connection:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
             transport.abort()
 
-    def _stop(self) -> None:
+    def _stop(self, salvage: bool) -> None:
         self.closed = True
-        self.upstream.shutdown()
-        self.downstream.shutdown()
+        self.upstream.shutdown(salvage)
+        self.downstream.shutdown(salvage)
         if self._connector is not None:
             self._connector.cancel()
             self._connector = None

@@ -98,6 +98,16 @@ class CallPermit:
         else:
             raise ValueError(f"outcome must be a RequestOutcome, got {outcome!r}")
 
+    def error(self, error: BaseException, duration: float | None = None) -> None:
+        """The call raised *error*: classify it as a guarded call would.
+
+        Exceptions matching ``ignore_exceptions`` (and cancellations) release the permit; those
+        not matching ``failure_exceptions`` count as successes; ``TimeoutError`` is a timeout;
+        anything else is a failure.
+        """
+        self._finish()
+        self._breaker._record_exception(self.epoch, error, self._duration(duration))
+
     def release(self) -> None:
         """Give the permit back without an outcome (frees a half-open probe slot)."""
         self._finish()

@@ -25,7 +25,6 @@ from synapse_core.breaker import (
     CircuitBreakerConfig,
     CircuitBreakerManager,
     CircuitStats,
-    RequestOutcome,
     TransportMetrics,
 )
 from synapse_core.clock import Clock, check_clock, monotonic_clock
@@ -424,9 +423,7 @@ class Transport(ABC):
             counters.send_failures += 1
             if isinstance(exc, TimeoutError):
                 counters.send_timeouts += 1
-                permit.record(RequestOutcome.TIMEOUT, elapsed, exc)
-            else:
-                permit.failure(exc, elapsed)
+            permit.error(exc, elapsed)
             self._failed(link)
             self._judge(breaker, link, elapsed)
             raise
@@ -490,10 +487,7 @@ class Transport(ABC):
         except Exception as exc:
             elapsed = _perf() - started
             self._counters.probe_failures += 1
-            if isinstance(exc, TimeoutError):
-                permit.record(RequestOutcome.TIMEOUT, elapsed, exc)
-            else:
-                permit.failure(exc, elapsed)
+            permit.error(exc, elapsed)
             self._failed(link)
             self._judge(breaker, link, elapsed)
             raise

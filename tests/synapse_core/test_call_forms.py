@@ -283,3 +283,16 @@ def test_decorating_a_non_callable_is_a_type_error(make_breaker: MakeBreaker) ->
 
 def _raise(exc: BaseException) -> None:
     raise exc
+
+
+def test_permit_error_classifies_like_a_guarded_call(make_breaker: MakeBreaker) -> None:
+    breaker = make_breaker(
+        failure_threshold=10, ignore_exceptions=(KeyError,), failure_exceptions=(OSError,)
+    )
+    breaker.acquire().error(TimeoutError("slow"), duration=2.0)
+    breaker.acquire().error(ConnectionError("down"))
+    breaker.acquire().error(ValueError("bad input"))  # not a failure: the peer answered
+    breaker.acquire().error(KeyError("ignored"))
+    stats = breaker.stats()
+    assert (stats.failure_count, stats.timeout_count) == (2, 1)
+    assert (stats.success_count, stats.ignored_count) == (1, 1)
