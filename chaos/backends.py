@@ -29,13 +29,13 @@ import itertools
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Final, Self
 
 from chaos.client import ToxiproxyClient
 from chaos.embedded import EmbeddedToxiproxy, Mode
 from chaos.errors import BackendError, BackendUnavailable, NotFound, ProxyExists
 from chaos.faults import DEFAULT_OWNER, check_owner
+from chaos.lifecycle import StartStop
 from chaos.proxy import Proxy
 from synapse_core.timeline import Timeline
 
@@ -53,7 +53,7 @@ def register_backend(name: str, factory: BackendFactory) -> None:
     _FACTORIES[name] = factory
 
 
-class Backend:
+class Backend(StartStop):
     """A Toxiproxy server to create proxies on; a context manager (start on enter, stop on exit).
 
     Attributes:
@@ -115,17 +115,6 @@ class Backend:
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def create_proxy(
         self,

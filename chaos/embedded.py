@@ -34,11 +34,11 @@ import signal
 import subprocess
 import sys
 import threading
-from types import TracebackType
 from typing import Literal
 
 from chaos.client import ToxiproxyClient
 from chaos.errors import EmbeddedServerError
+from chaos.lifecycle import StartStop
 from chaos.server import ChaosServer
 from chaos.server.config import LOOPBACK, join_address
 
@@ -46,7 +46,7 @@ Mode = Literal["thread", "subprocess"]
 _READY_LINE = re.compile(rb"(http://\S+)")
 
 
-class EmbeddedToxiproxy:
+class EmbeddedToxiproxy(StartStop):
     """A Toxiproxy-compatible server for the duration of a ``with`` block (or start()/stop()).
 
     In the default thread mode it starts in ~4 ms; use ``mode="subprocess"`` (~0.5 s to start)
@@ -146,17 +146,6 @@ class EmbeddedToxiproxy:
             self._stop_thread()
         if self._process is not None:
             self._stop_subprocess()
-
-    def __enter__(self) -> EmbeddedToxiproxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- thread mode -----------------------------------------------------------------------------
 

@@ -44,11 +44,11 @@ import re
 import secrets
 import threading
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from chaos.errors import ChaosError, FaultError, InvalidFault, NotFound
 from chaos.faultspec import ToxicPlan
+from chaos.lifecycle import StartStop
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def _live_markers(url: str, proxy: str) -> int:
 # -- faults --------------------------------------------------------------------------------------
 
 
-class Fault:
+class Fault(StartStop):
     """One fault on one proxy; inactive until started.
 
     Use it as a context manager (the fault is removed on exit, also when the body raises) or call
@@ -201,17 +201,6 @@ class Fault:
                 if self._span is not None and self._timeline is not None:
                     self._timeline.fault_ended(self._span)
                 self.proxy._stopped(self)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- subclass hooks ----------------------------------------------------------------------
 

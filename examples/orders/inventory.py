@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import socketserver
-import threading
-from typing import Any
+
+from orders.background import ServesInBackground
 
 STOCK = {"apple": 12, "pear": 0, "plum": 7}
 
@@ -19,7 +19,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.wfile.write(b"ERR expected: STOCK <item>\n")
 
 
-class InventoryServer(socketserver.ThreadingTCPServer):
+class InventoryServer(ServesInBackground, socketserver.ThreadingTCPServer):
     """The inventory service on ``host:port`` (loopback, any free port by default)."""
 
     daemon_threads = True
@@ -27,20 +27,8 @@ class InventoryServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__((host, port), _Handler)
-        self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> str:
         host, port = self.server_address[:2]
         return f"{host}:{port}"
-
-    def __enter__(self) -> InventoryServer:
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

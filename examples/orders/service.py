@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import math
 import socket
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from orders.background import ServesInBackground
 from synapse_core import CircuitBreakerConfig, CircuitOpenError, default_manager
 
 INVENTORY_BREAKER = CircuitBreakerConfig(
@@ -25,7 +25,7 @@ INVENTORY_BREAKER = CircuitBreakerConfig(
 )
 
 
-class OrdersService(ThreadingHTTPServer):
+class OrdersService(ServesInBackground, ThreadingHTTPServer):
     """The orders HTTP API on loopback; inventory at ``inventory`` (``host:port``)."""
 
     daemon_threads = True
@@ -36,7 +36,6 @@ class OrdersService(ThreadingHTTPServer):
         self.timeout_s = timeout
         self.breaker = default_manager.get_or_create("inventory", INVENTORY_BREAKER)
         super().__init__(("127.0.0.1", port), _Handler)
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -54,17 +53,6 @@ class OrdersService(ThreadingHTTPServer):
                     raise ConnectionError("inventory closed the connection")
                 data += chunk
         return int(data)
-
-    def __enter__(self) -> OrdersService:
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 class _Handler(BaseHTTPRequestHandler):
