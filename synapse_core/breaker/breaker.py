@@ -239,7 +239,12 @@ class CircuitBreaker:
         epoch = self._fast_epoch
         if epoch < 0:
             epoch = self._epoch
-            if self._state is not _CLOSED:
+            state = self._state
+            if state is _OPEN:
+                now = self._clock()
+                if now < self._open_until:
+                    raise self._rejection(now)
+            if state is not _CLOSED:
                 epoch = self._admit()  # raises CircuitOpenError when rejected
             return self._call_general(epoch, fn, *args, **kwargs)
         try:
@@ -274,7 +279,12 @@ class CircuitBreaker:
         epoch = self._fast_epoch
         if epoch < 0:
             epoch = self._epoch
-            if self._state is not _CLOSED:
+            state = self._state
+            if state is _OPEN:
+                now = self._clock()
+                if now < self._open_until:
+                    raise self._rejection(now)
+            if state is not _CLOSED:
                 epoch = self._admit()
             start = self._clock() if self._slow_after is not None else None
             try:
@@ -422,13 +432,20 @@ class CircuitBreaker:
         """Admission for a breaker that was not closed at the fast-path check."""
         now = self._clock()
         if self._state is _OPEN and now < self._open_until:
-            # Plain rejection: no lock, so a rejected caller costs as little as possible.
-            next(self._rejections)
-            retry_after = math.inf if self._forced else self._open_until - now
-            if self._listeners:
-                dispatch(self._listeners, RequestRejected(self.name, now, _OPEN, retry_after))
-            raise CircuitOpenError(self.name, _OPEN, retry_after, self._last_failure)
+            raise self._rejection(now)
         return self._admit_locked()
+
+    def _rejection(self, now: float) -> CircuitOpenError:
+        """Count a plain rejection (open, no probe due) and build its error; takes no lock.
+
+        Returned rather than raised, so the caller raises it from its own frame: one frame
+        less to unwind on the path every rejected caller takes.
+        """
+        next(self._rejections)
+        retry_after = math.inf if self._forced else self._open_until - now
+        if self._listeners:
+            dispatch(self._listeners, RequestRejected(self.name, now, _OPEN, retry_after))
+        return CircuitOpenError(self.name, _OPEN, retry_after, self._last_failure)
 
     def _admit_locked(self) -> int:
         admitted: int | None = None
