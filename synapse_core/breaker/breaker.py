@@ -6,6 +6,7 @@ import functools
 import inspect
 import logging
 import math
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from itertools import count
@@ -38,6 +39,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 logger = logging.getLogger("synapse_core.breaker")
+
+# The lock-free paths rely on the GIL making itertools.count's next() atomic. On a
+# free-threaded build (PEP 703) every count is taken under the breaker's lock instead.
+_LOCK_FREE: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
@@ -127,7 +132,7 @@ class CircuitBreaker:
         self._slow_after = config.slow_call_duration
         self._window = SlidingWindow(config.failure_window)
         # Neither slow-call timing nor result inspection: successes take the lock-free path.
-        self._plain = self._slow_after is None and self._result_check is None
+        self._plain = self._slow_after is None and self._result_check is None and _LOCK_FREE
         self._reset_counters(self._clock())
         announce(self)
 
@@ -441,7 +446,11 @@ class CircuitBreaker:
         Returned rather than raised, so the caller raises it from its own frame: one frame
         less to unwind on the path every rejected caller takes.
         """
-        next(self._rejections)
+        if _LOCK_FREE:
+            next(self._rejections)
+        else:
+            with self._lock:
+                next(self._rejections)
         retry_after = math.inf if self._forced else self._open_until - now
         if self._listeners:
             dispatch(self._listeners, RequestRejected(self.name, now, _OPEN, retry_after))
@@ -526,7 +535,7 @@ class CircuitBreaker:
         return _SUCCESS
 
     def _record_success(self, epoch: int, duration: float | None) -> None:
-        if duration is None:
+        if duration is None and _LOCK_FREE:
             # Lock-free fast path. The bucket carries the epoch it was created in, and a
             # transition bumps the epoch before it replaces the window, so a success that passes
             # the check lands in its own epoch's window or in a discarded one, never a later one.

@@ -1,9 +1,10 @@
-"""Helpers for the chaos server tests: loopback upstreams, raw HTTP, socket utilities."""
+"""Helpers for the chaos tests: loopback upstreams, raw HTTP, socket utilities, probes, bulk."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -52,7 +53,9 @@ class _EchoProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(data)
+        self.server.received += len(data)
+        if self.server.echo:
+            self.transport.write(data)
 
     def eof_received(self) -> bool:
         return False  # asyncio closes the socket once the echoed bytes are flushed: FIN out
@@ -72,12 +75,17 @@ class _EchoProtocol(asyncio.Protocol):
 
 
 class EchoServer:
-    """A loopback echo server on a background loop."""
+    """A loopback echo server on a background loop, counting what it accepts and receives.
 
-    def __init__(self, loop_thread: LoopThread) -> None:
+    With ``echo=False`` it only counts (a sink).
+    """
+
+    def __init__(self, loop_thread: LoopThread, *, echo: bool = True) -> None:
         self.loop_thread = loop_thread
+        self.echo = echo
         self.connections: set[asyncio.Transport] = set()
         self.accepted = 0
+        self.received = 0
 
         async def start() -> asyncio.Server:
             return await asyncio.get_running_loop().create_server(
@@ -118,18 +126,46 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def recv_exactly(sock: socket.socket, n: int, timeout: float = 10.0) -> bytes:
-    """Read exactly *n* bytes or fail after *timeout* seconds."""
-    sock.settimeout(timeout)
+def fds_settle(limit: int, timeout: float = 10.0) -> int:
+    """Wait (bounded) for this process's open descriptors to drop to *limit*; return the count.
+
+    Closes complete asynchronously on the server threads, so a leak check waits for them.
+    """
+    wait_until(lambda: open_fds() <= limit, timeout, interval=0.05)
+    return open_fds()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll *predicate* until true or *timeout* seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def recv_upto(sock: socket.socket, n: int) -> bytes:
+    """Read until *n* bytes have arrived or the peer closes; may return fewer."""
     chunks = []
     got = 0
     while got < n:
         chunk = sock.recv(n - got)
         if not chunk:
-            raise AssertionError(f"connection closed after {got} of {n} bytes")
+            break
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+def recv_exactly(sock: socket.socket, n: int, timeout: float = 10.0) -> bytes:
+    """Read exactly *n* bytes or fail after *timeout* seconds."""
+    sock.settimeout(timeout)
+    data = recv_upto(sock, n)
+    if len(data) < n:
+        raise AssertionError(f"connection closed after {len(data)} of {n} bytes")
+    return data
 
 
 def recv_until_closed(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, str]:
@@ -157,9 +193,127 @@ def connect(address: tuple[str, int], timeout: float = 10.0) -> Iterator[socket.
         sock.close()
 
 
-def round_trip(sock: socket.socket, payload: bytes = b"ping") -> float:
-    """Send *payload* to the echo server and time until it is back."""
+def timed_echo(sock: socket.socket, payload: bytes) -> tuple[bytes, float]:
+    """Send *payload* to the echo server; return what came back and how long it took."""
     start = time.perf_counter()
     sock.sendall(payload)
-    recv_exactly(sock, len(payload))
-    return time.perf_counter() - start
+    echoed = recv_exactly(sock, len(payload))
+    return echoed, time.perf_counter() - start
+
+
+def round_trip(sock: socket.socket, payload: bytes = b"ping") -> float:
+    """Send *payload* to the echo server and time until it is back."""
+    return timed_echo(sock, payload)[1]
+
+
+# -- probes: what a client sees of a proxy under a fault -----------------------------------------
+
+
+def connect_state(address: tuple[str, int], timeout: float = 2.0) -> str:
+    """``"refused"`` if nothing listens at *address*, ``"open"`` if a connection is accepted."""
+    try:
+        sock = socket.create_connection(address, timeout=timeout)
+    except ConnectionRefusedError:
+        return "refused"
+    sock.close()
+    return "open"
+
+
+def echoes(address: tuple[str, int], payload: bytes = b"ping", timeout: float = 2.0) -> bool:
+    """True if a new connection to *address* echoes *payload* back within *timeout* seconds."""
+    try:
+        with connect(address, timeout=timeout) as sock:
+            sock.sendall(payload)
+            return recv_upto(sock, len(payload)) == payload
+    except OSError:
+        return False
+
+
+def is_silent(sock: socket.socket, seconds: float) -> bool:
+    """True if nothing (no data, no EOF, no reset) arrives on *sock* for *seconds*."""
+    sock.settimeout(seconds)
+    try:
+        sock.recv(1)
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+# -- bulk transfers ------------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def pattern_stream(total: int) -> Iterator[bytes]:
+    """Blocks of pseudo-random bytes whose position matters (a misplaced block changes a hash)."""
+    seed = os.urandom(MIB + 4099)
+    offset = sent = 0
+    while sent < total:
+        block = seed[offset : offset + min(MIB, total - sent)]
+        offset = (offset + 4099) % 4100
+        sent += len(block)
+        yield block
+
+
+def read_all(sock: socket.socket, deadline_s: float = 60) -> tuple[int, str]:
+    """Read to EOF; return (count, sha256)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(MIB)
+    view = memoryview(buffer)
+    total = 0
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        n = sock.recv_into(buffer)
+        if n == 0:
+            break
+        digest.update(view[:n])
+        total += n
+    return total, digest.hexdigest()
+
+
+def echo_transfer(
+    address: tuple[str, int], total: int, during: Callable[[], None] | None = None
+) -> None:
+    """Send *total* bytes through an echo proxy while reading them back; compare hashes.
+
+    A sender and a receiver thread run at once, so both directions of the proxy carry the full
+    stream at the same time. *during* runs in this thread while the transfer is in flight
+    (toxic changes, checks).
+    """
+    sent_hash = hashlib.sha256()
+    errors: list[BaseException] = []
+    got: list[tuple[int, str]] = []
+    done = threading.Event()
+    with socket.create_connection(address, timeout=60) as sock:
+
+        def send() -> None:
+            try:
+                for block in pattern_stream(total):
+                    sent_hash.update(block)
+                    sock.sendall(block)
+                sock.shutdown(socket.SHUT_WR)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def receive() -> None:
+            try:
+                got.append(read_all(sock, 90))
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                done.set()
+
+        threads = [threading.Thread(target=send), threading.Thread(target=receive)]
+        for thread in threads:
+            thread.start()
+        try:
+            if during is not None:
+                during()
+        finally:
+            done.wait(90)
+            for thread in threads:
+                thread.join(30)
+    assert not errors, errors
+    assert got == [(total, sent_hash.hexdigest())]

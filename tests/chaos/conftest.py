@@ -6,6 +6,7 @@ when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 from collections.abc import Iterator
@@ -19,20 +20,14 @@ from chaos import Backend, EmbeddedToxiproxy, Proxy, ToxiproxyClient, resolve_ba
 
 @pytest.fixture
 def loop_thread() -> Iterator[LoopThread]:
-    lt = LoopThread()
-    try:
+    with contextlib.closing(LoopThread()) as lt:
         yield lt
-    finally:
-        lt.close()
 
 
 @pytest.fixture
 def echo_server(loop_thread: LoopThread) -> Iterator[EchoServer]:
-    server = EchoServer(loop_thread)
-    try:
+    with contextlib.closing(EchoServer(loop_thread)) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from chaos_helpers import EchoServer
-from fault_helpers import echoes
+from chaos_helpers import EchoServer, echoes
 
 from chaos import Backend, EmbeddedToxiproxy, Proxy, ToxiproxyClient
 from chaos.cli import main

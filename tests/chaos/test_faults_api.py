@@ -9,8 +9,7 @@ import textwrap
 import time
 
 import pytest
-from chaos_helpers import EchoServer
-from fault_helpers import connect_state, echoes
+from chaos_helpers import EchoServer, connect_state, echoes
 
 from chaos import (
     Backend,

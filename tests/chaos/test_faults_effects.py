@@ -9,22 +9,22 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-from chaos_helpers import LoopThread, connect, recv_exactly, recv_until_closed, round_trip
-from fault_helpers import CountingEchoServer, connect_state, echoes, is_silent, wait_until
+from chaos_helpers import (
+    EchoServer,
+    connect,
+    connect_state,
+    echoes,
+    is_silent,
+    recv_exactly,
+    recv_until_closed,
+    round_trip,
+    timed_echo,
+    wait_until,
+)
 
-from chaos import Backend, Proxy
-
-
-@pytest.fixture
-def counting_server(loop_thread: LoopThread) -> Iterator[CountingEchoServer]:
-    server = CountingEchoServer(loop_thread)
-    try:
-        yield server
-    finally:
-        server.close()
+from chaos import Proxy
 
 
 def test_latency_both_directions_doubles_on_a_round_trip(echo_handle: Proxy) -> None:
@@ -57,10 +57,8 @@ def test_latency_toxicity_zero_leaves_connections_alone(echo_handle: Proxy) -> N
 def test_bandwidth_limits_the_rate(echo_handle: Proxy) -> None:
     payload = bytes(range(256)) * 160  # 40,960 bytes
     with echo_handle.bandwidth(100), connect(echo_handle.address) as sock:  # 100 KB/s down
-        start = time.perf_counter()
-        sock.sendall(payload)
-        assert recv_exactly(sock, len(payload)) == payload
-        elapsed = time.perf_counter() - start
+        echoed, elapsed = timed_echo(sock, payload)
+    assert echoed == payload
     # 40.96 KB at 100 KB/s is 0.41 s; the first 100 ms slice may leave at once.
     assert 0.28 <= elapsed <= 2.5, elapsed
     assert len(payload) / elapsed / 1000 <= 150
@@ -96,20 +94,19 @@ def test_blackhole_is_silence_on_open_and_new_connections(echo_handle: Proxy) ->
     ("stream", "server_gets_data"), [("upstream", False), ("downstream", True)]
 )
 def test_one_direction_blackhole_is_an_asymmetric_partition(
-    chaos_backend: Backend,
-    counting_server: CountingEchoServer,
-    stream: str,
-    server_gets_data: bool,
+    echo_handle: Proxy, echo_server: EchoServer, stream: str, server_gets_data: bool
 ) -> None:
-    proxy = chaos_backend.create_proxy(counting_server.address)
-    with proxy.blackhole(stream=stream), connect(proxy.address) as sock:  # type: ignore[arg-type]
+    with (
+        echo_handle.blackhole(stream=stream),  # type: ignore[arg-type]
+        connect(echo_handle.address) as sock,
+    ):
         sock.sendall(b"x" * 100)
         assert is_silent(sock, 0.4)  # no echo either way
         # The silence above took 0.4 s: data that can get through has arrived by now.
-        got = wait_until(lambda: counting_server.received == 100, timeout=0.3)
+        got = wait_until(lambda: echo_server.received == 100, timeout=0.3)
     assert got is server_gets_data
     if not server_gets_data:
-        assert counting_server.received == 0
+        assert echo_server.received == 0
 
 
 def test_reset_peer_resets_the_connection(echo_handle: Proxy) -> None:
@@ -135,22 +132,21 @@ def test_down_cuts_open_connections_and_refuses_new_ones(echo_handle: Proxy) -> 
 
 
 def test_partition_drop_silently_discards_both_directions(
-    chaos_backend: Backend, counting_server: CountingEchoServer
+    echo_handle: Proxy, echo_server: EchoServer
 ) -> None:
-    proxy = chaos_backend.create_proxy(counting_server.address)
-    with connect(proxy.address) as open_conn:
+    with connect(echo_handle.address) as open_conn:
         open_conn.sendall(b"a")
         assert recv_exactly(open_conn, 1) == b"a"
-        with proxy.partition():
-            assert connect_state(proxy.address) == "open"  # like DROP: no refusal
-            with connect(proxy.address) as new_conn:
+        with echo_handle.partition():
+            assert connect_state(echo_handle.address) == "open"  # like DROP: no refusal
+            with connect(echo_handle.address) as new_conn:
                 new_conn.sendall(b"b" * 10)
                 assert is_silent(new_conn, 0.3)
             open_conn.sendall(b"c" * 10)
             assert is_silent(open_conn, 0.3)
-            assert counting_server.received == 1  # nothing crossed after the first byte
+            assert echo_server.received == 1  # nothing crossed after the first byte
         assert recv_until_closed(open_conn, timeout=3)[1] in ("eof", "reset")
-    assert echoes(proxy.address)
+    assert echoes(echo_handle.address)
 
 
 def test_partition_reject_refuses(echo_handle: Proxy) -> None:
@@ -165,10 +161,8 @@ def test_slicer_cuts_and_spaces_the_data(echo_handle: Proxy) -> None:
         echo_handle.slicer(average_size=10, size_variation=2, delay_us=3000),
         connect(echo_handle.address) as sock,
     ):
-        start = time.perf_counter()
-        sock.sendall(payload)
-        assert recv_exactly(sock, len(payload)) == payload
-        elapsed = time.perf_counter() - start
+        echoed, elapsed = timed_echo(sock, payload)
+    assert echoed == payload
     assert 0.2 <= elapsed <= 3.0, elapsed
 
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from fault_helpers import connect_state, echoes
+from chaos_helpers import connect_state, echoes
 
 from chaos import Proxy, RunnerEvent, ScenarioRunner, parse_scenario
 from chaos.runner import ConsoleProgress

@@ -12,6 +12,7 @@ socket has a timeout and every loop is bounded in count and time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -22,7 +23,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from chaos_helpers import EchoServer, LoopThread, open_fds
+from chaos_helpers import (
+    MIB,
+    EchoServer,
+    LoopThread,
+    echo_transfer,
+    fds_settle,
+    open_fds,
+    pattern_stream,
+    read_all,
+    wait_until,
+)
 
 from chaos import ToxiproxyClient
 from chaos.server import ChaosServer, splice
@@ -31,8 +42,6 @@ from chaos.server.link import Connection, Flow
 pytestmark = pytest.mark.skipif(
     not splice.ENABLED, reason="splice fast path unavailable (not Linux) or SYNAPSE_CHAOS_SPLICE=0"
 )
-
-MIB = 1024 * 1024
 
 
 class Plane:
@@ -66,11 +75,7 @@ class Plane:
         return self.loop_thread.run(call())
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.on_loop(predicate):
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not reached in time")
-            time.sleep(0.01)
+        assert wait_until(lambda: self.on_loop(predicate), timeout), "condition not reached in time"
 
     def flows(self, stream: str) -> list[Flow]:
         return [c.flow(stream) for c in self.conns]  # type: ignore[arg-type]
@@ -85,10 +90,25 @@ class Plane:
     def all_closed(self, name: str = "p") -> None:
         self.wait_for(lambda: not self.server.proxies.get(name).connections)
 
+    def echo_until_spliced(self, sock: socket.socket, stream: str) -> bytes:
+        """Echo 4 MiB through *sock*, then wait until *stream* of the first connection is spliced.
 
-@pytest.fixture
-def plane(loop_thread: LoopThread) -> Iterator[Plane]:
-    server = ChaosServer(port=0, seed=7)
+        Returns the 1 MiB block it sent, for more of the same.
+        """
+        block = os.urandom(MIB)
+        for _ in range(4):
+            sock.sendall(block)
+            got = 0
+            while got < len(block):
+                got += len(sock.recv(MIB))
+        self.wait_for(lambda: self.flows(stream)[0].spliced > 0)
+        return block
+
+
+@contextlib.contextmanager
+def running_plane(loop_thread: LoopThread, **server_options: Any) -> Iterator[Plane]:
+    """A started ChaosServer (ephemeral port) on *loop_thread*; stopped on the way out."""
+    server = ChaosServer(port=0, **server_options)
     loop_thread.run(server.start())
     try:
         yield Plane(loop_thread, server)
@@ -96,67 +116,10 @@ def plane(loop_thread: LoopThread) -> Iterator[Plane]:
         loop_thread.run(server.stop())
 
 
-def pattern_stream(total: int) -> Iterator[bytes]:
-    """Blocks of pseudo-random bytes whose position matters (a misplaced block changes a hash)."""
-    seed = os.urandom(MIB + 4099)
-    offset = sent = 0
-    while sent < total:
-        block = seed[offset : offset + min(MIB, total - sent)]
-        offset = (offset + 4099) % 4100
-        sent += len(block)
-        yield block
-
-
-def echo_transfer(address: tuple[str, int], total: int, during: Callable[[], None] | None) -> None:
-    """Send *total* bytes through an echo proxy while reading them back; compare hashes.
-
-    *during* runs in this thread while the transfer is in flight (toxic changes, checks).
-    """
-    sent_hash, got_hash = hashlib.sha256(), hashlib.sha256()
-    errors: list[BaseException] = []
-    received = 0
-    done = threading.Event()
-    with socket.create_connection(address, timeout=60) as sock:
-
-        def send() -> None:
-            try:
-                for block in pattern_stream(total):
-                    sent_hash.update(block)
-                    sock.sendall(block)
-                sock.shutdown(socket.SHUT_WR)
-            except BaseException as exc:
-                errors.append(exc)
-
-        def receive() -> None:
-            nonlocal received
-            buffer = bytearray(MIB)
-            view = memoryview(buffer)
-            deadline = time.monotonic() + 90
-            try:
-                while time.monotonic() < deadline:
-                    n = sock.recv_into(buffer)
-                    if n == 0:
-                        break
-                    got_hash.update(view[:n])
-                    received += n
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                done.set()
-
-        threads = [threading.Thread(target=send), threading.Thread(target=receive)]
-        for thread in threads:
-            thread.start()
-        try:
-            if during is not None:
-                during()
-        finally:
-            done.wait(90)
-            for thread in threads:
-                thread.join(30)
-    assert not errors, errors
-    assert received == total
-    assert got_hash.hexdigest() == sent_hash.hexdigest()
+@pytest.fixture
+def plane(loop_thread: LoopThread) -> Iterator[Plane]:
+    with running_plane(loop_thread, seed=7) as plane:
+        yield plane
 
 
 class Upstream:
@@ -190,22 +153,6 @@ class Upstream:
         assert not self._thread.is_alive()
 
 
-def read_all(sock: socket.socket, deadline_s: float = 60) -> tuple[int, str]:
-    """Read to EOF; return (count, sha256)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(MIB)
-    view = memoryview(buffer)
-    total = 0
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        n = sock.recv_into(buffer)
-        if n == 0:
-            break
-        digest.update(view[:n])
-        total += n
-    return total, digest.hexdigest()
-
-
 # -- bulk ----------------------------------------------------------------------------------------
 
 
@@ -219,12 +166,9 @@ def test_bulk_byte_exact_both_directions_and_metrics(
     use_splice: bool,
 ) -> None:
     monkeypatch.setattr(splice, "ENABLED", use_splice)  # read when the server starts
-    server = ChaosServer(port=0)
-    loop_thread.run(server.start())
-    try:
-        plane = Plane(loop_thread, server)
+    with running_plane(loop_thread) as plane:
         total = 48 * MIB
-        echo_transfer(plane.proxy(echo_server.address), total, during=None)
+        echo_transfer(plane.proxy(echo_server.address), total)
         plane.all_closed()
         spliced = plane.spliced("upstream"), plane.spliced("downstream")
         if use_splice:
@@ -233,8 +177,6 @@ def test_bulk_byte_exact_both_directions_and_metrics(
         else:
             assert spliced == (0, 0)
         assert plane.counters() == {"upstream": [total, total], "downstream": [total, total]}
-    finally:
-        loop_thread.run(server.stop())
 
 
 @pytest.mark.slow
@@ -242,7 +184,7 @@ def test_many_concurrent_bulk_connections_leak_no_descriptors(
     plane: Plane, echo_server: EchoServer
 ) -> None:
     address = plane.proxy(echo_server.address)
-    echo_transfer(address, 2 * MIB, during=None)  # warm up lazily created state
+    echo_transfer(address, 2 * MIB)  # warm up lazily created state
     plane.all_closed()
     time.sleep(0.1)
     baseline = open_fds()
@@ -250,7 +192,7 @@ def test_many_concurrent_bulk_connections_leak_no_descriptors(
 
     def one() -> None:
         try:
-            echo_transfer(address, 4 * MIB, during=None)
+            echo_transfer(address, 4 * MIB)
         except BaseException as exc:
             errors.append(exc)
 
@@ -262,10 +204,8 @@ def test_many_concurrent_bulk_connections_leak_no_descriptors(
     assert not errors, errors
     plane.all_closed()
     assert plane.spliced("upstream") > 0
-    deadline = time.monotonic() + 10
-    while open_fds() > baseline and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_fds() <= baseline, f"descriptors grew from {baseline} to {open_fds()}"
+    fds = fds_settle(baseline)
+    assert fds <= baseline, f"descriptors grew from {baseline} to {fds}"
 
 
 # -- toxics on live spliced connections ----------------------------------------------------------
@@ -369,13 +309,7 @@ def test_reset_peer_added_to_spliced_connection_resets_it(
 ) -> None:
     address = plane.proxy(echo_server.address)
     with socket.create_connection(address, timeout=10) as sock:
-        block = os.urandom(MIB)
-        for _ in range(4):
-            sock.sendall(block)
-            got = 0
-            while got < len(block):
-                got += len(sock.recv(MIB))
-        plane.wait_for(lambda: plane.flows("downstream")[0].spliced > 0)
+        block = plane.echo_until_spliced(sock, "downstream")
         plane.client.add_toxic("p", "reset_peer", stream="downstream", attributes={"timeout": 0})
         outcome = "open"
         deadline = time.monotonic() + 10
@@ -471,11 +405,9 @@ def test_upstream_reset_while_spliced_closes_client_and_frees_descriptors(
             outcome = "reset"
         assert outcome in ("eof", "reset")
     plane.all_closed()
-    deadline = time.monotonic() + 10
-    while open_fds() > baseline - 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
     # the baseline counted the upstream listener, closed by join()
-    assert open_fds() <= baseline - 1, f"descriptors: {open_fds()} vs {baseline - 1}"
+    fds = fds_settle(baseline - 1)
+    assert fds <= baseline - 1, f"descriptors: {fds} vs {baseline - 1}"
 
 
 @pytest.mark.slow
@@ -484,13 +416,7 @@ def test_disabling_the_proxy_closes_spliced_connections(
 ) -> None:
     address = plane.proxy(echo_server.address)
     with socket.create_connection(address, timeout=10) as sock:
-        block = os.urandom(MIB)
-        for _ in range(4):
-            sock.sendall(block)
-            got = 0
-            while got < len(block):
-                got += len(sock.recv(MIB))
-        plane.wait_for(lambda: plane.flows("upstream")[0].spliced > 0)
+        plane.echo_until_spliced(sock, "upstream")
         plane.client.disable("p")
         sock.settimeout(10)
         leftover = b""

@@ -7,12 +7,13 @@ stall any thread for hundreds of milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
 
 import pytest
-from chaos_helpers import connect, recv_exactly, recv_until_closed, round_trip
+from chaos_helpers import connect, recv_exactly, recv_until_closed, round_trip, timed_echo
 
 from chaos import ToxiproxyClient
 
@@ -20,35 +21,60 @@ SLACK = 0.005  # timer granularity allowed below a configured delay
 LATE = 1.5  # generous upper bound for "about that long" on a noisy box
 
 
-def add(client: ToxiproxyClient, toxic_type: str, stream: str = "downstream", **attrs: int) -> None:
-    client.add_toxic("echo", toxic_type, stream=stream, attributes=attrs)  # type: ignore[arg-type]
+class EchoProxy:
+    """The ``echo`` proxy in front of the echo server: toxics on it, connections through it."""
+
+    def __init__(self, client: ToxiproxyClient, address: tuple[str, int]) -> None:
+        self.client = client
+        self.address = address
+
+    def add(
+        self, toxic_type: str, stream: str = "downstream", toxicity: float = 1.0, **attrs: int
+    ) -> None:
+        self.client.add_toxic(
+            "echo",
+            toxic_type,
+            stream=stream,  # type: ignore[arg-type]
+            toxicity=toxicity,
+            attributes=attrs,
+        )
+
+    def update(self, toxic: str, **attrs: int) -> None:
+        self.client.update_toxic("echo", toxic, attributes=attrs)
+
+    def remove(self, toxic: str) -> None:
+        self.client.remove_toxic("echo", toxic)
+
+    def connect(self) -> contextlib.AbstractContextManager[socket.socket]:
+        return connect(self.address)
+
+
+@pytest.fixture
+def echo(client: ToxiproxyClient, echo_proxy: tuple[str, int]) -> EchoProxy:
+    return EchoProxy(client, echo_proxy)
 
 
 class TestLatency:
     @pytest.mark.parametrize("stream", ["downstream", "upstream"])
-    def test_round_trip_is_delayed(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int], stream: str
-    ) -> None:
-        with connect(echo_proxy) as sock:
+    def test_round_trip_is_delayed(self, echo: EchoProxy, stream: str) -> None:
+        with echo.connect() as sock:
             assert round_trip(sock) < 0.5
-            add(client, "latency", stream, latency=100)
+            echo.add("latency", stream, latency=100)
             elapsed = round_trip(sock)
         assert 0.100 - SLACK <= elapsed < 0.100 + LATE
 
-    def test_jitter_spreads_delays(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "latency", latency=40, jitter=30)
-        with connect(echo_proxy) as sock:
+    def test_jitter_spreads_delays(self, echo: EchoProxy) -> None:
+        echo.add("latency", latency=40, jitter=30)
+        with echo.connect() as sock:
             samples = [round_trip(sock) for _ in range(12)]
         assert min(samples) >= 0.010 - SLACK  # 40 - 30 ms
         assert max(samples) < 0.070 + LATE
         assert max(samples) - min(samples) > 0.005
 
-    def test_chunks_pipeline(self, client: ToxiproxyClient, echo_proxy: tuple[str, int]) -> None:
+    def test_chunks_pipeline(self, echo: EchoProxy) -> None:
         """Five chunks 30 ms apart under 200 ms latency arrive after ~320 ms, not ~1 s."""
-        add(client, "latency", latency=200)
-        with connect(echo_proxy) as sock:
+        echo.add("latency", latency=200)
+        with echo.connect() as sock:
             start = time.perf_counter()
             for i in range(5):
                 sock.sendall(bytes([65 + i]))
@@ -59,66 +85,52 @@ class TestLatency:
         assert 0.320 - SLACK <= elapsed < 0.320 + LATE
         assert elapsed < 0.9  # sequential delays would take >= 1.0 s
 
-    def test_update_applies_to_open_connection(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "latency", latency=20)
-        with connect(echo_proxy) as sock:
+    def test_update_applies_to_open_connection(self, echo: EchoProxy) -> None:
+        echo.add("latency", latency=20)
+        with echo.connect() as sock:
             assert round_trip(sock) >= 0.020 - SLACK
-            client.update_toxic("echo", "latency_downstream", attributes={"latency": 250})
+            echo.update("latency_downstream", latency=250)
             assert round_trip(sock) >= 0.250 - SLACK
 
-    def test_removal_releases_held_data_at_once(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "latency", latency=5000)
-        with connect(echo_proxy) as sock:
+    def test_removal_releases_held_data_at_once(self, echo: EchoProxy) -> None:
+        echo.add("latency", latency=5000)
+        with echo.connect() as sock:
             start = time.perf_counter()
             sock.sendall(b"held")
             time.sleep(0.1)
-            client.remove_toxic("echo", "latency_downstream")
+            echo.remove("latency_downstream")
             assert recv_exactly(sock, 4) == b"held"
             assert time.perf_counter() - start < 2.5  # far below the 5 s latency
 
 
 class TestToxicity:
-    def test_zero_toxicity_never_applies(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        client.add_toxic("echo", "latency", toxicity=0.0, attributes={"latency": 500})
-        with connect(echo_proxy) as sock:
+    def test_zero_toxicity_never_applies(self, echo: EchoProxy) -> None:
+        echo.add("latency", toxicity=0.0, latency=500)
+        with echo.connect() as sock:
             assert round_trip(sock) < 0.4
 
-    def test_half_toxicity_rolls_per_connection(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        client.add_toxic("echo", "latency", toxicity=0.5, attributes={"latency": 60})
+    def test_half_toxicity_rolls_per_connection(self, echo: EchoProxy) -> None:
+        echo.add("latency", toxicity=0.5, latency=60)
         delayed = 0
         for _ in range(24):
-            with connect(echo_proxy) as sock:
+            with echo.connect() as sock:
                 delayed += round_trip(sock) >= 0.060 - SLACK
         # P(outside 3..21 of 24 at p=0.5) < 1e-4, and the server seed makes it reproducible.
         assert 3 <= delayed <= 21
 
 
 class TestBandwidth:
-    def test_rate_limits_throughput(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "bandwidth", rate=100)  # 100 KB/s = 100,000 B/s
+    def test_rate_limits_throughput(self, echo: EchoProxy) -> None:
+        echo.add("bandwidth", rate=100)  # 100 KB/s = 100,000 B/s
         payload = b"b" * 50_000
-        with connect(echo_proxy) as sock:
-            start = time.perf_counter()
-            sock.sendall(payload)
-            assert recv_exactly(sock, len(payload)) == payload
-            elapsed = time.perf_counter() - start
+        with echo.connect() as sock:
+            echoed, elapsed = timed_echo(sock, payload)
+        assert echoed == payload
         assert 0.5 - SLACK - 0.1 <= elapsed < 0.5 + LATE  # first 100 ms slice may go at once
 
-    def test_rate_zero_holds_data_without_spinning(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "bandwidth", rate=0)
-        with connect(echo_proxy) as sock:
+    def test_rate_zero_holds_data_without_spinning(self, echo: EchoProxy) -> None:
+        echo.add("bandwidth", rate=0)
+        with echo.connect() as sock:
             sock.sendall(b"wait")
             cpu_before = time.process_time()
             sock.settimeout(0.5)
@@ -126,14 +138,14 @@ class TestBandwidth:
                 sock.recv(10)
             cpu_used = time.process_time() - cpu_before
             assert cpu_used < 0.25, f"proxy burned {cpu_used:.2f} s CPU in 0.5 s holding data"
-            client.update_toxic("echo", "bandwidth_downstream", attributes={"rate": 1000})
+            echo.update("bandwidth_downstream", rate=1000)
             assert recv_exactly(sock, 4) == b"wait"
 
 
 class TestSlowClose:
-    def test_close_is_delayed(self, client: ToxiproxyClient, echo_proxy: tuple[str, int]) -> None:
-        add(client, "slow_close", delay=300)
-        with connect(echo_proxy) as sock:
+    def test_close_is_delayed(self, echo: EchoProxy) -> None:
+        echo.add("slow_close", delay=300)
+        with echo.connect() as sock:
             sock.sendall(b"bye")
             assert recv_exactly(sock, 3) == b"bye"
             start = time.perf_counter()
@@ -145,37 +157,31 @@ class TestSlowClose:
 
 
 class TestTimeout:
-    def test_drops_data_and_closes_after_timeout(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        with connect(echo_proxy) as sock:
+    def test_drops_data_and_closes_after_timeout(self, echo: EchoProxy) -> None:
+        with echo.connect() as sock:
             start = time.perf_counter()
-            add(client, "timeout", timeout=300)
+            echo.add("timeout", timeout=300)
             sock.sendall(b"lost")
             data, how = recv_until_closed(sock)
             elapsed = time.perf_counter() - start
         assert (data, how) == (b"", "eof")
         assert 0.300 - SLACK <= elapsed < 0.300 + LATE
 
-    def test_zero_never_closes_and_removal_closes(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "timeout", "upstream", timeout=0)
-        with connect(echo_proxy) as sock:
+    def test_zero_never_closes_and_removal_closes(self, echo: EchoProxy) -> None:
+        echo.add("timeout", "upstream", timeout=0)
+        with echo.connect() as sock:
             sock.sendall(b"lost")
             data, how = recv_until_closed(sock, timeout=0.4)
             assert (data, how) == (b"", "timeout")
-            client.remove_toxic("echo", "timeout_upstream")
+            echo.remove("timeout_upstream")
             data, how = recv_until_closed(sock, timeout=5)
             assert (data, how) == (b"", "eof")
 
 
 class TestResetPeer:
-    def test_resets_after_timeout(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "reset_peer", "upstream", timeout=200)
-        with connect(echo_proxy) as sock:
+    def test_resets_after_timeout(self, echo: EchoProxy) -> None:
+        echo.add("reset_peer", "upstream", timeout=200)
+        with echo.connect() as sock:
             start = time.perf_counter()
             sock.sendall(b"trigger")
             data, how = recv_until_closed(sock)
@@ -184,22 +190,18 @@ class TestResetPeer:
         assert data == b""
         assert 0.200 - SLACK <= elapsed < 0.200 + LATE
 
-    def test_zero_timeout_resets_on_first_data(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "reset_peer", "upstream", timeout=0)
-        with connect(echo_proxy) as sock:
+    def test_zero_timeout_resets_on_first_data(self, echo: EchoProxy) -> None:
+        echo.add("reset_peer", "upstream", timeout=0)
+        with echo.connect() as sock:
             sock.sendall(b"trigger")
             assert recv_until_closed(sock)[1] == "reset"
 
 
 class TestSlicer:
-    def test_slices_and_spaces_data(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "slicer", average_size=10, size_variation=4, delay=20_000)  # 20 ms apart
+    def test_slices_and_spaces_data(self, echo: EchoProxy) -> None:
+        echo.add("slicer", average_size=10, size_variation=4, delay=20_000)  # 20 ms apart
         payload = bytes(range(100))
-        with connect(echo_proxy) as sock:
+        with echo.connect() as sock:
             start = time.perf_counter()
             sock.sendall(payload)
             sizes = []
@@ -218,11 +220,9 @@ class TestSlicer:
 
 
 class TestLimitData:
-    def test_passes_limit_then_closes(
-        self, client: ToxiproxyClient, echo_proxy: tuple[str, int]
-    ) -> None:
-        add(client, "limit_data", bytes=100)
-        with connect(echo_proxy) as sock:
+    def test_passes_limit_then_closes(self, echo: EchoProxy) -> None:
+        echo.add("limit_data", bytes=100)
+        with echo.connect() as sock:
             sock.sendall(b"x" * 60)
             assert recv_exactly(sock, 60) == b"x" * 60
             sock.sendall(b"y" * 60)
@@ -231,9 +231,9 @@ class TestLimitData:
         assert how == "eof"
 
 
-def test_noop_changes_nothing(client: ToxiproxyClient, echo_proxy: tuple[str, int]) -> None:
-    add(client, "noop")
-    with connect(echo_proxy) as sock:
+def test_noop_changes_nothing(echo: EchoProxy) -> None:
+    echo.add("noop")
+    with echo.connect() as sock:
         sock.sendall(b"same")
         assert recv_exactly(sock, 4) == b"same"
 
@@ -248,18 +248,16 @@ def test_upstream_refusing_closes_client(client: ToxiproxyClient) -> None:
         assert recv_until_closed(sock)[1] in ("eof", "reset")
 
 
-def test_control_api_stays_fast_under_heavy_traffic(
-    client: ToxiproxyClient, echo_proxy: tuple[str, int]
-) -> None:
+def test_control_api_stays_fast_under_heavy_traffic(echo: EchoProxy) -> None:
     """Toxic changes answer quickly while a connection pushes data through slow toxics."""
-    add(client, "latency", latency=50)
-    add(client, "bandwidth", "upstream", rate=2000)
+    echo.add("latency", latency=50)
+    echo.add("bandwidth", "upstream", rate=2000)
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def pump() -> None:
         try:
-            with connect(echo_proxy) as sock:
+            with echo.connect() as sock:
                 sock.settimeout(10)
                 block = b"z" * 65536
                 deadline = time.monotonic() + 10
@@ -277,11 +275,11 @@ def test_control_api_stays_fast_under_heavy_traffic(
         slowest = 0.0
         for attributes in ({"latency": 10}, {"latency": 80}, {"latency": 0}):
             start = time.perf_counter()
-            client.update_toxic("echo", "latency_downstream", attributes=attributes)
+            echo.update("latency_downstream", **attributes)
             slowest = max(slowest, time.perf_counter() - start)
         start = time.perf_counter()
-        client.remove_toxic("echo", "bandwidth_upstream")
-        client.remove_toxic("echo", "latency_downstream")
+        echo.remove("bandwidth_upstream")
+        echo.remove("latency_downstream")
         slowest = max(slowest, time.perf_counter() - start)
     finally:
         stop.set()

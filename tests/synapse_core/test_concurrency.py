@@ -10,6 +10,7 @@ import time
 import pytest
 from breaker_support import Boom, fail_times
 
+import synapse_core.breaker.breaker as breaker_module
 from synapse_core import (
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -23,6 +24,16 @@ CALLS = 100_000
 
 
 def test_counts_stay_exact_under_8_threads_x_100k_calls() -> None:
+    _hammer(CALLS)
+
+
+def test_counts_stay_exact_on_the_locked_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a free-threaded build (no GIL) uses: every count under the breaker's lock.
+    monkeypatch.setattr(breaker_module, "_LOCK_FREE", False)
+    _hammer(CALLS // 10)
+
+
+def _hammer(calls: int) -> None:
     # Real clock: buckets roll over while threads race, exercising the lock-free path.
     breaker = CircuitBreaker(
         "hot", CircuitBreakerConfig(failure_threshold=10**9, failure_window=0.5)
@@ -33,7 +44,7 @@ def test_counts_stay_exact_under_8_threads_x_100k_calls() -> None:
     def work(worker: int) -> None:
         start.wait()
         try:
-            for i in range(CALLS):
+            for i in range(calls):
                 if (i + worker) % 10 == 0:
                     with contextlib.suppress(Boom):
                         breaker.call(_fail)
@@ -49,9 +60,9 @@ def test_counts_stay_exact_under_8_threads_x_100k_calls() -> None:
         thread.join(timeout=120)
     assert not errors
     stats = breaker.stats()
-    assert stats.total_requests == THREADS * CALLS
-    assert stats.failure_count == THREADS * CALLS // 10
-    assert stats.success_count == THREADS * CALLS * 9 // 10
+    assert stats.total_requests == THREADS * calls
+    assert stats.failure_count == THREADS * calls // 10
+    assert stats.success_count == THREADS * calls * 9 // 10
     assert breaker.state is CircuitState.CLOSED
 
 

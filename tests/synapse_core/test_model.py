@@ -16,6 +16,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+import synapse_core.breaker.breaker as breaker_module
 from synapse_core import (
     CallPermit,
     CircuitBreaker,
@@ -274,3 +275,25 @@ BreakerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestBreakerAgainstModel = BreakerMachine.TestCase
+
+
+class LockedPathMachine(BreakerMachine):
+    """The same comparison on the locked path a free-threaded (no-GIL) build uses."""
+
+    @initialize(config=configs)
+    def setup(self, config: CircuitBreakerConfig) -> None:
+        self._saved = breaker_module._LOCK_FREE
+        breaker_module._LOCK_FREE = False
+        super().setup(config)
+
+    def teardown(self) -> None:
+        breaker_module._LOCK_FREE = self._saved
+
+
+LockedPathMachine.TestCase.settings = settings(
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestLockedPathAgainstModel = LockedPathMachine.TestCase
