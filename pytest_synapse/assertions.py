@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pytest_synapse.records import earliest_active_onset
 from pytest_synapse.render import side_by_side
 from pytest_synapse.run import current_run
 from synapse_core import BreakerRecord, CircuitBreaker, CircuitOpenError, Timeline
@@ -53,11 +54,6 @@ def _events(timeline: Timeline, name: str, kind: str) -> list[BreakerRecord]:
     return timeline.events_of(name, [kind])
 
 
-def _fault_onset(timeline: Timeline, before: float) -> float | None:
-    starts = [s.start for s in timeline.faults if s.start <= before]
-    return min(starts) if starts else None
-
-
 def _last_heal(timeline: Timeline) -> float | None:
     ends = [s.end for s in timeline.faults if s.end is not None]
     return max(ends) if ends else None
@@ -72,8 +68,10 @@ def assert_trips_within(
 ) -> float:
     """The breaker opened within *failures* recorded failures and/or *seconds* of fault onset.
 
-    Fault onset is the start of the first fault of the test. Returns the trip time in seconds.
+    Fault onset is the start of the earliest fault active when the breaker first opened (as in
+    the report). Returns the trip time in seconds.
     """
+    __tracebackhide__ = True
     if failures is None and seconds is None:
         raise TypeError("assert_trips_within needs failures=N and/or seconds=T")
     tl = _timeline(timeline)
@@ -82,11 +80,11 @@ def assert_trips_within(
     if not opened:
         raise _fail(f"breaker {name!r} never opened", tl, name)
     first = opened[0]
-    onset = _fault_onset(tl, first.at)
+    onset = earliest_active_onset(tl.faults, first.at)
     trip = first.at - (onset if onset is not None else tl.started_at)
     if seconds is not None:
         if onset is None:
-            raise _fail(f"breaker {name!r} opened, but no fault started before it", tl, name)
+            raise _fail(f"breaker {name!r} opened, but no fault was active then", tl, name)
         if trip > seconds:
             raise _fail(
                 f"breaker {name!r} opened {trip:.3f}s after fault onset; required within "
@@ -96,7 +94,12 @@ def assert_trips_within(
             )
     if failures is not None:
         count = first.detail.get("failure_count")
-        if count is None or count > failures:
+        if count is None:
+            raise TypeError(
+                f"breaker {name!r}: failure counts are only known for in-process breakers; "
+                "use seconds= for breakers polled from another process"
+            )
+        if count > failures:
             raise _fail(
                 f"breaker {name!r} opened after {count} failures; required within {failures}",
                 tl,
@@ -121,6 +124,7 @@ def assert_rejects_fast(
     pass a ``call`` that exercises it and ``expect=None`` (or the exception it raises while its
     breaker is open). Returns the slowest call in milliseconds.
     """
+    __tracebackhide__ = True
     name = _name(breaker)
     tl = _timeline(timeline)
     if call is None:
@@ -136,7 +140,7 @@ def assert_rejects_fast(
         started = time.perf_counter()
         try:
             call()
-        except BaseException as exc:
+        except Exception as exc:
             elapsed = (time.perf_counter() - started) * 1000.0
             if expect is not None and not isinstance(exc, expect):
                 raise _fail(
@@ -168,6 +172,7 @@ def assert_rejects_fast(
 
 def assert_half_open_probes_at_most(breaker: CircuitBreaker, k: int) -> int:
     """No half-open episode admitted more than *k* probes at once (in-process breakers)."""
+    __tracebackhide__ = True
     if isinstance(breaker, str):
         raise TypeError(
             "probe counts are only known for in-process breakers; pass the CircuitBreaker"
@@ -195,6 +200,7 @@ def assert_closes_within(
 
     Returns the recovery time in seconds.
     """
+    __tracebackhide__ = True
     tl = _timeline(timeline)
     name = _name(breaker)
     start = after if after is not None else _last_heal(tl)
@@ -204,7 +210,11 @@ def assert_closes_within(
         )
     closed = [r for r in _events(tl, name, "closed") if r.at >= start]
     if not closed:
-        state = breaker if isinstance(breaker, str) else breaker.state.value
+        if isinstance(breaker, str):
+            seen = tl.events_of(name, ["opened", "half_opened", "closed"])
+            state = seen[-1].state if seen else "unknown"
+        else:
+            state = breaker.state.value
         raise _fail(
             f"breaker {name!r} did not close after the heal at t={start - tl.started_at:.3f}s "
             f"(state now: {state})",
@@ -233,19 +243,26 @@ def assert_no_calls_while_open(
     Calls are the ones noted with ``timeline.upstream_call(upstream)`` (or the
     ``breaker_timeline.upstream_call`` fixture method) by the test's fake upstream.
     """
+    __tracebackhide__ = True
     tl = _timeline(timeline)
     name = _name(breaker)
-    intervals: list[tuple[float, float]] = []
-    opened_at: float | None = None
-    for rec in tl.events_of(name, ["opened", "half_opened", "closed"]):
+    # Compare by record order, not time: on a virtual clock a leak can share the trip's instant.
+    transitions = tl.events_of(name, ["opened", "half_opened", "closed"])
+    intervals: list[tuple[int, float]] = []
+    opened_seq: int | None = None
+    if transitions and transitions[0].kind != "opened":
+        opened_seq = 0  # it was already open when recording began
+    for rec in transitions:
         if rec.kind == "opened":
-            opened_at = rec.at
-        elif opened_at is not None:
-            intervals.append((opened_at, rec.at))
-            opened_at = None
-    if opened_at is not None:
-        intervals.append((opened_at, float("inf")))
-    leaked = [at for at in tl.upstream_calls(upstream) if any(a < at < b for a, b in intervals)]
+            opened_seq = rec.seq
+        elif opened_seq is not None:
+            intervals.append((opened_seq, rec.seq))
+            opened_seq = None
+    if opened_seq is not None:
+        intervals.append((opened_seq, float("inf")))
+    leaked = [
+        at for at, seq in tl.upstream_call_marks(upstream) if any(a < seq < b for a, b in intervals)
+    ]
     if leaked:
         when = ", ".join(f"t={at - tl.started_at:.3f}s" for at in leaked[:5])
         raise _fail(

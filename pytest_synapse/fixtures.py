@@ -110,9 +110,16 @@ class BreakerTimeline:
         self, fetch: Callable[[], Mapping[str, str]], *, interval: float = 0.05
     ) -> BreakerStatePoller:
         """Start recording breaker states polled from *fetch*; stopped when the test ends."""
-        poller = BreakerStatePoller(fetch, self.timeline, interval=interval).start()
+        poller = BreakerStatePoller(
+            fetch,
+            self.timeline,
+            interval=interval,
+            on_new_breaker=lambda name: self._run.track_polled(
+                name, lambda: poller.states.get(name)
+            ),
+        )
         self._pollers.append(poller)
-        return poller
+        return poller.start()
 
     def render(self, breaker: CircuitBreaker | str | None = None) -> str:
         """Faults and breaker events side by side, as text."""
@@ -121,28 +128,33 @@ class BreakerTimeline:
 
     def assert_trips_within(self, breaker: CircuitBreaker | str, **kwargs: Any) -> float:
         """See :func:`pytest_synapse.assert_trips_within`."""
+        __tracebackhide__ = True
         return assertions.assert_trips_within(breaker, timeline=self.timeline, **kwargs)
 
     def assert_rejects_fast(
         self, breaker: CircuitBreaker | str, *args: Any, **kwargs: Any
     ) -> float:
         """See :func:`pytest_synapse.assert_rejects_fast`."""
+        __tracebackhide__ = True
         return assertions.assert_rejects_fast(breaker, *args, timeline=self.timeline, **kwargs)
 
     def assert_half_open_probes_at_most(self, breaker: CircuitBreaker, k: int) -> int:
         """See :func:`pytest_synapse.assert_half_open_probes_at_most`."""
+        __tracebackhide__ = True
         return assertions.assert_half_open_probes_at_most(breaker, k)
 
     def assert_closes_within(
         self, breaker: CircuitBreaker | str, seconds: float, **kwargs: Any
     ) -> float:
         """See :func:`pytest_synapse.assert_closes_within`."""
+        __tracebackhide__ = True
         return assertions.assert_closes_within(breaker, seconds, timeline=self.timeline, **kwargs)
 
     def assert_no_calls_while_open(
         self, breaker: CircuitBreaker | str, upstream: str | None = None
     ) -> None:
         """See :func:`pytest_synapse.assert_no_calls_while_open`."""
+        __tracebackhide__ = True
         assertions.assert_no_calls_while_open(breaker, upstream, timeline=self.timeline)
 
     def close(self) -> None:
@@ -242,12 +254,11 @@ def chaos_scenario(
     from chaos.scenario import Scenario, load_scenario
 
     run = _run(request)
-    marker = request.node.get_closest_marker("chaos")
-    marker_scenario = None
-    marker_proxies: Mapping[str, str] = {}
-    if marker is not None:
-        marker_scenario = marker.args[0] if marker.args else marker.kwargs.get("scenario")
-        marker_proxies = marker.kwargs.get("proxies") or {}
+    from pytest_synapse.markers import chaos_settings
+
+    marked = chaos_settings(request.node)
+    marker_scenario = marked.get("scenario")
+    marker_proxies: Mapping[str, str] = marked.get("proxies") or {}
     runners: list[ScenarioRunner] = []
 
     def make(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable
@@ -82,6 +83,8 @@ def parse_gate(expr: str) -> Gate:
     if op is None and kind != "bool":
         raise GateError(f"gate {expr!r}: {metric} is a number; compare it, e.g. '{metric}<=10'")
     limit = float(match["limit"]) if match["limit"] is not None else None
+    if limit is not None and not math.isfinite(limit):
+        raise GateError(f"gate {expr!r}: the limit must be a finite number")
     return Gate(expr.strip(), metric, op, limit)
 
 
@@ -97,7 +100,8 @@ def evaluate(gates: Iterable[Gate], metrics: dict[str, MetricValue]) -> list[Gat
         mv = metrics[gate.metric]
         value = mv.value
         if value is None:
-            results.append(GateResult(gate, None, False, f"no data ({mv.note or 'not measured'})"))
+            why = f" ({mv.note})" if mv.note else ""
+            results.append(GateResult(gate, None, False, f"no data{why}"))
             continue
         if gate.op is None:
             passed = bool(value)

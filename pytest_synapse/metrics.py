@@ -52,7 +52,7 @@ METRICS: dict[str, MetricDef] = {
             "total_open_seconds", "number", "s", "time all breakers spent open or half-open, summed"
         ),
         MetricDef("breakers", "number", "", "breakers seen in the session"),
-        MetricDef("trips", "number", "", "times a breaker opened"),
+        MetricDef("trips", "number", "", "times a breaker left closed"),
         MetricDef(
             "unrecovered",
             "number",
@@ -77,23 +77,26 @@ def compute(records: Iterable[TestRecord]) -> dict[str, MetricValue]:
     """Every metric in :data:`METRICS` over *records* (in the order the tests ran)."""
     tests = list(records)
     summaries = [b for t in tests for b in t.breakers]
-    last_left: dict[str, str] = {}
+    # For each breaker: its state at the end of the test in which it last left CLOSED.
+    last_left: dict[str, tuple[str, str, str]] = {}
     for test in tests:
         for b in test.breakers:
             if b.left_closed:
-                last_left[b.key] = b.final_state
-    not_recovered = sorted(k for k, state in last_left.items() if state != "closed")
+                last_left[b.key] = (b.final_state, b.name, test.nodeid)
+    not_recovered = [
+        f"{name} ({nodeid})" for state, name, nodeid in last_left.values() if state != "closed"
+    ]
     unrecovered = sum(b.unrecovered for b in summaries)
 
     def maximum(values: list[float], what: str) -> MetricValue:
-        return MetricValue(what, max(values) if values else None, "" if values else "no data")
+        return MetricValue(what, max(values) if values else None)
 
     recovery = [v for b in summaries for v in b.recovery_seconds]
     result = {
         "all_recovered": MetricValue(
             "all_recovered",
             not not_recovered,
-            f"not closed: {', '.join(_names(tests, not_recovered))}" if not_recovered else "",
+            f"not closed: {', '.join(sorted(not_recovered))}" if not_recovered else "",
         ),
         "max_recovery_seconds": maximum(recovery, "max_recovery_seconds"),
         "max_trip_seconds": maximum(
@@ -105,12 +108,10 @@ def compute(records: Iterable[TestRecord]) -> dict[str, MetricValue]:
             "max_rejected_call_ms",
         ),
         "total_open_seconds": MetricValue(
-            "total_open_seconds", sum(b.open_seconds for b in summaries)
+            "total_open_seconds", float(sum(b.open_seconds for b in summaries))
         ),
         "breakers": MetricValue("breakers", len({b.key for b in summaries})),
-        "trips": MetricValue(
-            "trips", sum(1 for b in summaries for e in b.events if e["kind"] == "opened")
-        ),
+        "trips": MetricValue("trips", sum(b.trips for b in summaries)),
         "unrecovered": MetricValue("unrecovered", unrecovered),
         "faults": MetricValue("faults", sum(len(t.faults) for t in tests)),
     }
@@ -125,11 +126,6 @@ def compute(records: Iterable[TestRecord]) -> dict[str, MetricValue]:
             "max_recovery_seconds", None, f"{unrecovered} heal(s) never followed by recovery"
         )
     return result
-
-
-def _names(tests: list[TestRecord], keys: list[str]) -> list[str]:
-    lookup = {b.key: f"{b.name} ({t.nodeid})" for t in tests for b in t.breakers}
-    return [lookup.get(k, k) for k in keys]
 
 
 def as_json(values: dict[str, MetricValue]) -> dict[str, Any]:

@@ -140,6 +140,12 @@ def add_options(parser: pytest.Parser) -> None:
                 dest=f"synapse_{spec.dest}",
                 help=f"{spec.help} [env {spec.env}, ini {spec.ini}]",
             )
+            group.addoption(
+                spec.flag.replace("--", "--no-", 1),
+                action="store_false",
+                dest=f"synapse_{spec.dest}",
+                help=f"do not {spec.help} (overrides env and ini)",
+            )
         elif spec.kind == "list":
             group.addoption(
                 spec.flag,
@@ -158,18 +164,29 @@ def add_options(parser: pytest.Parser) -> None:
                 metavar="N" if spec.kind == "int" else "VALUE",
                 help=f"{spec.help} [env {spec.env}, ini {spec.ini}]",
             )
-        ini_type = {"bool": "bool", "list": "linelist"}.get(spec.kind, "string")
+        # Booleans are read as strings so a bad value is reported with the ini key's name.
+        ini_type = "linelist" if spec.kind == "list" else "string"
         parser.addini(spec.ini, help=spec.help, type=ini_type, default=None)  # type: ignore[arg-type]
 
 
-def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> SynapseSettings:
-    """Resolve every option; a bad value raises ``pytest.UsageError`` naming its source."""
+def resolve(
+    config: pytest.Config, environ: Mapping[str, str] | None = None, *, lenient: bool = False
+) -> SynapseSettings:
+    """Resolve every option; a bad value raises ``pytest.UsageError`` naming its source.
+
+    With *lenient* (for ``pytest --help``), a bad value falls back to the default instead.
+    """
     env = os.environ if environ is None else environ
     start_dir = Path(config.invocation_params.dir)
     resolved: dict[str, Setting] = {}
     for spec in SPECS:
         raw, source = _raw(config, env, spec)
-        resolved[spec.dest] = Setting(_convert(spec, raw, source, start_dir), source)
+        try:
+            resolved[spec.dest] = Setting(_convert(spec, raw, source, start_dir), source)
+        except pytest.UsageError:
+            if not lenient:
+                raise
+            resolved[spec.dest] = Setting(spec.default, f"default ({source} ignored)")
     return SynapseSettings(values=resolved, **resolved)
 
 
@@ -177,7 +194,7 @@ def _raw(config: pytest.Config, env: Mapping[str, str], spec: OptionSpec) -> tup
     cli = config.getoption(f"synapse_{spec.dest}")
     if cli is not None:
         return cli, f"command line {spec.flag}"
-    if spec.env in env:
+    if env.get(spec.env, "").strip():  # set but empty counts as unset
         return env[spec.env], f"env {spec.env}"
     ini = config.getini(spec.ini)
     if ini is not None and ini != []:

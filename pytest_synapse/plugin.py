@@ -6,7 +6,6 @@ fixture or strategy needs them, so installing Synapse never slows down or breaks
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Generator
 from typing import Any
@@ -23,6 +22,7 @@ from pytest_synapse.fixtures import (  # noqa: F401  (fixtures are registered by
     toxiproxy,
     virtual_clock,
 )
+from pytest_synapse.markers import chaos_settings, validate_chaos_markers
 from pytest_synapse.metrics import MetricValue, compute
 from pytest_synapse.options import SynapseSettings, add_options, resolve
 from pytest_synapse.records import TestRecord
@@ -39,7 +39,6 @@ SYNAPSE_FIXTURES = frozenset(
         "synapse_backend",
     }
 )
-_CHAOS_MARKER_ARGS = frozenset({"scenario", "proxies", "reason"})
 
 
 class SynapseSession:
@@ -58,8 +57,11 @@ class SynapseSession:
         self.workers = 0
         self.metrics: dict[str, MetricValue] = {}
         self.gate_results: list[gates_mod.GateResult] = []
+        self.write_errors: list[str] = []
         self.started = time.monotonic()
         self.runs: dict[str, TestRun] = {}
+        self._outer_runs: dict[str, TestRun | None] = {}
+        self._worker_ids: set[str] = set()
 
     # -------------------------------------------------------------------- per test
 
@@ -82,7 +84,7 @@ class SynapseSession:
             )
             run.start()
             self.runs[item.nodeid] = run
-            set_current(run)
+            self._outer_runs[item.nodeid] = set_current(run)
         yield
 
     @pytest.hookimpl(hookwrapper=True)
@@ -98,8 +100,16 @@ class SynapseSession:
             # Before fixture teardown: final states are what the test left behind.
             record = run.snapshot(report.outcome, report.duration)
             if run.interesting or item.get_closest_marker("chaos") is not None:
-                self.records.append(record)
                 _add_user_properties(item, record)
+                report.user_properties = list(item.user_properties)
+                # Travels with the report (xdist serializes report attributes), so the
+                # controller gets every finished test even if a worker dies later.
+                report.synapse_record = record.to_dict()  # type: ignore[attr-defined]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        payload = getattr(report, "synapse_record", None)
+        if payload is not None and not self.is_worker:
+            self.records.append(TestRecord.from_dict(payload))
 
     @pytest.hookimpl(hookwrapper=True, trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
@@ -107,37 +117,32 @@ class SynapseSession:
         run = self.runs.pop(item.nodeid, None)
         if run is not None:
             run.stop()
-            set_current(None)
+            set_current(self._outer_runs.pop(item.nodeid, None))
 
     # -------------------------------------------------------------------- session end
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, None, None]:
         yield
-        if not self.is_worker:
+        if not self.is_worker and not self.config.option.collectonly:
             self.metrics = compute(self.records)
             self.gate_results = gates_mod.evaluate(self.gates, self.metrics)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        output = getattr(node, "workeroutput", {})
-        payload = output.get("synapse_records")
-        self.workers += 1
-        if payload:
-            self.records.extend(TestRecord.from_dict(d) for d in json.loads(payload))
+        self._worker_ids.add(str(getattr(getattr(node, "gateway", None), "id", id(node))))
+        self.workers = len(self._worker_ids)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker:
-            self.config.workeroutput["synapse_records"] = json.dumps(  # type: ignore[attr-defined]
-                [r.to_dict() for r in self.records]
-            )
+        if self.is_worker or self.config.option.collectonly:
             return
         if not self.metrics and (self.records or self.gates):
             self.metrics = compute(self.records)
             self.gate_results = gates_mod.evaluate(self.gates, self.metrics)
         self._write_reports()
-        if any(not g.passed for g in self.gate_results) and session.exitstatus == 0:
+        failed = any(not g.passed for g in self.gate_results) or self.write_errors
+        if failed and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _write_reports(self) -> None:
@@ -156,14 +161,20 @@ class SynapseSession:
             duration=time.monotonic() - self.started,
             workers=self.workers,
         )
-        if report_path is not None:
-            write_json(document, report_path)
-        if html_path is not None:
-            write_html(document, html_path)
+        for label, path, write in (
+            ("JSON report", report_path, write_json),
+            ("HTML report", html_path, write_html),
+        ):
+            if path is None:
+                continue
+            try:
+                write(document, path)
+            except OSError as exc:
+                self.write_errors.append(f"could not write the {label} to {path}: {exc}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker or not (self.records or self.gates):
-            return
+        if self.is_worker or not (self.settings.recording or self.write_errors):
+            return  # plain runs that merely use a fixture stay quiet
         tr = terminalreporter
         tr.write_sep("=", "synapse resilience")
         metrics = self.metrics or compute(self.records)
@@ -193,6 +204,8 @@ class SynapseSession:
         ):
             if path is not None:
                 tr.write_line(f"{label} report: {path}")
+        for error in self.write_errors:
+            tr.write_line(f"error: {error}", red=True)
 
 
 def _fmt(value: float | bool) -> str:
@@ -240,7 +253,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "scenario (or a file) for the chaos_scenario fixture; proxies maps its proxy names to "
         "upstreams.",
     )
-    session = SynapseSession(config, resolve(config))
+    session = SynapseSession(config, resolve(config, lenient=bool(config.option.help)))
     config.stash[_STATE] = session
     config.pluginmanager.register(session, "synapse-session")
 
@@ -251,39 +264,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = config.stash[_STATE].settings
-    skip = pytest.mark.skip(
-        reason="chaos test: run with --synapse-chaos (or SYNAPSE_CHAOS=1, or ini synapse_chaos)"
-    )
     for item in items:
-        marker = item.get_closest_marker("chaos")
-        if marker is None:
+        if item.get_closest_marker("chaos") is None:
             continue
-        _validate_chaos_marker(item, marker)
+        validate_chaos_markers(item)
         if not settings.chaos.value:
-            item.add_marker(skip)
-
-
-def _validate_chaos_marker(item: pytest.Item, marker: pytest.Mark) -> None:
-    where = f"@pytest.mark.chaos on {item.nodeid}"
-    if len(marker.args) > 1:
-        raise pytest.UsageError(f"{where}: takes at most one positional argument (the scenario)")
-    unknown = set(marker.kwargs) - _CHAOS_MARKER_ARGS
-    if unknown:
-        raise pytest.UsageError(
-            f"{where}: unknown argument(s) {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(_CHAOS_MARKER_ARGS))}"
-        )
-    scenario = marker.args[0] if marker.args else marker.kwargs.get("scenario")
-    if scenario is not None and not isinstance(scenario, str) and not hasattr(scenario, "steps"):
-        raise pytest.UsageError(
-            f"{where}: scenario must be a library name, a file path or a chaos.Scenario, "
-            f"got {scenario!r}"
-        )
-    proxies = marker.kwargs.get("proxies")
-    if proxies is not None and (
-        not isinstance(proxies, dict)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in proxies.items())
-    ):
-        raise pytest.UsageError(
-            f"{where}: proxies must map proxy names to 'host:port' upstreams, got {proxies!r}"
-        )
+            why = chaos_settings(item).get("reason")
+            reason = (
+                "chaos test: run with --synapse-chaos (or SYNAPSE_CHAOS=1, or ini synapse_chaos)"
+            )
+            item.add_marker(pytest.mark.skip(reason=f"{why}: {reason}" if why else reason))

@@ -19,6 +19,7 @@ class BreakerStatePoller:
     daemon thread every *interval* seconds from :meth:`start` until :meth:`stop` (or the ``with``
     block ends); a failing fetch is counted in :attr:`errors` and retried. The breaker
     assertions then work on the recorded names exactly as on in-process breakers.
+    ``on_new_breaker(name)`` is called the first time a name is seen.
     """
 
     def __init__(
@@ -27,6 +28,7 @@ class BreakerStatePoller:
         timeline: Timeline,
         *,
         interval: float = 0.05,
+        on_new_breaker: Callable[[str], object] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
@@ -36,6 +38,8 @@ class BreakerStatePoller:
         self._states: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._on_new = on_new_breaker
+        self._poll_lock = threading.Lock()
         self.errors = 0
         self.polls = 0
 
@@ -46,6 +50,10 @@ class BreakerStatePoller:
 
     def poll_once(self) -> None:
         """Fetch once and record the changes (also usable without the thread)."""
+        with self._poll_lock:  # the thread and a caller may poll at once
+            self._poll()
+
+    def _poll(self) -> None:
         try:
             states = dict(self._fetch())
         except Exception:
@@ -57,6 +65,8 @@ class BreakerStatePoller:
             if state == previous:
                 continue
             self._states[name] = state
+            if previous is None and self._on_new is not None:
+                self._on_new(name)
             if previous is None and state == "closed":
                 continue  # first sighting of a healthy breaker is not an event
             kind = _KIND_FOR_STATE.get(state)
@@ -64,7 +74,15 @@ class BreakerStatePoller:
                 continue
             now = self._timeline.clock()
             self._timeline.add(
-                BreakerRecord(name, kind, state, now, now, {"reason": "polled", "from": previous})
+                BreakerRecord(
+                    name,
+                    kind,
+                    state,
+                    now,
+                    now,
+                    {"reason": "polled", "from": previous},
+                    source=f"poll:{name}",
+                )
             )
 
     def _loop(self) -> None:
@@ -82,12 +100,14 @@ class BreakerStatePoller:
         return self
 
     def stop(self) -> None:
-        """Stop polling and wait for the thread (one last poll happens first)."""
+        """Stop polling, wait for the thread, then poll one last time."""
         if self._thread is not None:
             self._stop.set()
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=30)
+            alive = self._thread.is_alive()
             self._thread = None
-            self.poll_once()
+            if not alive:  # never two polls at once: a fetch may still be hanging
+                self.poll_once()
 
     def __enter__(self) -> BreakerStatePoller:
         return self.start()

@@ -12,19 +12,22 @@ from synapse_core import FaultSpan, Timeline
 class BreakerSummary:
     """One breaker in one test.
 
-    ``trip_seconds``: for each time it opened while a fault was active, seconds since the onset
-    of the earliest fault active then. ``recovery_seconds``: for each heal (the end of a fault
-    after which no other fault is active) that found it not closed or that it opened under,
-    seconds until it closed again. ``unrecovered``: heals after which it never closed
-    before the test ended. ``open_seconds``: time spent open or half-open during the test.
+    ``trips``: times it left CLOSED (a re-open from half-open is not a trip).
+    ``trip_seconds``: for each trip while a fault was active, seconds since the onset of the
+    earliest fault active then. ``recovery_seconds``: for each heal (an instant at which
+    faults end and none is left active) that finds it not closed after it opened under those
+    faults, seconds until it closed again. ``unrecovered``: such heals after which it never
+    closed before the test ended. ``open_seconds``: time spent open or half-open during the
+    test. ``left_closed``: it tripped during this test.
     """
 
     key: str
     name: str
-    origin: str  # "fixture" | "default_manager" | "created"
+    origin: str  # "fixture" | "default_manager" | "existing" | "created" | "polled"
     initial_state: str
     final_state: str
     left_closed: bool
+    trips: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
     trip_seconds: list[float] = field(default_factory=list)
     recovery_seconds: list[float] = field(default_factory=list)
@@ -79,68 +82,75 @@ def summarize_breaker(
     initial_state: str,
     final_state: str,
     end: float,
+    source: str | None = None,
     rejected_call_ms: list[float] | None = None,
 ) -> BreakerSummary:
-    """Compute one breaker's figures from the timeline up to time *end*."""
-    records = [r for r in timeline.breaker_events if r.breaker == name and r.at <= end]
-    faults = timeline.faults
+    """Compute one breaker's figures from the timeline up to time *end*.
+
+    *source* selects this breaker's records when several breakers share a name.
+    """
+    records = [
+        r
+        for r in timeline.breaker_events
+        if r.breaker == name and r.at <= end and (source is None or r.source == source)
+    ]
+    transitions = [r for r in records if r.kind in _NEXT_STATE]
+    # Replay the states: which openings left CLOSED (trips), and time spent not closed.
+    state, since = initial_state, timeline.started_at
+    open_seconds = 0.0
+    leaving_closed = []
+    for rec in transitions:
+        if state != "closed":
+            open_seconds += max(0.0, rec.at - since)
+        if rec.kind == "opened" and state == "closed":
+            leaving_closed.append(rec)
+        state, since = _NEXT_STATE[rec.kind], rec.at
+    if state != "closed":
+        open_seconds += max(0.0, end - since)
     summary = BreakerSummary(
         key=key,
         name=name,
         origin=origin,
         initial_state=initial_state,
         final_state=final_state,
-        left_closed=any(r.kind == "opened" for r in records),
+        left_closed=bool(leaving_closed),
+        trips=len(leaving_closed),
         events=[r.to_dict() for r in records],
+        open_seconds=open_seconds,
         rejections=sum(r.kind == "request_rejected" for r in records),
         rejected_call_ms=list(rejected_call_ms or ()),
     )
-    transitions = [r for r in records if r.kind in _NEXT_STATE]
-    # Time not closed.
-    state, since = initial_state, timeline.started_at
-    for rec in transitions:
-        if state != "closed":
-            summary.open_seconds += max(0.0, rec.at - since)
-        state, since = _NEXT_STATE[rec.kind], rec.at
-    if state != "closed":
-        summary.open_seconds += max(0.0, end - since)
-    # Trip times.
-    for rec in transitions:
-        if rec.kind == "opened":
-            onset = _earliest_active_onset(faults, rec.at)
-            if onset is not None:
-                summary.trip_seconds.append(rec.at - onset)
-    # Recovery after each heal that found the breaker not closed (or that it opened under).
-    for span in faults:
-        if span.end is None or _still_faulted(faults, span):
-            continue  # not a heal: something else is still broken
-        state_at_heal = _state_at(initial_state, transitions, span.end)
-        opened_during = any(
-            r.kind == "opened" and span.start <= r.at <= span.end for r in transitions
-        )
-        if state_at_heal == "closed" and not opened_during:
+    faults = timeline.faults
+    for rec in leaving_closed:
+        onset = earliest_active_onset(faults, rec.at)
+        if onset is not None:
+            summary.trip_seconds.append(rec.at - onset)
+    # Recovery after each heal: an instant at which faults ended and none is left active.
+    heals = sorted({s.end for s in faults if s.end is not None and s.end <= end})
+    for heal in heals:
+        if _faulted_after(faults, heal) or _state_at(initial_state, transitions, heal) == "closed":
             continue
+        since = min(s.start for s in faults if s.end == heal)
+        if not any(r.kind == "opened" and since <= r.at <= heal for r in transitions):
+            continue  # not opened by this fault (e.g. open since an earlier test): not ours
         closed_after = next(
-            (r.at for r in transitions if r.kind == "closed" and r.at >= span.end), None
+            (r.at for r in transitions if r.kind == "closed" and r.at >= heal), None
         )
         if closed_after is None:
             summary.unrecovered += 1
         else:
-            summary.recovery_seconds.append(closed_after - span.end)
+            summary.recovery_seconds.append(closed_after - heal)
     return summary
 
 
-def _earliest_active_onset(faults: list[FaultSpan], at: float) -> float | None:
+def earliest_active_onset(faults: list[FaultSpan], at: float) -> float | None:
+    """The start of the earliest fault active at time *at*, if any."""
     active = [s.start for s in faults if s.start <= at and (s.end is None or s.end >= at)]
     return min(active) if active else None
 
 
-def _still_faulted(faults: list[FaultSpan], healed: FaultSpan) -> bool:
-    assert healed.end is not None
-    return any(
-        s is not healed and s.start <= healed.end and (s.end is None or s.end > healed.end)
-        for s in faults
-    )
+def _faulted_after(faults: list[FaultSpan], heal: float) -> bool:
+    return any(s.start <= heal and (s.end is None or s.end > heal) for s in faults)
 
 
 def _state_at(initial: str, transitions: list[Any], at: float) -> str:

@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from pytest_synapse.records import TestRecord, summarize_breaker
@@ -15,6 +16,7 @@ from synapse_core import (
     Timeline,
     VirtualClock,
     default_manager,
+    live_breakers,
     watch_breakers,
 )
 from synapse_core.breaker.events import Unsubscribe
@@ -71,6 +73,14 @@ class MeasuredBreaker(CircuitBreaker):
             self.rejected_call_ms.append((time.perf_counter() - started) * 1000.0)
             raise
 
+    def __enter__(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return super().__enter__()
+        except CircuitOpenError:
+            self.rejected_call_ms.append((time.perf_counter() - started) * 1000.0)
+            raise
+
 
 class TestRun:
     """What Synapse records while one test runs: a timeline, its breakers, assertion figures."""
@@ -83,8 +93,12 @@ class TestRun:
         self.virtual_clock = VirtualClock()
         self.timeline = Timeline(self.virtual_clock if virtual else None)
         self.clock_kind = "virtual" if virtual else "monotonic"
-        self.breakers: dict[str, tuple[CircuitBreaker, str, str]] = {}
+        # report key -> (breaker, origin, state when watching began, timeline source tag)
+        self.breakers: dict[str, tuple[CircuitBreaker, str, str, str]] = {}
         self._keys_by_id: dict[int, str] = {}
+        self._handles: dict[int, Unsubscribe] = {}
+        self._untracked: set[int] = set()
+        self.polled: dict[str, Callable[[], str | None]] = {}
         self.fixture_breakers: dict[str, CircuitBreaker] = {}
         self.assertions: list[dict[str, Any]] = []
         self.record: TestRecord | None = None
@@ -93,9 +107,11 @@ class TestRun:
         self.started_wall = time.time()
 
     def start(self) -> None:
-        """Watch every breaker in the default manager and every breaker created from now on."""
+        """Watch every breaker alive now (default manager first) and every one created later."""
         for breaker in default_manager:
             self.track(breaker, "default_manager")
+        for breaker in live_breakers():
+            self.track(breaker, "existing")
         self._stop_watching = watch_breakers(lambda b: self.track(b, "created"))
 
     def track(self, breaker: CircuitBreaker, origin: str) -> str:
@@ -105,25 +121,43 @@ class TestRun:
             if origin == "fixture"
             else breaker_key(breaker, self.worker)
         )
+        source = breaker_key(breaker, self.worker)
         with self._lock:
+            if id(breaker) in self._untracked:
+                return key
             previous = self._keys_by_id.get(id(breaker))
             if previous is not None:
                 if origin == "fixture" and previous != key:
                     # Announced at construction as "created"; the fixture claims it.
-                    _, _, initial = self.breakers.pop(previous)
-                    self.breakers[key] = (breaker, origin, initial)
+                    _, _, initial, tag = self.breakers.pop(previous)
+                    self.breakers[key] = (breaker, origin, initial, tag)
                     self._keys_by_id[id(breaker)] = key
                 return self._keys_by_id[id(breaker)]
-            self.breakers[key] = (breaker, origin, breaker.state.value)
+            self.breakers[key] = (breaker, origin, breaker.state.value, source)
             self._keys_by_id[id(breaker)] = key
-        self.timeline.watch(breaker)
+            self._handles[id(breaker)] = self.timeline.watch(breaker, source=source)
         return key
+
+    def untrack(self, breaker: CircuitBreaker) -> None:
+        """Leave *breaker* out of this test's record (e.g. a property test's private breakers)."""
+        with self._lock:
+            self._untracked.add(id(breaker))
+            key = self._keys_by_id.pop(id(breaker), None)
+            if key is not None:
+                self.breakers.pop(key, None)
+            handle = self._handles.pop(id(breaker), None)
+        if handle is not None:
+            handle()
+
+    def track_polled(self, name: str, current_state: Callable[[], str | None]) -> None:
+        """Report a breaker whose states a poller records under *name* (another process)."""
+        self.polled[name] = current_state
 
     def snapshot(self, outcome: str, duration: float) -> TestRecord:
         """Freeze the figures now (before fixtures clean up) into a :class:`TestRecord`."""
         end = self.timeline.clock()
         summaries = []
-        for key, (breaker, origin, initial) in list(self.breakers.items()):
+        for key, (breaker, origin, initial, source) in list(self.breakers.items()):
             summary = summarize_breaker(
                 self.timeline,
                 key=key,
@@ -132,11 +166,27 @@ class TestRun:
                 initial_state=initial,
                 final_state=breaker.state.value,
                 end=end,
+                source=source,
                 rejected_call_ms=getattr(breaker, "rejected_call_ms", None),
             )
-            if origin == "created" and not summary.events:
-                continue  # a breaker the test made and never exercised: noise
+            if origin != "fixture" and not summary.events:
+                continue  # nothing happened to it in this test: noise (its own tests cover it)
             summaries.append(summary)
+        for name, current_state in self.polled.items():
+            polled = [r for r in self.timeline.events_of(name) if r.source == f"poll:{name}"]
+            first = polled[0].detail.get("from") if polled else None
+            summaries.append(
+                summarize_breaker(
+                    self.timeline,
+                    key=f"{self.worker}:{name}@polled",
+                    name=name,
+                    origin="polled",
+                    initial_state=first or "closed",
+                    final_state=current_state() or "closed",
+                    end=end,
+                    source=f"poll:{name}",
+                )
+            )
         self.record = TestRecord(
             nodeid=self.nodeid,
             outcome=outcome,
@@ -173,7 +223,12 @@ def current_run() -> TestRun | None:
     return _current
 
 
-def set_current(run: TestRun | None) -> None:
-    """Called by the plugin around each test."""
+def set_current(run: TestRun | None) -> TestRun | None:
+    """Called by the plugin around each test; returns the run it replaces (to restore later).
+
+    Restoring matters when a test runs pytest in-process (pytester): the inner session must
+    not leave the outer test without its run.
+    """
     global _current
-    _current = run
+    previous, _current = _current, run
+    return previous

@@ -26,6 +26,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from pytest_synapse.run import current_run
 from pytest_synapse.simulated import SIMULATED_FAULTS, SimulatedDependency
 from synapse_core import (
     CircuitBreaker,
@@ -134,6 +135,12 @@ class BreakerChaosMachine(RuleBasedStateMachine):
             self.dependency = SimulatedDependency(self.clock, timeline=self.timeline)
             self.service = self.build(self.dependency, self.clock)
         self.created_breakers = created
+        run = current_run()
+        for breaker in created:
+            # Each example's breakers live on the machine's own virtual clock: they belong to
+            # the machine's timeline, not to the surrounding test's report.
+            if run is not None:
+                run.untrack(breaker)
         self.timeline.watch_all(created)
         self.breaker = self.guarding_breaker()
 

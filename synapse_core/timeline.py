@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from synapse_core.breaker.breaker import CircuitBreaker
@@ -58,7 +58,9 @@ class BreakerRecord:
 
     ``kind`` is the event kind (``opened``, ``half_opened``, ``closed``, ``request_rejected``,
     ``external_trigger_activated``); ``state`` the breaker state right after it; ``breaker_time``
-    the event's own timestamp on the breaker's clock.
+    the event's own timestamp on the breaker's clock. ``seq`` orders every record and upstream
+    call of the timeline (times can tie on a virtual clock); ``source`` tells apart breakers
+    that share a name.
     """
 
     breaker: str
@@ -67,6 +69,8 @@ class BreakerRecord:
     at: float
     breaker_time: float
     detail: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -90,16 +94,21 @@ class Timeline:
         self._spans: dict[int, FaultSpan] = {}
         self._records: list[BreakerRecord] = []
         self._watches: list[Unsubscribe] = []
-        self._upstream_calls: list[tuple[str, float]] = []
+        self._upstream_calls: list[tuple[str, float, int]] = []
+        self._seq = itertools.count(1)
+        self._closed = False
         self.started_at = self.clock()
 
     # ------------------------------------------------------------------ faults
 
-    def fault_started(self, fault: str, proxy: str, **params: Any) -> int:
-        """Record that *fault* began on *proxy* now; returns the span id for :meth:`fault_ended`."""
+    def fault_started(
+        self, fault: str, proxy: str, *, at: float | None = None, **params: Any
+    ) -> int:
+        """Record that *fault* began on *proxy* (now, or at time *at*); returns the span id."""
+        start = self.clock() if at is None else at
         with self._lock:
             span_id = next(self._ids)
-            self._spans[span_id] = FaultSpan(span_id, fault, proxy, self.clock(), None, params)
+            self._spans[span_id] = FaultSpan(span_id, fault, proxy, start, None, params)
             return span_id
 
     def fault_ended(self, span_id: int) -> FaultSpan:
@@ -121,11 +130,17 @@ class Timeline:
 
     # ------------------------------------------------------------------ breakers
 
-    def record(self, event: CircuitEvent, state: str | None = None) -> BreakerRecord:
+    def record(
+        self, event: CircuitEvent, state: str | None = None, *, source: str = ""
+    ) -> BreakerRecord:
         """Add a breaker event, stamped with this timeline's clock."""
         detail: dict[str, Any] = {}
         if isinstance(event, CircuitOpened):
-            detail = {"reason": event.reason, "failure_count": event.failure_count}
+            detail = {
+                "reason": event.reason,
+                "failure_count": event.failure_count,
+                "previous_state": event.previous_state.value,
+            }
         elif isinstance(event, CircuitClosed):
             detail = {"reason": event.reason}
         elif isinstance(event, RequestRejected):
@@ -140,32 +155,47 @@ class Timeline:
             at=self.clock(),
             breaker_time=event.timestamp,
             detail=detail,
+            source=source,
         )
+        return self.add(record)
+
+    def add(self, record: BreakerRecord) -> BreakerRecord:
+        """Add a ready-made record (e.g. a state change polled from another process).
+
+        Its ``seq`` is assigned here; the stored record is returned.
+        """
         with self._lock:
+            record = replace(record, seq=next(self._seq))
             self._records.append(record)
         return record
-
-    def add(self, record: BreakerRecord) -> None:
-        """Add a ready-made record (e.g. a state change polled from another process)."""
-        with self._lock:
-            self._records.append(record)
 
     def upstream_call(self, upstream: str) -> float:
         """Note that a call reached *upstream* now (see ``assert_no_calls_while_open``)."""
         at = self.clock()
         with self._lock:
-            self._upstream_calls.append((upstream, at))
+            self._upstream_calls.append((upstream, at, next(self._seq)))
         return at
 
     def upstream_calls(self, upstream: str | None = None) -> list[float]:
         """Times at which calls reached *upstream* (any upstream when ``None``)."""
-        with self._lock:
-            return [at for name, at in self._upstream_calls if upstream in (None, name)]
+        return [at for at, _ in self.upstream_call_marks(upstream)]
 
-    def watch(self, breaker: CircuitBreaker) -> Unsubscribe:
-        """Record every event of *breaker* from now on; :meth:`close` stops all watches."""
-        handle = breaker.subscribe(self.record)
+    def upstream_call_marks(self, upstream: str | None = None) -> list[tuple[float, int]]:
+        """``(time, seq)`` of each call that reached *upstream* (any when ``None``)."""
         with self._lock:
+            return [(at, seq) for name, at, seq in self._upstream_calls if upstream in (None, name)]
+
+    def watch(self, breaker: CircuitBreaker, *, source: str | None = None) -> Unsubscribe:
+        """Record every event of *breaker* from now on; :meth:`close` stops all watches.
+
+        Its records carry *source* (default: the breaker's name and identity), which tells
+        apart breakers that share a name. Watching after :meth:`close` does nothing.
+        """
+        tag = source if source is not None else f"{breaker.name}#{id(breaker):x}"
+        with self._lock:
+            if self._closed:
+                return Unsubscribe(lambda: None)
+            handle = breaker.subscribe(lambda event: self.record(event, source=tag))
             self._watches.append(handle)
         return handle
 
@@ -192,6 +222,7 @@ class Timeline:
     def close(self) -> None:
         """Stop watching every breaker (recorded data stays)."""
         with self._lock:
+            self._closed = True
             watches, self._watches = self._watches, []
         for handle in watches:
             handle()

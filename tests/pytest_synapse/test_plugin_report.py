@@ -61,6 +61,7 @@ TEST_KEYS = {
     "worker",
 }
 BREAKER_KEYS = {
+    "trips",
     "key",
     "name",
     "origin",
