@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from itertools import count
 from typing import Any, ParamSpec, TypeVar, overload
@@ -74,6 +75,7 @@ class CircuitBreaker:
         "__weakref__",
         "_clock",
         "_consecutive_opens",
+        "_delivering",
         "_epoch",
         "_failure_exceptions",
         "_failures",
@@ -124,7 +126,10 @@ class CircuitBreaker:
         self._clock: Clock = monotonic_clock if clock is None else check_clock(clock)
         self._lock = threading.Lock()
         self._listeners: tuple[Listener, ...] = ()
-        self._pending: list[CircuitEvent] = []
+        # Events wait here (appended under the lock, so in the order things happened) until
+        # one thread at a time delivers them: listeners never see them out of order.
+        self._pending: deque[CircuitEvent] = deque()
+        self._delivering = False
         self._triggers: tuple[CircuitTrigger, ...] = ()
         self._failure_exceptions: tuple[ExceptionMatcher, ...] = config.failure_exceptions
         self._ignore_exceptions: tuple[ExceptionMatcher, ...] = config.ignore_exceptions
@@ -453,7 +458,9 @@ class CircuitBreaker:
                 next(self._rejections)
         retry_after = math.inf if self._forced else self._open_until - now
         if self._listeners:
-            dispatch(self._listeners, RequestRejected(self.name, now, _OPEN, retry_after))
+            with self._lock:
+                self._pending.append(RequestRejected(self.name, now, _OPEN, retry_after))
+            self._deliver()
         return CircuitOpenError(self.name, _OPEN, retry_after, self._last_failure)
 
     def _admit_locked(self) -> int:
@@ -490,9 +497,8 @@ class CircuitBreaker:
                 if self._listeners:
                     self._pending.append(RequestRejected(self.name, now, state, retry_after))
                 error = CircuitOpenError(self.name, state, retry_after, self._last_failure)
-            pending = self._take_pending() if self._pending else None
-        if pending:
-            self._emit(pending)
+        if self._pending:
+            self._deliver()
         if error is not None:
             raise error
         return admitted  # type: ignore[return-value]
@@ -560,9 +566,8 @@ class CircuitBreaker:
                     self._probe_failed(now, "slow probe call")
                 else:
                     self._probe_succeeded(now)
-            pending = self._take_pending() if self._pending else None
-        if pending:
-            self._emit(pending)
+        if self._pending:
+            self._deliver()
 
     def _record_failure(
         self, epoch: int, exc: BaseException | None, outcome: RequestOutcome, duration: float | None
@@ -584,9 +589,8 @@ class CircuitBreaker:
                 self._check_trip(now)
             elif self._state is _HALF_OPEN:
                 self._probe_failed(now, f"probe call failed ({outcome.value})")
-            pending = self._take_pending() if self._pending else None
-        if pending:
-            self._emit(pending)
+        if self._pending:
+            self._deliver()
 
     def _release(self, epoch: int, ignored: bool = False) -> None:
         with self._lock:
@@ -688,16 +692,26 @@ class CircuitBreaker:
         if self._listeners:
             self._pending.append(CircuitClosed(self.name, now, previous, reason))
 
-    def _take_pending(self) -> list[CircuitEvent]:
-        pending = self._pending
-        if pending:
-            self._pending = []
-        return pending
+    def _deliver(self) -> None:
+        """Hand queued events to the listeners, in order, outside the lock.
 
-    def _emit(self, events: list[CircuitEvent]) -> None:
-        listeners = self._listeners
-        for event in events:
-            dispatch(listeners, event)
+        Only one thread delivers at a time; others leave their events to it. A listener that
+        triggers more events (or raises) cannot reorder or lose them.
+        """
+        while True:
+            with self._lock:
+                if self._delivering or not self._pending:
+                    return
+                self._delivering = True
+                batch = list(self._pending)
+                self._pending.clear()
+            try:
+                listeners = self._listeners
+                for event in batch:
+                    dispatch(listeners, event)
+            finally:
+                with self._lock:
+                    self._delivering = False
 
     # ------------------------------------------------------------------------ control
 
@@ -710,8 +724,7 @@ class CircuitBreaker:
                 self._open_until = math.inf
             else:
                 self._to_open(now, reason, self._window.failures, forced=True)
-            pending = self._take_pending()
-        self._emit(pending)
+        self._deliver()
 
     def force_close(self) -> None:
         """Close now, forgetting the window; the breaker then trips again on new failures."""
@@ -721,8 +734,7 @@ class CircuitBreaker:
                 self._window.clear()
             else:
                 self._to_closed(now, "forced closed")
-            pending = self._take_pending()
-        self._emit(pending)
+        self._deliver()
 
     def reset(self) -> None:
         """Back to a new breaker's state: closed, every counter and the window cleared."""
@@ -735,8 +747,7 @@ class CircuitBreaker:
             self._fast_epoch = self._epoch if self._plain else -1
             if previous is not _CLOSED and self._listeners:
                 self._pending.append(CircuitClosed(self.name, now, previous, "reset"))
-            pending = self._take_pending()
-        self._emit(pending)
+        self._deliver()
 
     # ------------------------------------------------------------------------ triggers
 
@@ -761,10 +772,12 @@ class CircuitBreaker:
         return self._triggers
 
     def check_external_triggers(self, metrics: TransportMetrics) -> bool:
-        """Ask every trigger about *metrics*; open the breaker if one says so.
+        """Ask every trigger about *metrics*; open a closed breaker if one says so.
 
         Returns whether this call opened the breaker. Every trigger sees every sample (so
-        moving averages stay current) even when the breaker is already open.
+        moving averages stay current) in every state, but only a CLOSED breaker trips on them:
+        while half-open the probes decide, and an open breaker that a trigger opened waits for
+        that trigger's ``should_recover`` before probing.
         """
         state = self._state
         fired: list[CircuitTrigger] = []
@@ -777,7 +790,7 @@ class CircuitBreaker:
         if not fired:
             return False
         with self._lock:
-            if self._state is _OPEN:
+            if self._state is not _CLOSED:
                 return False
             now = self._clock()
             if self._listeners:
@@ -788,8 +801,7 @@ class CircuitBreaker:
             names = ", ".join(t.description for t in fired)
             self._to_open(now, f"external trigger: {names}", self._window.failures)
             self._tripped_by = tuple(fired)
-            pending = self._take_pending()
-        self._emit(pending)
+        self._deliver()
         return True
 
     # ------------------------------------------------------------------------ events
@@ -797,8 +809,9 @@ class CircuitBreaker:
     def subscribe(self, listener: Listener) -> Unsubscribe:
         """Call ``listener(event)`` for every event; returns a handle that unsubscribes.
 
-        Listeners run synchronously in the thread that caused the event, after the breaker's
-        lock is released (so a listener may use the breaker). A listener that raises is logged.
+        Listeners run synchronously after the breaker's lock is released (so a listener may use
+        the breaker), in the order the events happened: in the thread that caused the event, or
+        in a thread already delivering earlier ones. A listener that raises is logged.
         """
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {listener!r}")

@@ -27,8 +27,8 @@ class CircuitBreakerManager:
         self.default_config = default_config or CircuitBreakerConfig()
         self._clock = None if clock is None else check_clock(clock)
         self._breakers: dict[str, CircuitBreaker] = {}
-        # Each manager-level listener with the per-breaker handles that undo it.
-        self._subscriptions: list[tuple[Listener, list[Unsubscribe]]] = []
+        # Each manager-level listener with its per-breaker handles (by breaker identity).
+        self._subscriptions: list[tuple[Listener, dict[int, Unsubscribe]]] = []
         self._lock = threading.Lock()
 
     def get_or_create(
@@ -66,16 +66,24 @@ class CircuitBreakerManager:
     def _add(self, name: str, breaker: CircuitBreaker) -> None:
         self._breakers[name] = breaker
         for listener, handles in self._subscriptions:
-            handles.append(breaker.subscribe(listener))
+            handles[id(breaker)] = breaker.subscribe(listener)
 
     def get_breaker(self, name: str) -> CircuitBreaker | None:
         """The breaker called *name*, or ``None``."""
         return self._breakers.get(name)
 
     def remove_breaker(self, name: str) -> CircuitBreaker | None:
-        """Forget the breaker called *name* and return it (``None`` if there was none)."""
+        """Forget the breaker called *name* and return it (``None`` if there was none).
+
+        The manager's listeners stop hearing from it.
+        """
         with self._lock:
-            return self._breakers.pop(name, None)
+            breaker = self._breakers.pop(name, None)
+            handles = [h.pop(id(breaker), None) for _, h in self._subscriptions] if breaker else []
+        for handle in handles:
+            if handle is not None:
+                handle()
+        return breaker
 
     def __getitem__(self, name: str) -> CircuitBreaker:
         try:
@@ -121,14 +129,14 @@ class CircuitBreakerManager:
     def subscribe(self, listener: Listener) -> Unsubscribe:
         """Listen to the events of every breaker in the manager, present and future."""
         with self._lock:
-            entry = (listener, [breaker.subscribe(listener) for breaker in self._breakers.values()])
+            entry = (listener, {id(b): b.subscribe(listener) for b in self._breakers.values()})
             self._subscriptions.append(entry)
 
         def stop() -> None:
             with self._lock:
                 if entry in self._subscriptions:
                     self._subscriptions.remove(entry)
-                handles = list(entry[1])
+                handles = list(entry[1].values())
             for handle in handles:
                 handle()
 

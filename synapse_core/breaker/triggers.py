@@ -15,10 +15,12 @@ from synapse_core.clock import to_seconds
 class CircuitTrigger(Protocol):
     """Something outside the call outcomes that can trip a breaker.
 
-    ``should_trip`` is asked each time ``breaker.check_external_triggers(metrics)`` runs.
+    ``should_trip`` is asked each time ``breaker.check_external_triggers(metrics)`` runs (in
+    every state, so averages stay current; only a closed breaker trips on it).
     ``should_recover`` is asked before an open breaker that this trigger tripped admits probes:
     while it says ``False`` the breaker stays open, so keep feeding metrics (for example from
-    connectivity probes) for a trigger that judges recovery.
+    connectivity probes). Both run under the breaker's lock or on its hot path: keep them
+    quick, and never call the breaker from them.
     """
 
     @property
@@ -74,39 +76,48 @@ class LatencyTrigger:
 
 
 class ReliabilityTrigger:
-    """Trips when the reported reliability score falls below ``min_reliability``."""
+    """Trips when the reported reliability score falls below ``min_reliability``.
+
+    It recovers once the latest reported score is back at or above it.
+    """
 
     def __init__(self, min_reliability: float) -> None:
         if not 0.0 <= min_reliability <= 1.0:
             raise ValueError(f"min_reliability must be between 0 and 1, got {min_reliability!r}")
         self.min_reliability = float(min_reliability)
+        self.last: float | None = None
 
     @property
     def description(self) -> str:
         return f"reliability < {self.min_reliability:g}"
 
     def should_trip(self, metrics: TransportMetrics, state: CircuitState) -> bool:
-        return metrics.reliability_score < self.min_reliability
+        self.last = metrics.reliability_score
+        return self.last < self.min_reliability
 
     def should_recover(self, state: CircuitState) -> bool:
-        # Judged again by the probes: bad metrics simply trip it again.
-        return True
+        return self.last is None or self.last >= self.min_reliability
 
 
 class PacketLossTrigger:
-    """Trips when the reported packet loss exceeds ``max_packet_loss`` (a fraction, 0 to 1)."""
+    """Trips when the reported packet loss exceeds ``max_packet_loss`` (a fraction, 0 to 1).
+
+    It recovers once the latest reported loss is back at or below it.
+    """
 
     def __init__(self, max_packet_loss: float) -> None:
         if not 0.0 <= max_packet_loss <= 1.0:
             raise ValueError(f"max_packet_loss must be between 0 and 1, got {max_packet_loss!r}")
         self.max_packet_loss = float(max_packet_loss)
+        self.last: float | None = None
 
     @property
     def description(self) -> str:
         return f"packet loss > {self.max_packet_loss:.0%}"
 
     def should_trip(self, metrics: TransportMetrics, state: CircuitState) -> bool:
-        return metrics.packet_loss > self.max_packet_loss
+        self.last = metrics.packet_loss
+        return self.last > self.max_packet_loss
 
     def should_recover(self, state: CircuitState) -> bool:
-        return True
+        return self.last is None or self.last <= self.max_packet_loss

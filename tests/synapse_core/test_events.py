@@ -163,3 +163,30 @@ async def test_event_stream_validates_maxsize(make_breaker: MakeBreaker) -> None
 def test_event_stream_needs_a_running_loop(make_breaker: MakeBreaker) -> None:
     with pytest.raises(RuntimeError):
         make_breaker().events()
+
+
+def test_events_reach_listeners_in_the_order_they_happened(clock: VirtualClock) -> None:
+    # A slow listener is delivering "closed" when another thread re-opens the breaker: the
+    # later "opened" must not overtake it.
+    breaker = CircuitBreaker("ordered", clock=clock)
+    seen: list[str] = []
+    in_listener = threading.Event()
+    release = threading.Event()
+
+    def slow_listener(event: CircuitEvent) -> None:
+        if event.kind == "closed" and not in_listener.is_set():
+            in_listener.set()
+            assert release.wait(10)
+        seen.append(event.kind)
+
+    breaker.subscribe(slow_listener)
+    breaker.force_open()
+    closer = threading.Thread(target=breaker.force_close)
+    closer.start()
+    assert in_listener.wait(10)
+    opener = threading.Thread(target=breaker.force_open)
+    opener.start()
+    opener.join(10)  # returns at once: the delivering thread will pass its event on
+    release.set()
+    closer.join(10)
+    assert seen == ["opened", "closed", "opened"]

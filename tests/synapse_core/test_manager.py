@@ -102,3 +102,16 @@ def test_default_manager_and_watchers() -> None:
     assert all(b.name != "standalone" for b in live_breakers())
     with pytest.raises(TypeError):
         watch_breakers(3)  # type: ignore[arg-type]
+
+
+def test_removed_breakers_are_no_longer_heard() -> None:
+    manager = CircuitBreakerManager()
+    events: list[CircuitEvent] = []
+    manager.subscribe(events.append)
+    breaker = manager.get_or_create("churn")
+    manager.remove_breaker("churn")
+    breaker.force_open()
+    assert events == []
+    manager.add_breaker("churn", breaker)
+    breaker.force_close()
+    assert [e.kind for e in events] == ["closed"]  # once, not twice

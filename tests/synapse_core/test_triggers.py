@@ -129,3 +129,32 @@ def test_a_failing_trigger_is_logged_and_skipped(
     breaker.add_trigger(Broken())
     assert not breaker.check_external_triggers(TransportMetrics())
     assert "trigger bug" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("trigger", "bad", "good"),
+    [
+        (ReliabilityTrigger(0.9), TransportMetrics(reliability_score=0.5), TransportMetrics()),
+        (PacketLossTrigger(0.2), TransportMetrics(packet_loss=0.5), TransportMetrics()),
+    ],
+)
+def test_metric_triggers_wait_for_good_figures_then_close_in_one_round(
+    make_breaker: MakeBreaker,
+    clock: VirtualClock,
+    trigger: CircuitTrigger,
+    bad: TransportMetrics,
+    good: TransportMetrics,
+) -> None:
+    breaker = make_breaker()
+    breaker.add_trigger(trigger)
+    assert breaker.check_external_triggers(bad)
+    clock.advance(10)
+    assert not breaker.would_admit()  # the figures are still bad
+    breaker.check_external_triggers(good)
+    breaker.call(ok)
+    # While half-open the probes decide, whatever the (smoothed) figures say.
+    assert not breaker.check_external_triggers(bad)
+    breaker.check_external_triggers(good)
+    breaker.call(ok)
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.stats().consecutive_opens == 0
