@@ -88,7 +88,18 @@ class MessageAuthenticator:
         return message.replace(signature=self.signature_for(message))
 
     def verify(self, message: Message) -> None:
-        """Raise ``AuthenticationError`` unless *message* is correctly signed (and fresh)."""
+        """Raise ``AuthenticationError`` unless *message* is correctly signed (and fresh).
+
+        With ``max_age`` set, an accepted message's id is remembered, so the same message is
+        refused as a replay next time. That is :meth:`check` followed by :meth:`remember`; a
+        receiver that may still turn the message away for another reason (a full queue, say)
+        calls the two separately and remembers only what it kept.
+        """
+        self.check(message)
+        self.remember(message)
+
+    def check(self, message: Message) -> None:
+        """Like :meth:`verify`, but without remembering the message id (nothing changes)."""
         if not message.signature:
             raise AuthenticationError(f"message {message.message_id} is not signed")
         if not hmac.compare_digest(message.signature, self.signature_for(message)):
@@ -97,6 +108,19 @@ class MessageAuthenticator:
             )
         if self.max_age is not None:
             self._check_fresh(message)
+
+    def remember(self, message: Message) -> None:
+        """Record *message*'s id so that it is refused as a replay within ``max_age``.
+
+        Call it once the message was accepted (after :meth:`check`); without ``max_age`` it
+        does nothing.
+        """
+        if self.max_age is None:
+            return
+        seen = self._seen
+        seen[message.message_id] = message.timestamp
+        if len(seen) > self._replay_cache_size:
+            del seen[next(iter(seen))]
 
     def is_valid(self, message: Message) -> bool:
         """Whether :meth:`verify` accepts *message* (a replay check counts as a use)."""
@@ -126,6 +150,3 @@ class MessageAuthenticator:
             del seen[first]
         if message.message_id in seen:
             raise AuthenticationError(f"message {message.message_id} was already received (replay)")
-        seen[message.message_id] = message.timestamp
-        if len(seen) > self._replay_cache_size:
-            del seen[next(iter(seen))]

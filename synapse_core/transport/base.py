@@ -567,9 +567,10 @@ class Transport(ABC):
     def _accept_inbound(self, message: Message, size: int) -> NackCode | None:
         """Verify and queue an inbound message; return why it was refused, or ``None``."""
         counters = self._counters
-        if self._authenticator is not None:
+        authenticator = self._authenticator
+        if authenticator is not None:
             try:
-                self._authenticator.verify(message)
+                authenticator.check(message)
             except AuthenticationError as exc:
                 counters.auth_failures += 1
                 logger.warning(
@@ -577,9 +578,12 @@ class Transport(ABC):
                 )
                 return NackCode.UNAUTHENTICATED
         if self._inbound.qsize() >= self._inbound_limit:
+            # Not remembered as received: the sender may (and should) retry the same message.
             counters.inbound_dropped += 1
             return NackCode.BUSY
         self._inbound.put_nowait(message)
+        if authenticator is not None:
+            authenticator.remember(message)  # only now is a second copy a replay
         counters.messages_received += 1
         counters.bytes_received += size
         return None

@@ -133,7 +133,7 @@ class PeerInfo:
     """A peer found by mDNS (from its SRV, TXT and address records).
 
     ``host``/``port`` is where messages go (the address it advertises); ``discovered_at`` is on
-    the transport's clock.
+    the transport's ``discovery_clock`` (``time.monotonic`` by default).
     """
 
     entity_id: str

@@ -38,7 +38,7 @@ from zeroconf import (  # type: ignore[attr-defined]
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from synapse_core.breaker import CircuitBreakerConfig, CircuitBreakerManager
-from synapse_core.clock import Clock
+from synapse_core.clock import Clock, check_clock, monotonic_clock
 from synapse_core.transport.auth import MessageAuthenticator
 from synapse_core.transport.discovery import (
     PROTOCOL_VERSION,
@@ -63,6 +63,9 @@ logger = logging.getLogger("synapse_core.transport.mdns")
 _TYPE_PTR = 12
 _CLASS_IN = 1
 _FLAGS_QUERY = 0x0000
+# The shortest sleep of the maintenance task when it wakes up for a peer's expiry (so that a
+# clock that does not move cannot make it spin).
+_MIN_EXPIRY_WAIT = 0.05
 # Name probing: three queries 250 ms apart (RFC 6762 section 8.1), then listening until 1.25 s,
 # because a responder that multicast its records less than a second ago defers its answer.
 _PROBES = 3
@@ -115,6 +118,9 @@ class MdnsTransport(TcpTransport):
         extra_capabilities: more tokens for the TXT ``capabilities`` list.
         zeroconf: an ``AsyncZeroconf`` to share (not closed by this transport); by default one
             is created on ``config.interfaces``.
+        discovery_clock: the clock of peer liveness (``last_seen``, ``peer_timeout``,
+            ``discovered_at``); default ``time.monotonic``. It is separate from *clock* (the
+            breakers' clock) so that moving a virtual breaker clock never expires live peers.
 
     The remaining keyword arguments are :class:`~synapse_core.transport.TcpTransport`'s.
     """
@@ -136,10 +142,12 @@ class MdnsTransport(TcpTransport):
         send_timeout: float = 5.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_connections: int = 256,
+        idle_timeout: float | None = 30.0,
         authenticator: MessageAuthenticator | None = None,
         breaker_config: CircuitBreakerConfig | None = None,
         breaker_manager: CircuitBreakerManager | None = None,
         clock: Clock | None = None,
+        discovery_clock: Clock | None = None,
         inbound_queue_size: int = 1024,
     ) -> None:
         self.entity_id = check_entity_id(entity_id)
@@ -154,11 +162,15 @@ class MdnsTransport(TcpTransport):
             send_timeout=send_timeout,
             max_frame_size=max_frame_size,
             max_connections=max_connections,
+            idle_timeout=idle_timeout,
             authenticator=authenticator,
             breaker_config=breaker_config,
             breaker_manager=breaker_manager,
             clock=clock,
             inbound_queue_size=inbound_queue_size,
+        )
+        self._discovery_clock: Clock = (
+            monotonic_clock if discovery_clock is None else check_clock(discovery_clock)
         )
         self._advertise_host = advertise_host
         self._advertise_port = advertise_port
@@ -180,6 +192,9 @@ class MdnsTransport(TcpTransport):
         self._last_seen: dict[str, float] = {}
         self._by_service: dict[str, str] = {}
         self._ignored: dict[str, float] = {}  # service name -> when it was found bogus
+        # Services refused because max_peers were known -> when last heard from. Counted once;
+        # not resolved again until a slot frees up; forgotten after peer_timeout of silence.
+        self._refused: dict[str, float] = {}
         self._changed: asyncio.Future[None] | None = None
         self.peers_ignored = 0
         """Peers not added because ``max_peers`` were already known."""
@@ -308,21 +323,42 @@ class MdnsTransport(TcpTransport):
         await super()._stop()
 
     async def _maintain(self) -> None:
-        """Periodic queries, re-announcements and expiry of silent peers."""
+        """Periodic queries, re-announcements and expiry of silent peers.
+
+        A failing step is logged and retried on the next round: the loop only ends with
+        ``stop()``.
+        """
         config = self.config
         loop = asyncio.get_running_loop()
         next_query = loop.time() + config.query_interval
         next_announce = loop.time() + config.announce_interval
         while True:
-            await asyncio.sleep(max(0.0, min(next_query, next_announce) - loop.time()))
+            wake = min(next_query, next_announce)
+            expiry = self._next_expiry()
+            if expiry is not None:
+                wake = min(wake, loop.time() + max(_MIN_EXPIRY_WAIT, expiry))
+            await asyncio.sleep(max(0.0, wake - loop.time()))
             now = loop.time()
-            if now >= next_query:
-                next_query = now + config.query_interval
-                self.query()
-            if now >= next_announce and self._zc is not None and self._info is not None:
-                next_announce = now + config.announce_interval
-                await (await self._zc.async_update_service(self._info))
-            self._expire()
+            try:
+                if now >= next_query:
+                    next_query = now + config.query_interval
+                    self.query()
+                if now >= next_announce and self._zc is not None and self._info is not None:
+                    next_announce = now + config.announce_interval
+                    await (await self._zc.async_update_service(self._info))
+            except Exception:
+                logger.exception("%s: mDNS maintenance failed; retrying next round", self)
+            try:
+                self._expire()
+            except Exception:
+                logger.exception("%s: expiring silent peers failed; retrying next round", self)
+
+    def _next_expiry(self) -> float | None:
+        """Seconds until the next peer would expire (maybe negative), or ``None`` if none."""
+        if not self._last_seen:
+            return None
+        oldest = min(self._last_seen.values())
+        return oldest + self.config.peer_timeout - self._discovery_clock()
 
     def query(self) -> None:
         """Ask the network for peers now (answers arrive asynchronously)."""
@@ -351,6 +387,7 @@ class MdnsTransport(TcpTransport):
             if pending is not None:
                 pending.cancel()
             self._ignored.pop(key, None)
+            self._refused.pop(key, None)
             entity_id = self._by_service.get(key)
             if entity_id is not None:
                 self._drop(entity_id, "it said goodbye or its records expired")
@@ -390,26 +427,33 @@ class MdnsTransport(TcpTransport):
             info.parsed_addresses(),
             info.port,
             name.lower(),
-            self._clock(),
+            self._discovery_clock(),
         )
         if peer is None or peer.entity_id == self.entity_id:
             if len(self._ignored) >= 4 * self.config.max_peers:
                 self._ignored.clear()  # bounded memory; at worst a bogus service is re-resolved
-            self._ignored[name.lower()] = self._clock()
+            self._ignored[name.lower()] = self._discovery_clock()
             return
         self._add(peer)
 
     def _add(self, peer: PeerInfo) -> None:
         known = self._discovered.get(peer.entity_id)
         if known is None and len(self._discovered) >= self.config.max_peers:
-            self.peers_ignored += 1
-            logger.warning(
-                "%s: ignoring peer %r: max_peers=%d reached",
-                self,
-                peer.entity_id,
-                self.config.max_peers,
-            )
+            refused = self._refused
+            if peer.service_name not in refused:
+                # Counted and logged once; it is resolved again when a slot frees up.
+                self.peers_ignored += 1
+                logger.warning(
+                    "%s: ignoring peer %r: max_peers=%d reached",
+                    self,
+                    peer.entity_id,
+                    self.config.max_peers,
+                )
+                if len(refused) >= 4 * self.config.max_peers:
+                    del refused[next(iter(refused))]  # bounded memory: forget the oldest
+            refused[peer.service_name] = self._discovery_clock()
             return
+        self._refused.pop(peer.service_name, None)
         if known is not None:
             if known.service_name != peer.service_name:
                 logger.warning(
@@ -427,7 +471,7 @@ class MdnsTransport(TcpTransport):
             logger.info("%s: discovered %r at %s:%d", self, peer.entity_id, peer.host, peer.port)
         self._discovered[peer.entity_id] = peer
         self._by_service[peer.service_name] = peer.entity_id
-        self._last_seen[peer.entity_id] = self._clock()
+        self._last_seen[peer.entity_id] = self._discovery_clock()
         self._notify()
 
     def _drop(self, entity_id: str, why: str) -> None:
@@ -440,16 +484,24 @@ class MdnsTransport(TcpTransport):
         if entity_id not in self._peers:
             self._forget_peer(entity_id)
         self._drop_connection((peer.host, peer.port), f"peer {entity_id!r} gone")
+        # A slot is free: give the peers refused for lack of one another chance.
+        for name in list(self._refused):
+            self._schedule_resolve(name, restart=False)
         self._notify()
 
     def _heard_from(self, service_names: set[str]) -> None:
-        now = self._clock()
+        now = self._discovery_clock()
         suffix = "." + self.config.service_type.lower()
         own = self.service_name.lower()
+        refused = self._refused
         for name in service_names:
             entity_id = self._by_service.get(name)
             if entity_id is not None:
                 self._last_seen[entity_id] = now
+            elif name in refused:
+                refused[name] = now
+                if len(self._discovered) < self.config.max_peers:
+                    self._schedule_resolve(name, restart=False)  # a slot is free again
             elif name.endswith(suffix) and name != own and not self._recently_ignored(name, now):
                 # A peer we expired (or never resolved) is answering again: zeroconf's browser
                 # still has it cached and will not report it as new, so resolve it ourselves.
@@ -460,9 +512,12 @@ class MdnsTransport(TcpTransport):
         return ignored_at is not None and now - ignored_at < self.config.query_interval
 
     def _expire(self) -> None:
-        limit = self._clock() - self.config.peer_timeout
+        limit = self._discovery_clock() - self.config.peer_timeout
+        for name, seen in list(self._refused.items()):
+            if seen <= limit:
+                del self._refused[name]
         for entity_id, seen in list(self._last_seen.items()):
-            if seen < limit:
+            if seen <= limit:
                 self._drop(entity_id, f"not heard from for {self.config.peer_timeout:g}s")
 
     def _notify(self) -> None:
@@ -476,25 +531,25 @@ class MdnsTransport(TcpTransport):
     @property
     def peers(self) -> dict[str, Address]:
         """Every addressable peer, ``{entity_id: (host, port)}``: discovered and static."""
-        self._expire()
         found = {pid: (p.host, p.port) for pid, p in self._discovered.items()}
         return {**found, **self._peers}
 
     @property
     def discovered_peers(self) -> dict[str, PeerInfo]:
-        """Peers found by mDNS and not expired, by entity id (a copy)."""
-        self._expire()
+        """Peers found by mDNS and not expired, by entity id (a copy).
+
+        A pure read, like :meth:`resolve` and ``can_reach``: expiry is the maintenance task's.
+        """
         return dict(self._discovered)
 
     def last_seen(self, entity_id: str) -> float | None:
-        """When *entity_id* was last heard from (transport clock), or ``None`` if unknown."""
+        """When *entity_id* was last heard from (``discovery_clock``), or ``None`` if unknown."""
         return self._last_seen.get(entity_id)
 
     def resolve(self, target: str) -> Address:
         static = self._peers.get(target)
         if static is not None:
             return static
-        self._expire()
         peer = self._discovered.get(target)
         if peer is None:
             raise PeerUnknownError(
@@ -507,6 +562,7 @@ class MdnsTransport(TcpTransport):
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
+        self._expire()
         while not done():
             remaining = deadline - loop.time()
             if remaining <= 0 or self._state == "stopped":

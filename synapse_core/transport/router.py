@@ -55,10 +55,11 @@ class FailoverRouter:
 
     A transport is skipped when it does not know the target or its breaker for the target is
     open (``await transport.can_reach(target)`` is false). A transport whose send fails
-    (``DeliveryError``, timeout, ``CircuitOpenError`` from a race) is recorded and the next one
-    is tried, unless ``failover_on_error=False``. A peer that refused the message
-    (``MessageRejectedError`` other than ``busy``) and ``FrameTooLargeError`` are raised at
-    once: another path to the same peer would fare no better. When nothing delivers,
+    (``DeliveryError``, ``NACK busy``, any ``TimeoutError`` or ``OSError``,
+    ``CircuitOpenError`` from a race) is recorded and the next one is tried, unless
+    ``failover_on_error=False``, which raises that error instead. A peer that refused the
+    message (``MessageRejectedError`` other than ``busy``) and ``FrameTooLargeError`` are
+    raised at once: another path to the same peer would fare no better. When nothing delivers,
     ``NoRouteError`` lists every transport with what happened.
 
     Failing over after a timeout can deliver a message twice (the first peer may have received
@@ -114,9 +115,13 @@ class FailoverRouter:
                     raise
                 self._failed_attempts += 1
                 attempts.append((label, exc))
+                if not self.failover_on_error:
+                    raise
             except FrameTooLargeError:
                 raise
-            except (TransportError, CircuitOpenError) as exc:
+            except (TransportError, CircuitOpenError, TimeoutError, OSError) as exc:
+                # A bare TimeoutError or OSError (ConnectionError...) from a transport that
+                # does not wrap them in DeliveryError is a failed send all the same.
                 self._failed_attempts += 1
                 attempts.append((label, exc))
                 if not self.failover_on_error:

@@ -69,7 +69,17 @@ class _ConnectionLost(Exception):
 class _Connection:
     """One outbound connection: writes request frames, matches replies to them by ``seq``."""
 
-    __slots__ = ("_pending", "_reader", "_seq", "_writer", "address", "closed", "reason", "task")
+    __slots__ = (
+        "_pending",
+        "_reader",
+        "_seq",
+        "_writer",
+        "address",
+        "closed",
+        "reason",
+        "task",
+        "timed_out",
+    )
 
     def __init__(
         self,
@@ -86,6 +96,9 @@ class _Connection:
         self._seq = itertools.count(1)
         self.closed = False
         self.reason = ""
+        # Closed because a request got no reply in time: the requests still waiting on it
+        # got none either, so they end as timeouts too (not as plain connection failures).
+        self.timed_out = False
         self.task = asyncio.get_running_loop().create_task(self._read_loop(max_frame_size))
 
     async def request(
@@ -93,6 +106,8 @@ class _Connection:
     ) -> tuple[FrameKind, bytes]:
         """Send one request frame and wait up to *limit* seconds for its reply."""
         if self.closed:
+            if self.timed_out:
+                raise DeliveryTimeoutError(target, "ack", limit)
             raise _ConnectionLost(self.reason)
         seq = next(self._seq) & 0xFFFFFFFF
         future: asyncio.Future[tuple[FrameKind, bytes] | str]
@@ -104,7 +119,7 @@ class _Connection:
                 await self._writer.drain()
                 reply = await future
         except TimeoutError:
-            self.close(f"no reply within {limit:g}s")
+            self.close(f"no reply within {limit:g}s", timed_out=True)
             raise DeliveryTimeoutError(target, "ack", limit) from None
         except (ConnectionError, OSError) as exc:
             self.close(f"connection lost: {exc}")
@@ -112,6 +127,10 @@ class _Connection:
         finally:
             self._pending.pop(seq, None)
         if isinstance(reply, str):
+            if self.timed_out:
+                # Another request on this connection timed out and closed it while this one
+                # was still waiting for its reply: just as unanswered, so a timeout as well.
+                raise DeliveryTimeoutError(target, "ack", limit)
             raise _ConnectionLost(reply)
         return reply
 
@@ -147,11 +166,16 @@ class _Connection:
             if future is not None and not future.done():
                 future.set_result((kind, body))
 
-    def close(self, reason: str) -> None:
-        """Close the socket and fail every request still waiting (idempotent)."""
+    def close(self, reason: str, *, timed_out: bool = False) -> None:
+        """Close the socket and fail every request still waiting (idempotent).
+
+        *timed_out*: closed because a request got no reply in time; the other waiting
+        requests then raise ``DeliveryTimeoutError`` too.
+        """
         if self.closed:
             return
         self.closed = True
+        self.timed_out = timed_out
         self.reason = reason
         for future in self._pending.values():
             if not future.done():
@@ -190,6 +214,11 @@ class TcpTransport(Transport):
         send_timeout: seconds allowed from writing a frame to its acknowledgement.
         max_frame_size: the largest frame sent or accepted (default 1 MiB).
         max_connections: inbound connections served at once; more are closed on arrival.
+        idle_timeout: seconds an inbound connection may stay silent between frames before it
+            is closed, freeing its slot (``None``: no limit). A frame that has started must be
+            complete within *send_timeout* (the sender gave up on it by then anyway), and a
+            peer must take our replies within *send_timeout*; a connection that stalls like
+            that is closed and counted in ``stats().protocol_errors``.
 
     The remaining keyword arguments are :class:`~synapse_core.transport.Transport`'s.
     """
@@ -207,6 +236,7 @@ class TcpTransport(Transport):
         send_timeout: float = 5.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_connections: int = 256,
+        idle_timeout: float | None = 30.0,
         authenticator: MessageAuthenticator | None = None,
         breaker_config: CircuitBreakerConfig | None = None,
         breaker_manager: CircuitBreakerManager | None = None,
@@ -215,6 +245,8 @@ class TcpTransport(Transport):
     ) -> None:
         if connect_timeout <= 0 or send_timeout <= 0:
             raise ValueError("connect_timeout and send_timeout must be > 0 seconds")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds or None, got {idle_timeout}")
         if max_frame_size < MIN_FRAME_LENGTH + 1:
             raise ValueError(f"max_frame_size must be > {MIN_FRAME_LENGTH}, got {max_frame_size}")
         if max_connections < 1:
@@ -235,6 +267,7 @@ class TcpTransport(Transport):
         self.send_timeout = float(send_timeout)
         self.max_frame_size = max_frame_size
         self.max_connections = max_connections
+        self.idle_timeout = None if idle_timeout is None else float(idle_timeout)
         self._peers: dict[str, Address] = {}
         for peer_id, (peer_host, peer_port) in (peers or {}).items():
             self.add_peer(peer_id, peer_host, peer_port)
@@ -372,6 +405,16 @@ class TcpTransport(Transport):
         try:
             # Concurrent senders share one connection attempt; shield it from their cancellation.
             return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or current.cancelling() == 0):
+                # The attempt itself was cancelled (stop() does that), not this sender.
+                if self._state != "running":
+                    raise TransportClosedError(f"{self!r} stopped while connecting") from None
+                raise DeliveryError(
+                    target, f"connecting to {address[0]}:{address[1]} was cancelled"
+                ) from None
+            raise
         except TimeoutError:
             raise DeliveryTimeoutError(target, "connect", self.connect_timeout) from None
         except OSError as exc:
@@ -443,9 +486,23 @@ class TcpTransport(Transport):
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object
     ) -> None:
         decoder = FrameDecoder(self.max_frame_size)
+        loop = asyncio.get_running_loop()
+        frame_deadline: float | None = None  # when the frame under way must be complete
         try:
             while True:
-                data = await reader.read(_READ_SIZE)
+                if decoder.pending:
+                    if frame_deadline is None:
+                        frame_deadline = loop.time() + self.send_timeout
+                    limit: float | None = frame_deadline - loop.time()
+                else:
+                    frame_deadline = None
+                    limit = self.idle_timeout
+                try:
+                    async with asyncio.timeout(limit):
+                        data = await reader.read(_READ_SIZE)
+                except TimeoutError:
+                    self._stalled(peer, decoder.pending)
+                    return
                 if not data:
                     decoder.close()
                     return
@@ -454,15 +511,52 @@ class TcpTransport(Transport):
                 except FrameError as exc:
                     # Answer what was whole before the garbage, then give up on the stream.
                     self._answer(exc.frames, writer)
-                    await writer.drain()
+                    if not await self._flush(writer, peer):
+                        return
                     raise
-                self._answer(frames, writer)
-                await writer.drain()
+                if frames:
+                    frame_deadline = None  # progress: the next partial frame gets a fresh limit
+                    self._answer(frames, writer)
+                    if not await self._flush(writer, peer):
+                        return
         except (FrameError, MessageDecodeError) as exc:
             self._counters.protocol_errors += 1
             logger.warning("%s: closing the connection from %s: %s", self, peer, exc)
         except (ConnectionError, OSError) as exc:
             logger.debug("%s: connection from %s lost: %s", self, peer, exc)
+
+    async def _flush(self, writer: asyncio.StreamWriter, peer: object) -> bool:
+        """Wait until the peer takes our replies; ``False`` (counted, logged) if it stalls."""
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await writer.drain()
+        except TimeoutError:
+            self._counters.protocol_errors += 1
+            logger.warning(
+                "%s: closing the connection from %s: it did not read our replies within %gs",
+                self,
+                peer,
+                self.send_timeout,
+            )
+            return False
+        return True
+
+    def _stalled(self, peer: object, pending: int) -> None:
+        if pending:
+            # Half a frame and then silence: a broken or hostile peer holding a slot.
+            self._counters.protocol_errors += 1
+            logger.warning(
+                "%s: closing the connection from %s: a frame stayed incomplete for %gs "
+                "(%d bytes received)",
+                self,
+                peer,
+                self.send_timeout,
+                pending,
+            )
+        else:
+            logger.debug(
+                "%s: closing the connection from %s: idle for %gs", self, peer, self.idle_timeout
+            )
 
     def _answer(
         self, frames: list[tuple[FrameKind, int, bytes]], writer: asyncio.StreamWriter
