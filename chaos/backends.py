@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import math
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -68,6 +69,14 @@ class Backend(StartStop):
 
     def __init__(self, *, owner: str = DEFAULT_OWNER, timeout: float = 10.0) -> None:
         self.owner = check_owner(owner)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (0 < timeout < math.inf)
+        ):
+            raise BackendError(
+                f"timeout must be a finite number of seconds > 0, got {timeout!r}", spec=""
+            )
         self.timeout = timeout
         self._client: ToxiproxyClient | None = None
         self._created: list[Proxy] = []
@@ -224,12 +233,13 @@ class ExternalBackend(Backend):
 
 
 def _check_url(url: str, source: str) -> str:
-    parsed = urllib.parse.urlsplit(url)
     try:
-        port = parsed.port
-    except ValueError:
-        port = -1
-    if parsed.scheme != "http" or not parsed.hostname or port == -1 or parsed.path not in ("", "/"):
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 (ValueError if the port is not a number in 0..65535)
+        valid = bool(parsed.scheme == "http" and parsed.hostname and parsed.path in ("", "/"))
+    except ValueError:  # e.g. an unclosed IPv6 bracket: http://[::1
+        valid = False
+    if not valid:
         raise BackendError(
             f"{_source_text(source)}: {url!r} is not a Toxiproxy API URL; "
             "expected http://host:port (e.g. http://127.0.0.1:8474)",
@@ -305,6 +315,26 @@ def resolve_backend(
     )
 
 
+class ProxyMismatch(NotFound, BackendError):
+    """:func:`get_or_create_proxy`: the proxy is missing, or exists with another upstream or
+    listen address than asked. A :class:`NotFound` (missing) and a :class:`BackendError`."""
+
+    def __init__(self, message: str) -> None:
+        NotFound.__init__(self, message, status=None)
+        self.spec = ""
+        self.source = ""
+
+
+def _same_listen(wanted: str, actual: str) -> bool:
+    """True if a proxy listening on *actual* satisfies ``listen=wanted`` (port 0: any port)."""
+    want_host, _, want_port = wanted.rpartition(":")
+    host, _, port = actual.rpartition(":")
+    aliases = {"localhost": "127.0.0.1", "[::1]": "::1", "": "0.0.0.0"}
+    want_host = aliases.get(want_host, want_host).strip("[]")
+    host = aliases.get(host, host).strip("[]")
+    return want_host == host and want_port in ("0", port)
+
+
 def get_or_create_proxy(
     backend: Backend,
     name: str,
@@ -313,25 +343,32 @@ def get_or_create_proxy(
     listen: str = "127.0.0.1:0",
     timeline: Timeline | None = None,
     remove_stale: bool = True,
+    require_listen: bool = False,
 ) -> tuple[Proxy, bool]:
     """The proxy *name*: attached if it exists, else created; returns ``(proxy, created)``.
 
-    An existing proxy must forward to *upstream* when one is given. Without *upstream*, the
-    proxy must already exist (``NotFound`` says so).
+    An existing proxy must forward to *upstream* when one is given, and listen on *listen* if
+    *require_listen* (port 0 matches any port). Without *upstream*, the proxy must already exist.
+    :class:`ProxyMismatch` (a ``NotFound`` and a ``BackendError``) says what does not match.
     """
     try:
         existing = backend.client.proxy_info(name)
     except NotFound:
         if upstream is None:
-            raise NotFound(
+            raise ProxyMismatch(
                 f"no proxy named {name!r} on {backend.client.url}; give its upstream "
-                f"(--proxy {name}=HOST:PORT) to create it",
-                status=404,
+                f"(--proxy {name}=HOST:PORT) to create it"
             ) from None
         return backend.create_proxy(upstream, name=name, timeline=timeline, listen=listen), True
     if upstream is not None and existing.upstream != upstream:
-        raise BackendError(
+        raise ProxyMismatch(
             f"proxy {name!r} on {backend.client.url} forwards to {existing.upstream}, not "
             f"{upstream}; use another name or delete that proxy first"
+        )
+    if require_listen and not _same_listen(listen, existing.listen):
+        raise ProxyMismatch(
+            f"proxy {name!r} on {backend.client.url} already exists listening on "
+            f"{existing.listen}, not {listen}; drop --listen, use another name or delete that "
+            "proxy first"
         )
     return backend.attach(name, timeline=timeline, remove_stale=remove_stale), False

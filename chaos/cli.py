@@ -168,7 +168,10 @@ async def _run_server(args: argparse.Namespace, config: list[object] | None) -> 
             try:
                 proxies = await server.populate(config)
             except ApiError as exc:
-                return _fail(f"--config {args.config}: {exc.message}", EXIT_USAGE)
+                # 4xx: the file's content is wrong (bad input); 5xx (an address that cannot be
+                # bound...): the server failed.
+                code = EXIT_USAGE if 400 <= exc.status < 500 else EXIT_FAILURE
+                return _fail(f"--config {args.config}: {exc.message}", code)
             for proxy in proxies:
                 print(f"  proxy {proxy.name}: {proxy.listen} -> {proxy.upstream}", flush=True)
         print(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import math
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -99,17 +100,27 @@ class ToxiproxyClient:
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8474", *, timeout: float = 10.0) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "http" or not parsed.hostname:
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            port = parsed.port  # ValueError if not a number in 0..65535
+        except ValueError:
+            parsed, port = None, None
+        if parsed is None or parsed.scheme != "http" or not parsed.hostname:
             raise ValueError(
                 f"url must look like http://host:port (the Toxiproxy API), got {url!r}"
             )
-        if timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            raise ValueError(
+                f"timeout must be a finite positive number of seconds, got {timeout!r}"
+            )
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._host = parsed.hostname
-        self._port = parsed.port or 80
+        self._port = port or 80
 
     def __repr__(self) -> str:
         return f"ToxiproxyClient({self.url!r}, timeout={self.timeout})"

@@ -84,12 +84,11 @@ class EmbeddedToxiproxy(StartStop):
         self._seed = seed
         self._start_timeout = start_timeout
         self._bound: tuple[str, int] | None = None
-        # thread mode
+        # start() and stop() hold it: concurrent calls run one after the other.
+        self._lifecycle = threading.Lock()
+        # thread mode: the server thread of the current start, and its state
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._run: _ThreadRun | None = None
         # subprocess mode
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -130,88 +129,97 @@ class EmbeddedToxiproxy(StartStop):
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> EmbeddedToxiproxy:
-        """Start the server and wait until its API accepts requests; return self."""
-        if self._bound is not None:
+        """Start the server and wait until its API accepts requests; return self.
+
+        Thread-safe: concurrent calls start one server. If it does not start within
+        ``start_timeout``, nothing is left running.
+        """
+        with self._lifecycle:
+            if self._bound is not None:
+                return self
+            if self.mode == "thread":
+                self._start_thread()
+            else:
+                self._start_subprocess()
             return self
-        if self.mode == "thread":
-            self._start_thread()
-        else:
-            self._start_subprocess()
-        return self
 
     def stop(self) -> None:
-        """Stop the server: API, proxies and connections closed. Safe to call twice."""
-        self._bound = None
-        if self._thread is not None:
-            self._stop_thread()
-        if self._process is not None:
-            self._stop_subprocess()
+        """Stop the server: API, proxies and connections closed. Safe to call twice, and from
+        several threads."""
+        with self._lifecycle:
+            self._bound = None
+            if self._thread is not None:
+                self._stop_thread()
+            if self._process is not None:
+                self._stop_subprocess()
 
     # -- thread mode -----------------------------------------------------------------------------
 
     def _start_thread(self) -> None:
-        self._ready.clear()
-        self._error = None
+        run = _ThreadRun()
         thread = threading.Thread(
-            target=self._thread_main, name="synapse-chaos-server", daemon=True
+            target=self._thread_main, args=(run,), name="synapse-chaos-server", daemon=True
         )
-        self._thread = thread
+        self._thread, self._run = thread, run
         thread.start()
-        if not self._ready.wait(self._start_timeout):
-            self._stop_thread()
+        if not run.ready.wait(self._start_timeout):
+            # Whenever the server comes up now, it sees the cancellation and stops at once.
+            with contextlib.suppress(EmbeddedServerError):
+                self._stop_thread()
             raise EmbeddedServerError(
                 f"the embedded server did not start within {self._start_timeout} s"
             )
-        error = self._startup_error()
-        if error is not None:
-            self._thread.join(self._start_timeout)
-            self._thread = None
+        if run.error is not None:
+            thread.join(self._start_timeout)
+            self._thread = self._run = None
             raise EmbeddedServerError(
                 f"the embedded server could not start on {join_address(self._host, self._port)}: "
-                f"{error}; use port=0 for a free port"
-            ) from error
+                f"{run.error}; use port=0 for a free port"
+            ) from run.error
+        self._bound = run.bound
 
-    def _startup_error(self) -> BaseException | None:
-        return self._error
-
-    def _thread_main(self) -> None:
+    def _thread_main(self, run: _ThreadRun) -> None:
         # Always asyncio's own selector loop, whatever loop policy the host process set (e.g.
         # uvloop): the data plane relies on its transport semantics (see chaos/server/splice.py).
         with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-            runner.run(self._serve())
+            runner.run(self._serve(run))
 
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
+    async def _serve(self, run: _ThreadRun) -> None:
+        stop_event = asyncio.Event()
+        if not run.begin(asyncio.get_running_loop(), stop_event):
+            return
         server = ChaosServer(self._host, self._port, seed=self._seed)
         try:
             await server.start()
         except Exception as exc:
-            self._error = exc
-            self._ready.set()
+            run.error = exc
+            run.ready.set()
             return
         try:
-            self._bound = (server.host, server.port)
-            self._ready.set()
-            await self._stop_event.wait()
+            if not run.serving((server.host, server.port)):
+                return  # stop() or a start timeout came first
+            run.ready.set()
+            await stop_event.wait()
         finally:
             await server.stop()
 
     def _stop_thread(self) -> None:
-        thread, loop, event = self._thread, self._loop, self._stop_event
-        self._thread = None
-        if loop is not None and event is not None and not loop.is_closed():
-            # RuntimeError: the loop already finished, so there is nothing left to stop.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(event.set)
-        if thread is not None:
+        thread, run = self._thread, self._run
+        self._thread = self._run = None
+        if run is not None:
+            with run.lock:
+                run.cancelled = True
+                loop, event = run.loop, run.stop_event
+            if loop is not None and event is not None and not loop.is_closed():
+                # RuntimeError: the loop already finished, so there is nothing left to stop.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(event.set)
+        if thread is not None and thread is not threading.current_thread():
             thread.join(self._start_timeout)
             if thread.is_alive():
                 raise EmbeddedServerError(
                     f"the embedded server thread did not stop within {self._start_timeout} s"
                 )
-        self._loop = None
-        self._stop_event = None
 
     # -- subprocess mode -------------------------------------------------------------------------
 
@@ -250,6 +258,35 @@ class EmbeddedToxiproxy(StartStop):
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+class _ThreadRun:
+    """State of one thread-mode start, shared by start(), stop() and the server thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.cancelled = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.bound: tuple[str, int] | None = None
+        self.error: BaseException | None = None
+
+    def begin(self, loop: asyncio.AbstractEventLoop, stop_event: asyncio.Event) -> bool:
+        """The server thread's loop runs; False if already cancelled (start nothing)."""
+        with self.lock:
+            if self.cancelled:
+                return False
+            self.loop, self.stop_event = loop, stop_event
+            return True
+
+    def serving(self, bound: tuple[str, int]) -> bool:
+        """The server listens on *bound*; False if cancelled meanwhile (stop it)."""
+        with self.lock:
+            if self.cancelled:
+                return False
+            self.bound = bound
+            return True
 
 
 def _read_line(stream: object, timeout: float) -> bytes | None:

@@ -40,6 +40,7 @@ one shared server should use different owners.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import secrets
 import threading
@@ -190,9 +191,16 @@ class Fault(StartStop):
         return self
 
     def stop(self) -> None:
-        """Remove the fault (idempotent). The span ends even if the server cannot be reached."""
+        """Remove the fault (idempotent). The span ends even if the server cannot be reached.
+
+        If removal failed part-way (server error, Ctrl-C), the fault is inactive but still lists
+        what it left behind in :attr:`toxic_names`; calling stop() again retries removing it.
+        (What is left is also stale for :meth:`Proxy.remove_stale_faults`.)
+        """
         with self._lock:
             if not self._active:
+                if self.toxic_names:
+                    self._remove()  # a previous stop() failed part-way: try again
                 return
             self._active = False
             try:
@@ -254,17 +262,29 @@ class ToxicFault(Fault):
 
     def _remove(self) -> None:
         proxy = self.proxy
-        names, self._names = self._names, []
+        names = list(self._names)
+        left: list[str] = []  # not known to be removed: kept for a retry by stop()
         first_error: BaseException | None = None
-        for name in names:
-            try:
-                proxy.client.remove_toxic(proxy.name, name)
-            except NotFound:
-                pass  # already gone (proxy deleted, server reset): the goal is reached
-            except ChaosError as exc:
-                first_error = first_error or exc
-            finally:
+        done = 0
+        try:
+            for name in names:
+                try:
+                    proxy.client.remove_toxic(proxy.name, name)
+                except NotFound:
+                    pass  # already gone (proxy deleted, server reset): the goal is reached
+                except ChaosError as exc:
+                    first_error = first_error or exc
+                    left.append(name)
+                done += 1
+        except BaseException:
+            left.extend(names[done:])  # interrupted (Ctrl-C): the current one and the rest
+            raise
+        finally:
+            # Whatever happened, none of them is held by a live fault any more: a toxic that
+            # stays behind is stale, so remove_stale_faults() (in this process too) removes it.
+            for name in names:
                 _unregister(proxy.client.url, proxy.name, name)
+            self._names = left
         if first_error is not None:
             raise first_error
 
@@ -281,22 +301,44 @@ class _Disable:
         proxy, client = self.proxy, self.proxy.client
         with _REGISTRY_LOCK:
             _register(client.url, proxy.name, self.marker)
+            disabling = False
             try:
                 # Marker first: if we die after disabling, the marker is there to be found.
                 client.add_toxic(proxy.name, "noop", name=self.marker)
+                disabling = True
                 client.disable(proxy.name)
             except BaseException:
                 _unregister(client.url, proxy.name, self.marker)
-                _quiet_remove(client, proxy.name, self.marker)
+                # The disable may have reached the server even though it raised (a lost
+                # response, Ctrl-C): undo it unless another live fault keeps the proxy down.
+                # The marker goes only once the proxy is known to be enabled, so a stale
+                # cleanup can still re-enable it otherwise.
+                if not disabling or self._enable_quietly():
+                    _quiet_remove(client, proxy.name, self.marker)
                 raise
             self.held = True
 
+    def _enable_quietly(self) -> bool:
+        """Best effort: enable the proxy if no live marker wants it down; True if it is done."""
+        proxy, client = self.proxy, self.proxy.client
+        try:
+            if _live_markers(client.url, proxy.name) == 0:
+                client.enable(proxy.name)
+        except NotFound:
+            return True  # the proxy is gone: nothing is left disabled
+        except Exception:
+            return False
+        return True
+
     def release(self) -> None:
+        """Enable the proxy (unless another live marker holds it) and remove the marker.
+
+        If it raises, the fault stays held (but no longer live) so it can be retried.
+        """
         if not self.held:
             return
         proxy, client = self.proxy, self.proxy.client
         with _REGISTRY_LOCK:
-            self.held = False
             _unregister(client.url, proxy.name, self.marker)
             try:
                 # Enable before removing the marker: dying in between leaves a marker on an
@@ -304,8 +346,10 @@ class _Disable:
                 if _live_markers(client.url, proxy.name) == 0:
                     client.enable(proxy.name)
             except NotFound:
+                self.held = False
                 return
             _quiet_remove(client, proxy.name, self.marker, raise_other=True)
+            self.held = False
 
 
 def _quiet_remove(
@@ -404,12 +448,33 @@ class FlappingFault(Fault):
             )
             self._thread.start()
 
-    def sync(self, now: float | None = None) -> int:
-        """Make every switch due by *now* (default: the clock's now); return how many happened."""
+    def skip_periods(self, now: float) -> int:
+        """Drop the whole periods that ended by *now* without switching; return how many.
+
+        The phase (down or up) stays what it was, and the next switch is the one a punctual
+        switcher would make after *now*: at most two switches remain due by *now*. Real-time
+        switchers call it when late, so a long stall costs two API requests, not one per missed
+        switch. (No span is recorded for the phases skipped: they never happened.)
+        """
+        with self._lock:
+            if not self._active or self._next_change > now:
+                return 0
+            periods = math.floor((now - self._next_change) / self.period)
+            if periods > 0:
+                self._next_change += periods * self.period
+            return max(periods, 0)
+
+    def sync(self, now: float | None = None, *, catch_up: bool = False) -> int:
+        """Make every switch due by *now* (default: the clock's now); return how many happened.
+
+        With *catch_up*, whole periods missed are skipped first (see :meth:`skip_periods`).
+        """
         with self._lock:
             if not self._active:
                 return 0
             when = self.timeline.clock() if now is None else now
+            if catch_up:
+                self.skip_periods(when)
             switches = 0
             while self._next_change <= when:
                 if self._is_down:
@@ -428,7 +493,7 @@ class FlappingFault(Fault):
             if self._wakeup.wait(delay):
                 return
             try:
-                self.sync()
+                self.sync(catch_up=True)
             except BaseException as exc:  # reported by stop(); a thread must not die loudly
                 self.error = exc
                 return
@@ -442,11 +507,12 @@ class FlappingFault(Fault):
         self._phase_span = self.timeline.fault_started("down", self.proxy.name, via="flapping")
 
     def _go_up(self) -> None:
-        disable, self._disable = self._disable, None
+        disable = self._disable
         self._is_down = False
         try:
             if disable is not None:
                 disable.release()
+            self._disable = None  # kept if release() failed, so stop() can retry it
         finally:
             if self._phase_span is not None:
                 self.timeline.fault_ended(self._phase_span)
@@ -468,3 +534,6 @@ class FlappingFault(Fault):
     def _remove(self) -> None:
         if self._is_down:
             self._go_up()
+        elif self._disable is not None:  # a release that failed before: retry it
+            self._disable.release()
+            self._disable = None

@@ -18,32 +18,57 @@ StreamArg = Literal["upstream", "downstream", "both"]
 
 _REQUIRED: Final = object()
 
+MAX_ATTRIBUTE: Final = 2**53
+"""Largest integer toxic attribute a Toxiproxy server takes (JSON numbers are doubles)."""
+
+MIN_FLAPPING_PERIOD: Final = 0.05
+"""Shortest ``flapping`` period, seconds: each switch is two API requests."""
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)``, cut short: error messages must stay one readable line."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # deeply nested, or an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
 
 def _number(kind: str, name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidFault(
-            f"{kind}: {name} must be a number, got {type(value).__name__} {value!r}",
+            f"{kind}: {name} must be a number, got {type(value).__name__} {short_repr(value)}",
             fault=kind,
             param=name,
         )
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf if value > 0 else -math.inf
+    if math.isnan(number):
+        raise InvalidFault(f"{kind}: {name} must be a number, got nan", fault=kind, param=name)
+    return number
 
 
 def _non_negative_int(kind: str, name: str, value: object) -> int:
     number = _number(kind, name, value)
-    if number < 0 or math.isinf(number):
+    if not 0 <= number <= MAX_ATTRIBUTE or (isinstance(value, int) and value > MAX_ATTRIBUTE):
         raise InvalidFault(
-            f"{kind}: {name} must be a finite number >= 0, got {value!r}", fault=kind, param=name
+            f"{kind}: {name} must be a finite number >= 0 and <= 2**53 (the largest Toxiproxy "
+            f"takes), got {short_repr(value)}",
+            fault=kind,
+            param=name,
         )
     # Toxiproxy attributes are integers; milliseconds and bytes are rounded.
     return round(number)
 
 
-def _positive_seconds(kind: str, name: str, value: object) -> float:
+def _period(kind: str, name: str, value: object) -> float:
     number = _number(kind, name, value)
-    if not 0 < number < math.inf:
+    if not MIN_FLAPPING_PERIOD <= number < math.inf:
         raise InvalidFault(
-            f"{kind}: {name} must be a positive number of seconds, got {value!r}",
+            f"{kind}: {name} must be a positive number of seconds >= {MIN_FLAPPING_PERIOD:g} "
+            f"(each switch is an API request), got {short_repr(value)}",
             fault=kind,
             param=name,
         )
@@ -54,7 +79,7 @@ def _fraction(kind: str, name: str, value: object) -> float:
     number = _number(kind, name, value)
     if not 0 < number < 1:
         raise InvalidFault(
-            f"{kind}: {name} must be strictly between 0 and 1, got {value!r}",
+            f"{kind}: {name} must be strictly between 0 and 1, got {short_repr(value)}",
             fault=kind,
             param=name,
         )
@@ -66,7 +91,7 @@ def _toxicity(kind: str, name: str, value: object) -> float:
     if not 0 <= number <= 1:
         raise InvalidFault(
             f"{kind}: toxicity must be between 0 and 1 (the share of connections affected), "
-            f"got {value!r}",
+            f"got {short_repr(value)}",
             fault=kind,
             param=name,
         )
@@ -78,7 +103,9 @@ def _choice(*allowed: str) -> Callable[[str, str, object], str]:
         if value not in allowed:
             options = ", ".join(repr(a) for a in allowed)
             raise InvalidFault(
-                f"{kind}: {name} must be one of {options}, got {value!r}", fault=kind, param=name
+                f"{kind}: {name} must be one of {options}, got {short_repr(value)}",
+                fault=kind,
+                param=name,
             )
         return str(value)
 
@@ -119,7 +146,7 @@ FAULT_PARAMS: Final[Mapping[str, tuple[_Param, ...]]] = {
     ),
     "limit_data": _toxic_params(_Param("bytes", _non_negative_int)),
     "flapping": (
-        _Param("period", _positive_seconds),
+        _Param("period", _period),
         _Param("down_fraction", _fraction, 0.5),
     ),
 }

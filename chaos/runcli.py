@@ -5,14 +5,17 @@ event log on stdout (and a progress bar on a terminal), prints the timeline, and
 fault it added on exit. SIGINT/SIGTERM do not raise into the middle of a request: they ask the
 runner to stop, which removes the faults, deletes the proxies it created, and exits 130/143.
 
-Exit codes: 0 done, 1 the server failed or could not be reached, 2 bad input (one line on
-stderr, never a traceback), 130/143 interrupted.
+Exit codes: 0 done; 2 bad input (one line on stderr, never a traceback): the arguments, the
+scenario, or ``--proxy``/``--listen`` not matching the proxies on the server; 1 the server could
+not be reached or failed, or the run failed (a proxy deleted under it, a request refused);
+130/143 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -21,16 +24,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Final
 
-from chaos.backends import Backend, get_or_create_proxy, resolve_backend
-from chaos.errors import (
-    BackendError,
-    ChaosError,
-    InvalidFault,
-    NotFound,
-    ProxyExists,
-    ScenarioError,
-    ToxiproxyError,
-)
+from chaos.backends import Backend, ProxyMismatch, get_or_create_proxy, resolve_backend
+from chaos.errors import ChaosError, ToxiproxyError
 from chaos.proxy import Proxy
 from chaos.runner import ConsoleProgress, ScenarioRunner
 from chaos.scenario import Scenario, load_scenario, scenario_library
@@ -139,10 +134,12 @@ def run_command(args: argparse.Namespace) -> int:
         try:
             scenario = load_scenario(args.scenario)
             bindings, listens = bind_proxies(scenario, args.proxy, args.listen)
-            if args.timeout <= 0:
-                raise _Usage(f"--timeout must be > 0 seconds, got {args.timeout}")
+            if not 0 < args.timeout < math.inf:  # nan fails this too
+                raise _Usage(
+                    f"--timeout must be a finite number of seconds > 0, got {args.timeout}"
+                )
             backend = resolve_backend(args.toxiproxy, owner=args.owner, timeout=args.timeout)
-        except (_Usage, ChaosError) as exc:
+        except (_Usage, ChaosError, ValueError) as exc:
             return _fail(str(exc), EXIT_USAGE)
         code = _play(args, scenario, bindings, listens, backend, received, runner_box)
         if received:
@@ -177,13 +174,18 @@ def _play(
         for scenario_name, (server_name, upstream) in bindings.items():
             if interrupted:
                 return EXIT_OK
-            proxy, created = get_or_create_proxy(
-                backend,
-                server_name,
-                upstream,
-                listen=listens.get(server_name, "127.0.0.1:0"),
-                remove_stale=False,  # the runner removes them and logs what it removed
-            )
+            try:
+                proxy, created = get_or_create_proxy(
+                    backend,
+                    server_name,
+                    upstream,
+                    listen=listens.get(server_name, "127.0.0.1:0"),
+                    remove_stale=False,  # the runner removes them and logs what it removed
+                    require_listen=server_name in listens,
+                )
+            except ProxyMismatch as exc:
+                # The proxies named on the command line do not fit the server's: bad input.
+                return _fail(str(exc), EXIT_USAGE)
             proxies[scenario_name] = proxy
             alias = "" if scenario_name == server_name else f" (scenario proxy {scenario_name})"
             how = "created" if created else "existing"
@@ -202,9 +204,9 @@ def _play(
         finally:
             _report(args, runner)
         return EXIT_OK
-    except (NotFound, ProxyExists, BackendError, ScenarioError, InvalidFault) as exc:
-        return _fail(str(exc), EXIT_USAGE)
     except ChaosError as exc:
+        # Everything here passed validation: the server or the run failed (a proxy deleted by
+        # someone else, a value the server refused, an address it could not bind...).
         return _fail(str(exc), EXIT_FAILURE)
     finally:
         try:

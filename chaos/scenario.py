@@ -35,7 +35,13 @@ from typing import Any, Final
 import yaml
 
 from chaos.errors import InvalidFault, ScenarioError, ScenarioFileError, UnknownScenario
-from chaos.faultspec import FAULT_KINDS, disables_proxy, normalize_params, toxic_plans
+from chaos.faultspec import (
+    FAULT_KINDS,
+    disables_proxy,
+    normalize_params,
+    short_repr,
+    toxic_plans,
+)
 
 HEAL: Final = "heal"
 """The ``fault`` of a step that removes this scenario's faults from its proxy."""
@@ -46,12 +52,39 @@ _SUFFIXES: Final = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 
 
 def _seconds(value: object, what: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ScenarioError(f"{what} must be a number of seconds, got {value!r}")
-    if math.isinf(value) or value < 0 or (positive and value == 0):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ScenarioError(f"{what} must be a number of seconds, got {short_repr(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
+    if math.isnan(number):
+        raise ScenarioError(f"{what} must be a number of seconds, got nan")
+    if math.isinf(number) or number < 0 or (positive and number == 0):
         bound = "> 0" if positive else ">= 0"
-        raise ScenarioError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
-    return float(value)
+        raise ScenarioError(
+            f"{what} must be a finite number of seconds {bound}, got {short_repr(value)}"
+        )
+    return number
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (``ms: 10, ms: 20``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -358,7 +391,7 @@ def _from_data(data: object, *, source: str | None, step_lines: Sequence[int] | 
 def _yaml_step_lines(text: str) -> list[int] | None:
     """1-based line of each step in a YAML document (for error messages), if findable."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError:
         return None
     if not isinstance(root, yaml.MappingNode):
@@ -373,9 +406,19 @@ def parse_scenario(text: str, *, format: str = "yaml", source: str | None = None
     """Parse scenario *text* (``format`` ``"yaml"`` or ``"json"``).
 
     Syntax errors raise :class:`~chaos.errors.ScenarioFileError` with the line and what the
-    parser expected; invalid content raises :class:`~chaos.errors.ScenarioError`.
+    parser expected (a key given twice in one YAML mapping, or nesting too deep to parse, is
+    one too); invalid content raises :class:`~chaos.errors.ScenarioError`.
     """
     where = source or "<scenario>"
+    try:
+        return _parse_scenario(text, format=format, source=source, where=where)
+    except RecursionError:
+        raise ScenarioFileError(
+            "nested too deeply to parse (a scenario needs only a few levels)", source=where
+        ) from None
+
+
+def _parse_scenario(text: str, *, format: str, source: str | None, where: str) -> Scenario:
     if format == "json":
         try:
             data = json.loads(text)
@@ -387,7 +430,7 @@ def parse_scenario(text: str, *, format: str = "yaml", source: str | None = None
     if format != "yaml":
         raise ValueError(f"format must be 'yaml' or 'json', got {format!r}")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         problem = exc.problem or "syntax error"

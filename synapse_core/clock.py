@@ -8,6 +8,7 @@ checked in microseconds and without sleeping.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -75,20 +76,28 @@ class VirtualClock:
     def advance(self, seconds: float | timedelta) -> float:
         """Move time forward by *seconds* (>= 0) and return the new time."""
         delta = to_seconds(seconds, "seconds")
-        if delta < 0 or delta != delta:
-            raise ValueError(f"a clock only moves forward: seconds must be >= 0, got {delta}")
+        if not 0 <= delta < math.inf:  # also false for NaN
+            raise ValueError(
+                f"a clock only moves forward by a finite amount: seconds must be >= 0, got {delta}"
+            )
         with self._lock:
             self._now += delta
             return self._now
 
     def advance_to(self, when: float) -> float:
-        """Move time forward to the absolute time *when*; moving backwards raises ``ValueError``."""
+        """Move time forward to the absolute time *when*; moving backwards raises ``ValueError``.
+
+        *when* must be a finite number (NaN or infinity would break every later reading).
+        """
+        target = float(when)
+        if target - target != 0:  # NaN or +/-infinity
+            raise ValueError(f"a clock's time must be a finite number, got {when!r}")
         with self._lock:
-            if when < self._now:
+            if target < self._now:
                 raise ValueError(
                     f"a clock only moves forward: cannot go back from {self._now} to {when}"
                 )
-            self._now = float(when)
+            self._now = target
             return self._now
 
     async def sleep(self, seconds: float | timedelta) -> None:

@@ -25,6 +25,10 @@ def test_virtual_clock_refuses_to_go_back() -> None:
     clock = VirtualClock(5)
     with pytest.raises(ValueError, match="forward"):
         clock.advance(-1)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            clock.advance(bad)
+    assert clock() == 5
     with pytest.raises(ValueError, match="forward"):
         clock.advance_to(4)
     with pytest.raises(TypeError, match="seconds"):
