@@ -5,14 +5,17 @@ Every transport a fixture starts is stopped by that fixture, also when the test 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from transport_support import ScriptedTransport, loopback_multicast_problem
+from transport_support import ScriptedTransport, loopback_multicast_problem, unique_service_type
 
 from synapse_core import CircuitBreakerConfig, VirtualClock
-from synapse_core.transport import TcpTransport
+from synapse_core.transport import MdnsConfig, MdnsTransport, TcpTransport
+
+PeerFactory = Callable[..., Awaitable[MdnsTransport]]
 
 
 @pytest.fixture
@@ -54,3 +57,35 @@ def loopback_multicast() -> None:
     problem = loopback_multicast_problem()
     if problem is not None:
         pytest.skip(problem)
+
+
+@pytest.fixture
+def mdns_config() -> MdnsConfig:
+    """Loopback-only mDNS settings with a service type no other test uses."""
+    return MdnsConfig(
+        interfaces=["127.0.0.1"],
+        service_type=unique_service_type(),
+        probe_name=False,
+        query_interval=0.5,
+        discovery_timeout=10.0,
+    )
+
+
+@pytest_asyncio.fixture
+async def start_peer(
+    loopback_multicast: None, mdns_config: MdnsConfig
+) -> AsyncIterator[PeerFactory]:
+    """``await start_peer("id", **kwargs)``: a started transport, stopped after the test."""
+    started: list[MdnsTransport] = []
+
+    async def start(entity_id: str, **kwargs: object) -> MdnsTransport:
+        kwargs.setdefault("config", mdns_config)
+        transport = MdnsTransport(entity_id, 0, **kwargs)  # type: ignore[arg-type]
+        started.append(transport)
+        await transport.start()
+        return transport
+
+    try:
+        yield start
+    finally:
+        await asyncio.gather(*(t.stop() for t in started), return_exceptions=True)

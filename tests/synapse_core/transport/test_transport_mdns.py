@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from transport_support import msg, unique_service_type
+from transport_support import msg
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -33,32 +33,8 @@ Factory = Callable[..., Awaitable[MdnsTransport]]
 
 
 @pytest.fixture
-def config() -> MdnsConfig:
-    return MdnsConfig(
-        interfaces=["127.0.0.1"],
-        service_type=unique_service_type(),
-        probe_name=False,
-        query_interval=0.5,
-        discovery_timeout=10.0,
-    )
-
-
-@pytest_asyncio.fixture
-async def start_peer(config: MdnsConfig) -> AsyncIterator[Factory]:
-    """``await start_peer("id", **kwargs)``: a started transport, stopped after the test."""
-    started: list[MdnsTransport] = []
-
-    async def start(entity_id: str, **kwargs: object) -> MdnsTransport:
-        kwargs.setdefault("config", config)
-        transport = MdnsTransport(entity_id, 0, **kwargs)  # type: ignore[arg-type]
-        started.append(transport)
-        await transport.start()
-        return transport
-
-    try:
-        yield start
-    finally:
-        await asyncio.gather(*(t.stop() for t in started), return_exceptions=True)
+def config(mdns_config: MdnsConfig) -> MdnsConfig:
+    return mdns_config
 
 
 @pytest_asyncio.fixture

@@ -319,6 +319,7 @@ Factory = Callable[..., Awaitable[MdnsTransport]]
 
 @pytest.fixture
 def mdns_config() -> MdnsConfig:
+    """Faster queries than the shared default: these tests wait on re-resolution."""
     return MdnsConfig(
         interfaces=["127.0.0.1"],
         service_type=unique_service_type(),
@@ -326,23 +327,6 @@ def mdns_config() -> MdnsConfig:
         query_interval=0.3,
         discovery_timeout=10.0,
     )
-
-
-@pytest_asyncio.fixture
-async def start_peer(loopback_multicast: None, mdns_config: MdnsConfig) -> AsyncIterator[Factory]:
-    started: list[MdnsTransport] = []
-
-    async def start(entity_id: str, **kwargs: object) -> MdnsTransport:
-        kwargs.setdefault("config", mdns_config)
-        transport = MdnsTransport(entity_id, 0, **kwargs)  # type: ignore[arg-type]
-        started.append(transport)
-        await transport.start()
-        return transport
-
-    try:
-        yield start
-    finally:
-        await asyncio.gather(*(t.stop() for t in started), return_exceptions=True)
 
 
 @pytest.mark.asyncio
