@@ -61,8 +61,6 @@ class Backend(StartStop):
         kind: ``"embedded"``, ``"external"`` or ``"docker"``.
         owner: owner tag of the faults of the proxies it hands out (see :class:`chaos.Proxy`).
         timeout: seconds allowed for each API request.
-        seed: seed of the embedded server's randomness (toxicity rolls, jitter, slices);
-            ignored by servers Synapse does not start.
     """
 
     kind = "backend"
@@ -108,20 +106,26 @@ class Backend(StartStop):
         raise NotImplementedError
 
     def stop(self) -> None:
-        """Heal every proxy handed out; delete those created here. Safe to call twice."""
+        """Heal every proxy handed out; delete those created here. Safe to call twice.
+
+        The backend counts as stopped afterwards even if cleaning up a proxy failed.
+        """
         created, self._created = self._created, []
         attached, self._attached = self._attached, []
         first_error: BaseException | None = None
-        for proxy in reversed(attached):
-            try:
-                proxy.heal()
-            except Exception as exc:
-                first_error = first_error or exc
-        for proxy in reversed(created):
-            try:
-                proxy.delete()
-            except Exception as exc:
-                first_error = first_error or exc
+        try:
+            for proxy in reversed(attached):
+                try:
+                    proxy.heal()
+                except Exception as exc:
+                    first_error = first_error or exc
+            for proxy in reversed(created):
+                try:
+                    proxy.delete()
+                except Exception as exc:
+                    first_error = first_error or exc
+        finally:
+            self._client = None
         if first_error is not None:
             raise first_error
 
@@ -199,10 +203,8 @@ class EmbeddedBackend(Backend):
     def stop(self) -> None:
         """Heal and delete the proxies, then stop the server."""
         try:
-            if self._client is not None:
-                super().stop()
+            super().stop()
         finally:
-            self._client = None
             self.server.stop()
 
 
@@ -222,14 +224,6 @@ class ExternalBackend(Backend):
             client.version()
             self._client = client
         return self
-
-    def stop(self) -> None:
-        """Heal handed-out proxies and delete the ones created here; the server keeps running."""
-        try:
-            if self._client is not None:
-                super().stop()
-        finally:
-            self._client = None
 
 
 def _check_url(url: str, source: str) -> str:
