@@ -7,7 +7,7 @@ a typo or a bad value gets the same message (with the fault's signature) whereve
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -250,9 +250,3 @@ def toxic_plans(kind: str, params: Mapping[str, Any]) -> tuple[ToxicPlan, ...]:
 def disables_proxy(kind: str, params: Mapping[str, Any]) -> bool:
     """True if fault *kind* works by disabling the proxy (down, partition reject, flapping)."""
     return kind in ("down", "flapping") or (kind == "partition" and params["mode"] == "reject")
-
-
-def iter_fault_kinds() -> Iterator[tuple[str, str]]:
-    """``(kind, signature)`` for every fault, for help texts."""
-    for kind in FAULT_KINDS:
-        yield kind, fault_signature(kind)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pytest_synapse.gates import GateResult
 from pytest_synapse.metrics import METRICS, MetricValue, as_json
-from pytest_synapse.records import BreakerSummary, TestRecord
+from pytest_synapse.records import TestRecord
 
 SCHEMA_VERSION = 1
 
@@ -213,11 +213,3 @@ def _fmt(value: object) -> str:
 
 def _list(values: list[float]) -> str:
     return ", ".join(f"{v:.3f}" for v in values) or "-"
-
-
-def summary_of(breaker: BreakerSummary) -> str:
-    """One line for a terminal summary."""
-    return (
-        f"{breaker.name}: final={breaker.final_state} trips={len(breaker.trip_seconds)} "
-        f"rejections={breaker.rejections} open={breaker.open_seconds:.3f}s"
-    )
