@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,27 +12,8 @@ import pytest
 DEMO = Path(__file__).parents[2] / "examples" / "mdns_demo.py"
 
 
-def _loopback_multicast_works() -> bool:
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        receiver.bind(("224.0.0.251", 0))  # the group itself: nothing else reaches this socket
-        group = socket.inet_aton("224.0.0.251") + socket.inet_aton("127.0.0.1")
-        receiver.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group)
-        receiver.settimeout(1.0)
-        sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
-        sender.sendto(b"probe", ("224.0.0.251", receiver.getsockname()[1]))
-        return receiver.recvfrom(16)[0] == b"probe"
-    except OSError:
-        return False
-    finally:
-        receiver.close()
-        sender.close()
-
-
+@pytest.mark.usefixtures("loopback_multicast")
 def test_mdns_demo_trips_rejects_and_recovers() -> None:
-    if not _loopback_multicast_works():
-        pytest.skip("multicast over loopback does not work here; the mDNS demo needs it")
     result = subprocess.run(
         [sys.executable, "-W", "error", str(DEMO)],
         capture_output=True,

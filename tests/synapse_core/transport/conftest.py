@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from transport_support import ScriptedTransport, loopback_multicast_problem, unique_service_type
+from transport_support import ScriptedTransport, unique_service_type
 
 from synapse_core import CircuitBreakerConfig, VirtualClock
 from synapse_core.transport import MdnsConfig, MdnsTransport, TcpTransport
@@ -49,14 +49,6 @@ async def tcp_pair(
     finally:
         await a.stop()
         await b.stop()
-
-
-@pytest.fixture(scope="session")
-def loopback_multicast() -> None:
-    """Skip the test, saying why, when mDNS cannot work over loopback on this machine."""
-    problem = loopback_multicast_problem()
-    if problem is not None:
-        pytest.skip(problem)
 
 
 @pytest.fixture

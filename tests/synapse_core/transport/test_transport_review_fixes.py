@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
-from transport_support import ScriptedTransport, msg, unique_service_type
+from transport_support import ScriptedTransport, msg
 
 from synapse_core import CircuitBreakerConfig, VirtualClock
 from synapse_core.transport import (
@@ -318,15 +319,9 @@ Factory = Callable[..., Awaitable[MdnsTransport]]
 
 
 @pytest.fixture
-def mdns_config() -> MdnsConfig:
-    """Faster queries than the shared default: these tests wait on re-resolution."""
-    return MdnsConfig(
-        interfaces=["127.0.0.1"],
-        service_type=unique_service_type(),
-        probe_name=False,
-        query_interval=0.3,
-        discovery_timeout=10.0,
-    )
+def mdns_config(mdns_config: MdnsConfig) -> MdnsConfig:
+    """The shared settings with faster queries: these tests wait on re-resolution."""
+    return dataclasses.replace(mdns_config, query_interval=0.3)
 
 
 @pytest.mark.asyncio
