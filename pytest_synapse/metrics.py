@@ -103,7 +103,7 @@ def compute(records: Iterable[TestRecord]) -> dict[str, MetricValue]:
             [v for b in summaries for v in b.trip_seconds], "max_trip_seconds"
         ),
         "max_rejected_call_ms": maximum(
-            [v for b in summaries for v in b.rejected_call_ms]
+            [b.rejected_call_ms_max for b in summaries if b.rejected_call_ms_max is not None]
             + [float(a["max_ms"]) for t in tests for a in t.assertions if "max_ms" in a],
             "max_rejected_call_ms",
         ),

@@ -7,6 +7,12 @@ from typing import Any
 
 from synapse_core import FaultSpan, Timeline
 
+KEPT_REJECTIONS = 200
+"""Per breaker and test, the report keeps this many ``request_rejected`` events and rejected-call
+timings (the first ones). A chatty test rejects thousands of calls; every figure (``rejections``,
+``rejected_call_ms_max``, the metrics) is still computed from all of them, only the listing is cut,
+and ``events_omitted`` / ``rejected_calls_timed`` say by how much."""
+
 
 @dataclass
 class BreakerSummary:
@@ -18,7 +24,8 @@ class BreakerSummary:
     faults end and none is left active) that finds it not closed after it opened under those
     faults, seconds until it closed again. ``unrecovered``: such heals after which it never
     closed before the test ended. ``open_seconds``: time spent open or half-open during the
-    test. ``left_closed``: it tripped during this test.
+    test. ``left_closed``: it tripped during this test. ``events`` and ``rejected_call_ms`` list
+    at most :data:`KEPT_REJECTIONS` rejections; the counts and the maximum cover all of them.
     """
 
     key: str
@@ -34,7 +41,10 @@ class BreakerSummary:
     unrecovered: int = 0
     open_seconds: float = 0.0
     rejections: int = 0
+    events_omitted: int = 0
     rejected_call_ms: list[float] = field(default_factory=list)
+    rejected_calls_timed: int = 0
+    rejected_call_ms_max: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -107,6 +117,8 @@ def summarize_breaker(
         state, since = _NEXT_STATE[rec.kind], rec.at
     if state != "closed":
         open_seconds += max(0.0, end - since)
+    events, omitted = _cap_rejections([r.to_dict() for r in records])
+    timings = list(rejected_call_ms or ())
     summary = BreakerSummary(
         key=key,
         name=name,
@@ -115,10 +127,13 @@ def summarize_breaker(
         final_state=final_state,
         left_closed=bool(leaving_closed),
         trips=len(leaving_closed),
-        events=[r.to_dict() for r in records],
+        events=events,
+        events_omitted=omitted,
         open_seconds=open_seconds,
         rejections=sum(r.kind == "request_rejected" for r in records),
-        rejected_call_ms=list(rejected_call_ms or ()),
+        rejected_call_ms=timings[:KEPT_REJECTIONS],
+        rejected_calls_timed=len(timings),
+        rejected_call_ms_max=max(timings) if timings else None,
     )
     faults = timeline.faults
     for rec in leaving_closed:
@@ -141,6 +156,20 @@ def summarize_breaker(
         else:
             summary.recovery_seconds.append(closed_after - heal)
     return summary
+
+
+def _cap_rejections(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Keep every transition and the first :data:`KEPT_REJECTIONS` rejections, in order."""
+    kept: list[dict[str, Any]] = []
+    rejections = omitted = 0
+    for event in events:
+        if event["kind"] == "request_rejected":
+            rejections += 1
+            if rejections > KEPT_REJECTIONS:
+                omitted += 1
+                continue
+        kept.append(event)
+    return kept, omitted
 
 
 def earliest_active_onset(faults: list[FaultSpan], at: float) -> float | None:

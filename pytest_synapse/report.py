@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import platform
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -54,9 +55,24 @@ def build_report(
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
-    """Write *report* to *path* (parents created)."""
+    """Write *report* to *path* (parents created); non-finite numbers become ``null``.
+
+    JSON has no infinity: a rejection by a forced-open breaker carries ``retry_after`` = inf
+    (open until someone closes it), and strict JSON readers refuse ``Infinity``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    text = json.dumps(_finite(report), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -126,7 +142,8 @@ def render_html(report: dict[str, Any]) -> str:
                     f"<tr><td>{e(b['name'])}</td><td>{e(b['final_state'])}</td>"
                     f"<td>{e(_list(b['trip_seconds']))}</td>"
                     f"<td>{e(_list(b['recovery_seconds']))}</td>"
-                    f"<td>{b['open_seconds']:.3f}</td><td>{b['rejections']}</td></tr>"
+                    f"<td>{b['open_seconds']:.3f}</td><td>{b['rejections']}"
+                    f"{_omitted(b)}</td></tr>"
                 )
             parts.append("</table>")
     parts.append("</body></html>")
@@ -137,6 +154,11 @@ def write_html(report: dict[str, Any], path: Path) -> None:
     """Write the HTML page for *report* to *path*."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(report), encoding="utf-8")
+
+
+def _omitted(breaker: dict[str, Any]) -> str:
+    omitted = int(breaker.get("events_omitted", 0))
+    return f" (first {breaker['rejections'] - omitted} drawn)" if omitted else ""
 
 
 def _svg(test: dict[str, Any]) -> str:

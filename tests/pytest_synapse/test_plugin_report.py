@@ -74,7 +74,10 @@ BREAKER_KEYS = {
     "unrecovered",
     "open_seconds",
     "rejections",
+    "events_omitted",
     "rejected_call_ms",
+    "rejected_calls_timed",
+    "rejected_call_ms_max",
 }
 
 
@@ -128,6 +131,37 @@ def test_json_report_follows_the_documented_schema(synapse_pytester: pytest.Pyte
     assert props["synapse_breaker_db_final_state"] == "closed"
     assert props["synapse_breaker_db_trips"] == "1"
     assert props["synapse_breaker_db_max_recovery_seconds"] == "8.0"
+
+
+def test_a_chatty_test_lists_only_the_first_rejections(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+        from synapse_core import CircuitOpenError
+
+        def test_chatty(circuit_breaker):
+            db = circuit_breaker("db")
+            db.force_open()
+            for _ in range(1000):
+                with pytest.raises(CircuitOpenError):
+                    db.call(lambda: 1)
+            db.force_close()
+        """
+    )
+    result = synapse_pytester.runpytest("--synapse-report=report.json", "--synapse-html=r.html")
+    result.assert_outcomes(passed=1)
+    report = json.loads((synapse_pytester.path / "report.json").read_text())
+    (db,) = report["tests"][0]["breakers"]
+    kinds = [e["kind"] for e in db["events"]]
+    assert kinds.count("request_rejected") == 200
+    assert (kinds[0], kinds[-1]) == ("opened", "closed")  # transitions are never cut
+    # Forced open has no end: retry_after is infinite, which strict JSON writes as null.
+    assert db["events"][1]["detail"]["retry_after"] is None
+    assert (db["rejections"], db["events_omitted"]) == (1000, 800)
+    assert (len(db["rejected_call_ms"]), db["rejected_calls_timed"]) == (200, 1000)
+    assert db["rejected_call_ms_max"] >= max(db["rejected_call_ms"])
+    assert report["metrics"]["max_rejected_call_ms"] == db["rejected_call_ms_max"]
+    assert "(first 200 drawn)" in (synapse_pytester.path / "r.html").read_text()
 
 
 def test_violated_gates_exit_1_with_a_summary(synapse_pytester: pytest.Pytester) -> None:
