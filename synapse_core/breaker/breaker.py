@@ -45,6 +45,11 @@ logger = logging.getLogger("synapse_core.breaker")
 # free-threaded build (PEP 703) every count is taken under the breaker's lock instead.
 _LOCK_FREE: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
+# Bound once: `with breaker:` sets and resets the current permit on every block.
+_set_permit = current_permit.set
+_get_permit = current_permit.get
+_reset_permit = current_permit.reset
+
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
 _HALF_OPEN = CircuitState.HALF_OPEN
@@ -406,25 +411,42 @@ class CircuitBreaker:
             return None
 
     def __enter__(self) -> CallPermit:
-        epoch = self._epoch
-        if self._state is not _CLOSED:
-            epoch = self._admit()
-        # The block's start time only matters to slow-call detection: skip the clock otherwise.
-        permit = CallPermit(self, epoch, self._clock() if self._slow_after is not None else 0.0)
-        permit._token = current_permit.set(permit)
+        epoch = self._fast_epoch
+        if epoch < 0:
+            epoch = self._epoch
+            if self._state is not _CLOSED:
+                epoch = self._admit()
+            # The block's start time only matters to slow-call detection: skip the clock else.
+            started = self._clock() if self._slow_after is not None else 0.0
+            permit = CallPermit(self, epoch, started)
+        else:
+            permit = CallPermit(self, epoch, 0.0)
+        permit._token = _set_permit(permit)
         return permit
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        permit = current_permit.get()
+        permit = _get_permit()
         if permit is None or permit._breaker is not self:
             raise RuntimeError(f"__exit__ of breaker {self.name!r} without a matching __enter__")
-        if permit._token is not None:
-            current_permit.reset(permit._token)
+        token = permit._token
+        if token is not None:
+            _reset_permit(token)
             permit._token = None
         if permit._done:
             return  # reported by hand inside the block
         permit._done = True
-        duration = None if self._slow_after is None else self._clock() - permit.started_at
+        if self._slow_after is None:
+            if exc is None:
+                # The lock-free success of call(), inlined: this form is on hot paths too.
+                end, counter, tag = self._window.current
+                if _LOCK_FREE and tag == permit.epoch and self._clock() < end:
+                    next(counter)
+                else:
+                    self._record_success(permit.epoch, None)
+            else:
+                self._record_exception(permit.epoch, exc, None)
+            return
+        duration = self._clock() - permit.started_at
         if exc is None:
             self._record_success(permit.epoch, duration)
         else:
