@@ -53,7 +53,9 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="play a scenario against proxies",
         description="Play a scenario in real time against proxies it creates (or existing "
         "ones), print what it applied and the timeline, and remove every fault it added on "
-        "exit, Ctrl-C included. Proxies it created are deleted again.",
+        "exit, Ctrl-C included. Proxies it created are deleted again. A second Ctrl-C during "
+        "that cleanup abandons it (for a server that stopped answering) and says what may "
+        "remain.",
         epilog="example: synapse-chaos run partition-heal --proxy redis=127.0.0.1:6379",
     )
     run.add_argument(

@@ -15,6 +15,7 @@ raw server data is its ``.info`` (:class:`ProxyInfo`), also returned by :meth:`p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -88,6 +89,12 @@ class ProxyInfo:
     def listen_port(self) -> int:
         """Port part of ``listen``."""
         return int(self.listen.rpartition(":")[2])
+
+
+def _any_port(listen: str) -> bool:
+    """True if *listen* lets the server pick the port (port 0, or no address at all)."""
+    port = listen.rpartition(":")[2]
+    return not listen or (port.isdigit() and int(port) == 0)
 
 
 class ToxiproxyClient:
@@ -237,9 +244,25 @@ class ToxiproxyClient:
 
         ``listen`` defaults to any free loopback port; the handle's ``listen``/``host``/``port``
         give the bound address. Raises :class:`~chaos.errors.ProxyExists` if the name is taken.
+
+        With ``enabled=False`` and port 0 the proxy is created enabled, so the server picks and
+        reports a real port, then disabled at once: the handle's port is the one enabling it
+        binds again. (A connection attempt in between may be accepted and is then closed.) If
+        the disable fails, the proxy is deleted again and the error raised.
         """
+        pick_port = not enabled and _any_port(listen)
         body = {"name": name, "upstream": upstream, "listen": listen, "enabled": enabled}
+        if pick_port:
+            body["enabled"] = True  # a disabled proxy binds nothing: its port would stay 0
         info = ProxyInfo.from_json(self.request("POST", "/proxies", body))
+        if pick_port:
+            try:
+                info = self.update_proxy(name, enabled=False)
+            except BaseException:
+                # Never hand back (or leave behind) an enabled proxy the caller asked disabled.
+                with contextlib.suppress(ToxiproxyError):
+                    self.delete_proxy(name)
+                raise
         return Proxy(self, info, timeline=timeline, owner=owner)
 
     def update_proxy(

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from chaos.errors import NotFound
 from chaos.faults import (
-    _REGISTRY_LOCK,
     DEFAULT_OWNER,
     MARKER_SUFFIX,
     DisableFault,
@@ -20,6 +19,7 @@ from chaos.faults import (
     ToxicFault,
     _is_live,
     _live_markers,
+    _proxy_gate,
     _quiet_remove,
     check_owner,
     toxic_prefix,
@@ -93,9 +93,12 @@ class Proxy:
 
     @property
     def faults(self) -> list[Fault]:
-        """The faults this handle started that are still active, oldest first."""
-        with self._faults_lock:
-            return list(self._faults)
+        """The faults this handle started that are still active, oldest first.
+
+        Safe to call from a signal handler: it takes no lock (the code the signal interrupted
+        may hold it), because the list is replaced, never changed in place.
+        """
+        return list(self._faults)
 
     def refresh(self) -> ProxyInfo:
         """Fetch the proxy's current state from the server (also stored in :attr:`info`)."""
@@ -232,7 +235,7 @@ class Proxy:
             if t.name.startswith(prefix) and not _is_live(url, self.name, t.name)
         ]
         if any(name.endswith(MARKER_SUFFIX) for name in stale):
-            with _REGISTRY_LOCK:
+            with _proxy_gate(url, self.name):
                 if _live_markers(url, self.name) == 0:
                     self.client.enable(self.name)
         for name in stale:
@@ -243,9 +246,8 @@ class Proxy:
 
     def _started(self, fault: Fault) -> None:
         with self._faults_lock:
-            self._faults.append(fault)
+            self._faults = [*self._faults, fault]
 
     def _stopped(self, fault: Fault) -> None:
         with self._faults_lock:
-            if fault in self._faults:
-                self._faults.remove(fault)
+            self._faults = [f for f in self._faults if f is not fault]

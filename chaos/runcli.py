@@ -4,6 +4,8 @@
 event log on stdout (and a progress bar on a terminal), prints the timeline, and removes every
 fault it added on exit. SIGINT/SIGTERM do not raise into the middle of a request: they ask the
 runner to stop, which removes the faults, deletes the proxies it created, and exits 130/143.
+A second signal during that cleanup (a server that stopped answering) abandons it: one line
+says what may remain and how to remove it, and the process exits at once (130/143).
 
 Exit codes: 0 done; 2 bad input (one line on stderr, never a traceback): the arguments, the
 scenario, or ``--proxy``/``--listen`` not matching the proxies on the server; 1 the server could
@@ -14,6 +16,8 @@ not be reached or failed, or the run failed (a proxy deleted under it, a request
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -22,10 +26,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from chaos.backends import Backend, ProxyMismatch, get_or_create_proxy, resolve_backend
 from chaos.errors import ChaosError, ToxiproxyError
+from chaos.faults import toxic_prefix
 from chaos.proxy import Proxy
 from chaos.runner import ConsoleProgress, ScenarioRunner
 from chaos.scenario import Scenario, load_scenario, scenario_library
@@ -102,22 +107,81 @@ def bind_proxies(
     return bindings, listens
 
 
+@dataclasses.dataclass
+class _RunState:
+    """What the signal handler needs: the runner to cancel and what a forced exit leaves behind.
+
+    Filled in by :func:`_play` as the run gets going; the handler only reads it.
+    """
+
+    owner: str
+    received: list[int] = dataclasses.field(default_factory=list)
+    runner: ScenarioRunner | None = None
+    url: str = ""
+    embedded: bool = False
+    proxies: list[Proxy] = dataclasses.field(default_factory=list)
+    created: list[str] = dataclasses.field(default_factory=list)
+
+
+def _abandon_message(state: _RunState) -> str:
+    """One line: what a cleanup abandoned half-way may have left on the server, and the remedy."""
+    head = "synapse-chaos run: second interrupt, cleanup abandoned"
+    if not state.url:
+        return f"{head}; nothing had been applied yet"
+    if state.embedded:
+        return f"{head}; the embedded server stops with this process, so nothing remains"
+    left = []
+    for proxy in state.proxies:
+        kinds = ", ".join(dict.fromkeys(fault.kind for fault in proxy.faults))
+        if kinds:
+            left.append(f"{kinds} on proxy {proxy.name}")
+    what = "; ".join(left) or "no fault known to remain"
+    # Also when no fault is known: a removal that failed earlier may have left toxics behind.
+    remedy = (
+        f"to remove faults: POST {state.url}/reset (every fault, of every owner) or the next "
+        f"run with --owner {state.owner} (removes its stale toxics "
+        f"{toxic_prefix(state.owner)}*)"
+    )
+    created = ""
+    if state.created:
+        deletes = ", ".join(f"DELETE {state.url}/proxies/{name}" for name in state.created)
+        created = f"; proxies this run created may remain too ({deletes})"
+    return f"{head}; may remain on {state.url}: {what}; {remedy}{created}"
+
+
+def _abandon(state: _RunState, signum: int) -> NoReturn:
+    """Exit now, from a signal handler, without finishing the cleanup in progress.
+
+    os._exit, not an exception: an exception would run the ``finally`` blocks on its way out,
+    and they clean up through the very server that stopped answering.
+    """
+    with contextlib.suppress(Exception):  # RuntimeError if the main thread was mid-write
+        sys.stdout.flush()
+    os.write(2, ("\n" + _abandon_message(state) + "\n").encode("utf-8", "replace"))
+    os._exit(_SIGNAL_EXIT.get(signal.Signals(signum), 130))
+
+
 @contextmanager
-def _signals_request_stop(runner_box: list[ScenarioRunner]) -> Iterator[list[int]]:
+def _signals_request_stop(state: _RunState) -> Iterator[list[int]]:
     """SIGINT/SIGTERM are recorded and cancel the runner instead of raising mid-request.
 
-    The handler only appends to a list and sets the runner's flag: it takes no lock, since it
-    may interrupt code that holds one.
+    The first one starts the orderly cleanup; another one abandons it (:func:`_abandon`). The
+    handler takes no lock, since it may interrupt code that holds one.
     """
-    received: list[int] = []
+    received = state.received
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if not received:
-            # os.write, not print: a handler must not re-enter a buffered stream mid-write.
-            os.write(2, b"\nsynapse-chaos run: interrupted, removing the faults...\n")
+        if received:
+            _abandon(state, signum)
         received.append(signum)
-        for runner in runner_box:
-            runner.cancel()
+        # os.write, not print: a handler must not re-enter a buffered stream mid-write.
+        os.write(
+            2,
+            b"\nsynapse-chaos run: interrupted, removing the faults... "
+            b"(interrupt again to quit without cleaning up)\n",
+        )
+        if state.runner is not None:
+            state.runner.cancel()
 
     previous = {sig: signal.signal(sig, handler) for sig in _SIGNAL_EXIT}
     try:
@@ -129,8 +193,8 @@ def _signals_request_stop(runner_box: list[ScenarioRunner]) -> Iterator[list[int
 
 def run_command(args: argparse.Namespace) -> int:
     """``synapse-chaos run``."""
-    runner_box: list[ScenarioRunner] = []
-    with _signals_request_stop(runner_box) as received:
+    state = _RunState(owner=args.owner)
+    with _signals_request_stop(state) as received:
         try:
             scenario = load_scenario(args.scenario)
             bindings, listens = bind_proxies(scenario, args.proxy, args.listen)
@@ -141,7 +205,7 @@ def run_command(args: argparse.Namespace) -> int:
             backend = resolve_backend(args.toxiproxy, owner=args.owner, timeout=args.timeout)
         except (_Usage, ChaosError, ValueError) as exc:
             return _fail(str(exc), EXIT_USAGE)
-        code = _play(args, scenario, bindings, listens, backend, received, runner_box)
+        code = _play(args, scenario, bindings, listens, backend, state)
         if received:
             return _SIGNAL_EXIT.get(signal.Signals(received[0]), 130)
     return code
@@ -153,16 +217,18 @@ def _play(
     bindings: dict[str, tuple[str, str | None]],
     listens: dict[str, str],
     backend: Backend,
-    interrupted: list[int],
-    runner_box: list[ScenarioRunner],
+    state: _RunState,
 ) -> int:
     out = sys.stdout
+    interrupted = state.received
     try:
         backend.start()
     except ToxiproxyError as exc:
         return _fail(str(exc), EXIT_FAILURE)
     except ChaosError as exc:
         return _fail(str(exc), EXIT_FAILURE)
+    state.embedded = backend.kind == "embedded"
+    state.url = backend.url
     try:
         proxies: dict[str, Proxy] = {}
         print(
@@ -187,6 +253,9 @@ def _play(
                 # The proxies named on the command line do not fit the server's: bad input.
                 return _fail(str(exc), EXIT_USAGE)
             proxies[scenario_name] = proxy
+            state.proxies = [*state.proxies, proxy]
+            if created:
+                state.created = [*state.created, proxy.name]
             alias = "" if scenario_name == server_name else f" (scenario proxy {scenario_name})"
             how = "created" if created else "existing"
             print(
@@ -195,7 +264,7 @@ def _play(
                 flush=True,
             )
         runner = ScenarioRunner(scenario, proxies)
-        runner_box.append(runner)
+        state.runner = runner
         if interrupted:
             runner.cancel()
         progress = ConsoleProgress(out, live=None if not args.no_progress else False)

@@ -27,6 +27,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -402,6 +403,54 @@ def _yaml_step_lines(text: str) -> list[int] | None:
     return None
 
 
+_JSON_SPACE: Final = re.compile(r"[ \t\n\r]*")
+
+
+def _json_step_lines(text: str) -> list[int] | None:
+    """1-based line of each step in a JSON document (for error messages), if findable.
+
+    The json module reports no positions, so the top-level object is walked here, each value
+    skipped with ``raw_decode``. Only called on text ``json.loads`` accepted. A ``steps`` key
+    given twice counts as the last one, as ``json.loads`` keeps it.
+    """
+    decoder = json.JSONDecoder()
+
+    def skip_space(pos: int) -> int:
+        match = _JSON_SPACE.match(text, pos)
+        return match.end() if match else pos
+
+    def line_of(pos: int) -> int:
+        return text.count("\n", 0, pos) + 1
+
+    try:
+        pos = skip_space(0)
+        if text[pos : pos + 1] != "{":
+            return None
+        pos = skip_space(pos + 1)
+        lines: list[int] | None = None
+        while text[pos : pos + 1] == '"':
+            key, pos = decoder.raw_decode(text, pos)
+            pos = skip_space(skip_space(pos) + 1)  # past the ':'
+            if key == "steps" and text[pos : pos + 1] == "[":
+                lines = []
+                pos = skip_space(pos + 1)
+                while text[pos : pos + 1] not in ("]", ""):
+                    lines.append(line_of(pos))
+                    _, pos = decoder.raw_decode(text, pos)
+                    pos = skip_space(pos)
+                    if text[pos : pos + 1] == ",":
+                        pos = skip_space(pos + 1)
+                pos += 1  # past the ']'
+            else:
+                _, pos = decoder.raw_decode(text, pos)
+            pos = skip_space(pos)
+            if text[pos : pos + 1] == ",":
+                pos = skip_space(pos + 1)
+        return lines
+    except (ValueError, RecursionError):
+        return None
+
+
 def parse_scenario(text: str, *, format: str = "yaml", source: str | None = None) -> Scenario:
     """Parse scenario *text* (``format`` ``"yaml"`` or ``"json"``).
 
@@ -418,6 +467,12 @@ def parse_scenario(text: str, *, format: str = "yaml", source: str | None = None
         ) from None
 
 
+def _too_long(kind: str, exc: ValueError) -> str:
+    # The interpreter's own advice (raise the digit limit) does not fit a scenario file.
+    reason = str(exc).split(";")[0]
+    return f"invalid {kind}: {reason}; no scenario value needs a number that long"
+
+
 def _parse_scenario(text: str, *, format: str, source: str | None, where: str) -> Scenario:
     if format == "json":
         try:
@@ -426,7 +481,9 @@ def _parse_scenario(text: str, *, format: str, source: str | None, where: str) -
             raise ScenarioFileError(
                 f"invalid JSON: {exc.msg} (column {exc.colno})", source=where, line=exc.lineno
             ) from None
-        return _from_data(data, source=source, step_lines=None)
+        except ValueError as exc:  # an integer beyond Python's digit limit
+            raise ScenarioFileError(_too_long("JSON", exc), source=where) from None
+        return _from_data(data, source=source, step_lines=_json_step_lines(text))
     if format != "yaml":
         raise ValueError(f"format must be 'yaml' or 'json', got {format!r}")
     try:
@@ -443,6 +500,8 @@ def _parse_scenario(text: str, *, format: str, source: str | None, where: str) -
         ) from None
     except yaml.YAMLError as exc:
         raise ScenarioFileError(f"invalid YAML: {exc}", source=where) from None
+    except ValueError as exc:  # an integer beyond Python's digit limit
+        raise ScenarioFileError(_too_long("YAML", exc), source=where) from None
     return _from_data(data, source=source, step_lines=_yaml_step_lines(text))
 
 
