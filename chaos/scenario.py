@@ -473,14 +473,29 @@ def _too_long(kind: str, exc: ValueError) -> str:
     return f"invalid {kind}: {reason}; no scenario value needs a number that long"
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object names one key twice; ``json.loads`` alone would keep the last silently."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"invalid JSON: found duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
 def _parse_scenario(text: str, *, format: str, source: str | None, where: str) -> Scenario:
     if format == "json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_pairs)
         except json.JSONDecodeError as exc:
             raise ScenarioFileError(
                 f"invalid JSON: {exc.msg} (column {exc.colno})", source=where, line=exc.lineno
             ) from None
+        except _DuplicateKey as exc:
+            raise ScenarioFileError(str(exc), source=where) from None
         except ValueError as exc:  # an integer beyond Python's digit limit
             raise ScenarioFileError(_too_long("JSON", exc), source=where) from None
         return _from_data(data, source=source, step_lines=_json_step_lines(text))

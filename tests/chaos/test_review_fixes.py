@@ -328,6 +328,14 @@ def test_duplicate_yaml_keys_are_rejected_with_the_line() -> None:
     assert str(info.value).startswith("dup.yaml:4: ")
 
 
+def test_duplicate_json_keys_are_rejected() -> None:
+    step = '{"at": 0, "fault": "latency", "ms": 10, "ms": 20}'
+    text = f'{{"name": "x", "proxies": ["a"], "steps": [{step}]}}'
+    with pytest.raises(ScenarioFileError, match="invalid JSON: found duplicate key 'ms'") as info:
+        parse_scenario(text, source="dup.json", format="json")
+    assert str(info.value).startswith("dup.json: ")
+
+
 # -- 6. values bounded at load ---------------------------------------------------------------------
 
 
