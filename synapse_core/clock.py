@@ -34,7 +34,14 @@ def to_seconds(value: float | timedelta, field: str) -> float:
             f"{field} must be a number of seconds or a datetime.timedelta, "
             f"got {type(value).__name__} {value!r}"
         )
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float (10**400)
+        # bit_length, not str(): str() of an int this big may itself exceed the digit limit.
+        digits = int(abs(int(value)).bit_length() * 0.30103)
+        raise ValueError(
+            f"{field} is too large to be a number of seconds (about 10**{digits})"
+        ) from None
 
 
 def check_clock(clock: object) -> Clock:

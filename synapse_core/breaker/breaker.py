@@ -538,13 +538,30 @@ class CircuitBreaker:
     # ------------------------------------------------------------------------ outcomes
 
     def _record_result(self, epoch: int, result: object, duration: float | None) -> None:
-        if self._result_check is not None and self._result_check(result):
-            self._record_failure(epoch, None, _FAILURE, duration)
-        else:
-            self._record_success(epoch, duration)
+        check = self._result_check
+        if check is not None:
+            try:
+                failed = check(result)
+            except Exception:
+                # As for exception predicates (_matches): a broken predicate is logged and the
+                # value is not a failure. Raising here would lose the caller's result and leave
+                # a half-open probe in flight forever.
+                logger.exception("is_failure_result %r failed on %r", check, result)
+                failed = False
+            except BaseException:
+                self._release(epoch)  # interrupted while judging: free the slot, no verdict
+                raise
+            if failed:
+                self._record_failure(epoch, None, _FAILURE, duration)
+                return
+        self._record_success(epoch, duration)
 
     def _record_exception(self, epoch: int, exc: BaseException, duration: float | None) -> None:
-        outcome = self._classify(exc)
+        try:
+            outcome = self._classify(exc)
+        except BaseException:
+            self._release(epoch)  # interrupted inside a predicate: free the slot, no verdict
+            raise
         if outcome is None:
             self._release(epoch, ignored=isinstance(exc, Exception))
         elif outcome is _SUCCESS:

@@ -43,7 +43,9 @@ class CircuitBreakerConfig:
     failure (it frees its probe slot and leaves the window untouched). Otherwise an exception
     matching ``failure_exceptions`` is a failure (``TimeoutError`` is recorded as a timeout), and
     any other exception counts as a success: the dependency answered, the caller's input was bad.
-    ``is_failure_result`` marks returned values as failures (e.g. HTTP 503 responses).
+    ``is_failure_result`` marks returned values as failures (e.g. HTTP 503 responses). A
+    predicate (exception matcher or ``is_failure_result``) that raises is logged on the
+    ``synapse_core.breaker`` logger and counts as "no match"; the caller's call is unaffected.
     """
 
     failure_threshold: int = 3

@@ -65,8 +65,11 @@ class CircuitBreakerManager:
 
     def _add(self, name: str, breaker: CircuitBreaker) -> None:
         self._breakers[name] = breaker
+        # One subscription per breaker, however many names it has: an alias must not make
+        # listeners hear each event twice.
         for listener, handles in self._subscriptions:
-            handles[id(breaker)] = breaker.subscribe(listener)
+            if id(breaker) not in handles:
+                handles[id(breaker)] = breaker.subscribe(listener)
 
     def get_breaker(self, name: str) -> CircuitBreaker | None:
         """The breaker called *name*, or ``None``."""
@@ -79,7 +82,12 @@ class CircuitBreakerManager:
         """
         with self._lock:
             breaker = self._breakers.pop(name, None)
-            handles = [h.pop(id(breaker), None) for _, h in self._subscriptions] if breaker else []
+            still_named = breaker is not None and any(b is breaker for b in self._breakers.values())
+            handles = (
+                [h.pop(id(breaker), None) for _, h in self._subscriptions]
+                if breaker is not None and not still_named
+                else []
+            )
         for handle in handles:
             if handle is not None:
                 handle()
@@ -129,7 +137,8 @@ class CircuitBreakerManager:
     def subscribe(self, listener: Listener) -> Unsubscribe:
         """Listen to the events of every breaker in the manager, present and future."""
         with self._lock:
-            entry = (listener, {id(b): b.subscribe(listener) for b in self._breakers.values()})
+            unique = {id(b): b for b in self._breakers.values()}  # aliases: one subscription
+            entry = (listener, {key: b.subscribe(listener) for key, b in unique.items()})
             self._subscriptions.append(entry)
 
         def stop() -> None:
