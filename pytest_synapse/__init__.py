@@ -10,6 +10,7 @@ from pytest_synapse.assertions import (
     assert_half_open_probes_at_most,
     assert_no_calls_while_open,
     assert_rejects_fast,
+    assert_rejects_fast_async,
     assert_trips_within,
 )
 from pytest_synapse.fixtures import BreakerTimeline
@@ -24,6 +25,7 @@ __all__ = [
     "assert_half_open_probes_at_most",
     "assert_no_calls_while_open",
     "assert_rejects_fast",
+    "assert_rejects_fast_async",
     "assert_trips_within",
     "side_by_side",
 ]

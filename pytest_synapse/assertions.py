@@ -8,8 +8,10 @@ test's virtual clock when it uses one, else monotonic seconds.
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pytest_synapse.records import earliest_active_onset
@@ -50,8 +52,16 @@ def _note(kind: str, **figures: Any) -> None:
         run.assertions.append({"kind": kind, **figures})
 
 
-def _events(timeline: Timeline, name: str, kind: str) -> list[BreakerRecord]:
-    return timeline.events_of(name, [kind])
+def _events(timeline: Timeline, breaker: CircuitBreaker | str, *kinds: str) -> list[BreakerRecord]:
+    """The records of *breaker*: by name for a name, else of that very breaker.
+
+    Two breakers may share a name (two replicas, an old and a new instance): an assertion on
+    one must not pass on what the other did.
+    """
+    if isinstance(breaker, str):
+        return timeline.events_of(breaker, kinds)
+    source = timeline.source_of(breaker)
+    return timeline.events_of(breaker.name, kinds, source=source)
 
 
 def _last_heal(timeline: Timeline) -> float | None:
@@ -74,9 +84,13 @@ def assert_trips_within(
     __tracebackhide__ = True
     if failures is None and seconds is None:
         raise TypeError("assert_trips_within needs failures=N and/or seconds=T")
+    if failures is not None:
+        _check_count("failures", failures, minimum=1)
+    if seconds is not None:
+        _check_number("seconds", seconds)
     tl = _timeline(timeline)
     name = _name(breaker)
-    opened = _events(tl, name, "opened")
+    opened = _events(tl, breaker, "opened")
     if not opened:
         raise _fail(f"breaker {name!r} never opened", tl, name)
     first = opened[0]
@@ -122,52 +136,142 @@ def assert_rejects_fast(
 
     ``call`` defaults to ``breaker.call(lambda: None)``. For a service in another process,
     pass a ``call`` that exercises it and ``expect=None`` (or the exception it raises while its
-    breaker is open). Returns the slowest call in milliseconds.
+    breaker is open). Returns the slowest call in milliseconds. For a coroutine function use
+    :func:`assert_rejects_fast_async`.
     """
     __tracebackhide__ = True
-    name = _name(breaker)
-    tl = _timeline(timeline)
-    if call is None:
-        if isinstance(breaker, str):
-            raise TypeError("pass call=... when the breaker is given by name")
-        guarded = breaker
-
-        def call() -> object:
-            return guarded.call(_noop)
-
-    slowest = 0.0
+    check = _RejectsFast(breaker, call, max_ms, calls, expect, timeline)
     for i in range(calls):
         started = time.perf_counter()
         try:
-            call()
+            result = check.call()
         except Exception as exc:
-            elapsed = (time.perf_counter() - started) * 1000.0
-            if expect is not None and not isinstance(exc, expect):
-                raise _fail(
-                    f"call {i + 1} of {calls} to breaker {name!r} raised "
-                    f"{type(exc).__name__}: {exc} instead of {expect.__name__}",
-                    tl,
-                    name,
-                ) from exc
+            check.judge(i, started, exc)
         else:
-            elapsed = (time.perf_counter() - started) * 1000.0
-            if expect is not None:
-                raise _fail(
-                    f"call {i + 1} of {calls} went through breaker {name!r}: it is not open "
-                    f"(expected {expect.__name__})",
-                    tl,
-                    name,
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited: close it rather than leak a warning
+                raise TypeError(
+                    "assert_rejects_fast: call returned an awaitable, so nothing was timed; "
+                    "use `await assert_rejects_fast_async(...)` for async calls"
                 )
-        slowest = max(slowest, elapsed)
-    _note("rejects_fast", breaker=name, max_ms=slowest, calls=calls)
-    if slowest > max_ms:
-        raise _fail(
-            f"breaker {name!r}: slowest rejected call took {slowest:.3f}ms; "
-            f"required <= {max_ms:g}ms",
-            tl,
-            name,
-        )
-    return slowest
+            check.judge(i, started, None)
+    return check.verdict()
+
+
+async def assert_rejects_fast_async(
+    breaker: CircuitBreaker | str,
+    call: Callable[[], Awaitable[object]] | None = None,
+    *,
+    max_ms: float,
+    calls: int = 20,
+    expect: type[BaseException] | None = CircuitOpenError,
+    timeline: Timeline | None = None,
+) -> float:
+    """:func:`assert_rejects_fast` for async code: each call is awaited and timed.
+
+    ``call`` defaults to ``breaker.call_async(...)`` of a no-op coroutine.
+    """
+    __tracebackhide__ = True
+    if call is None and isinstance(breaker, CircuitBreaker):
+        guarded = breaker
+
+        async def call() -> object:
+            return await guarded.call_async(_noop_async)
+
+    check = _RejectsFast(breaker, call, max_ms, calls, expect, timeline)
+    for i in range(calls):
+        started = time.perf_counter()
+        try:
+            await check.call()  # type: ignore[misc]
+        except Exception as exc:
+            check.judge(i, started, exc)
+        else:
+            check.judge(i, started, None)
+    return check.verdict()
+
+
+class _RejectsFast:
+    """The checks and figures shared by the sync and async rejects-fast assertions."""
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker | str,
+        call: Callable[[], Any] | None,
+        max_ms: float,
+        calls: int,
+        expect: type[BaseException] | None,
+        timeline: Timeline | None,
+    ) -> None:
+        _check_number("max_ms", max_ms, positive=True)
+        _check_count("calls", calls, minimum=1)
+        if expect is not None and not (
+            isinstance(expect, type) and issubclass(expect, BaseException)
+        ):
+            raise TypeError(f"expect must be an exception type or None, got {expect!r}")
+        self.name = _name(breaker)
+        self.tl = _timeline(timeline)
+        if call is None:
+            if isinstance(breaker, str):
+                raise TypeError("pass call=... when the breaker is given by name")
+            guarded = breaker
+
+            def call() -> object:
+                return guarded.call(_noop)
+
+        elif not callable(call):
+            raise TypeError(f"call must be a callable taking no arguments, got {call!r}")
+        self.call = call
+        self.max_ms, self.calls, self.expect = max_ms, calls, expect
+        self.slowest = 0.0
+
+    def judge(self, i: int, started: float, exc: Exception | None) -> None:
+        __tracebackhide__ = True
+        elapsed = (time.perf_counter() - started) * 1000.0
+        expect, name, where = self.expect, self.name, f"call {i + 1} of {self.calls}"
+        if exc is not None and expect is not None and not isinstance(exc, expect):
+            raise _fail(
+                f"{where} to breaker {name!r} raised {type(exc).__name__}: {exc} instead of "
+                f"{expect.__name__}",
+                self.tl,
+                name,
+            ) from exc
+        if exc is None and expect is not None:
+            raise _fail(
+                f"{where} went through breaker {name!r}: it is not open "
+                f"(expected {expect.__name__})",
+                self.tl,
+                name,
+            )
+        self.slowest = max(self.slowest, elapsed)
+
+    def verdict(self) -> float:
+        __tracebackhide__ = True
+        name, slowest = self.name, self.slowest
+        _note("rejects_fast", breaker=name, max_ms=slowest, calls=self.calls)
+        if slowest > self.max_ms:
+            raise _fail(
+                f"breaker {name!r}: slowest rejected call took {slowest:.3f}ms; "
+                f"required <= {self.max_ms:g}ms",
+                self.tl,
+                name,
+            )
+        return slowest
+
+
+def _check_count(what: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(what: str, value: object, *, positive: bool = False) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, int | float)
+    if not bad:
+        number = float(value)  # type: ignore[arg-type]
+        bad = not math.isfinite(number) or number < 0 or (positive and number == 0)
+    if bad:
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
 
 
 def assert_half_open_probes_at_most(breaker: CircuitBreaker, k: int) -> int:
@@ -177,6 +281,7 @@ def assert_half_open_probes_at_most(breaker: CircuitBreaker, k: int) -> int:
         raise TypeError(
             "probe counts are only known for in-process breakers; pass the CircuitBreaker"
         )
+    _check_count("k", k, minimum=0)
     seen = breaker.stats().max_half_open_in_flight
     tl = _timeline(None) if current_run() is not None else Timeline()
     if seen > k:
@@ -201,6 +306,7 @@ def assert_closes_within(
     Returns the recovery time in seconds.
     """
     __tracebackhide__ = True
+    _check_number("seconds", seconds)
     tl = _timeline(timeline)
     name = _name(breaker)
     start = after if after is not None else _last_heal(tl)
@@ -208,10 +314,10 @@ def assert_closes_within(
         raise _fail(
             f"no fault was healed, so breaker {name!r} had nothing to recover from", tl, name
         )
-    closed = [r for r in _events(tl, name, "closed") if r.at >= start]
+    closed = [r for r in _events(tl, breaker, "closed") if r.at >= start]
     if not closed:
         if isinstance(breaker, str):
-            seen = tl.events_of(name, ["opened", "half_opened", "closed"])
+            seen = _events(tl, breaker, "opened", "half_opened", "closed")
             state = seen[-1].state if seen else "unknown"
         else:
             state = breaker.state.value
@@ -247,7 +353,7 @@ def assert_no_calls_while_open(
     tl = _timeline(timeline)
     name = _name(breaker)
     # Compare by record order, not time: on a virtual clock a leak can share the trip's instant.
-    transitions = tl.events_of(name, ["opened", "half_opened", "closed"])
+    transitions = _events(tl, breaker, "opened", "half_opened", "closed")
     intervals: list[tuple[int, float]] = []
     opened_seq: int | None = None
     if transitions and transitions[0].kind != "opened":
@@ -275,4 +381,8 @@ def assert_no_calls_while_open(
 
 
 def _noop() -> None:
+    return None
+
+
+async def _noop_async() -> None:
     return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -94,9 +96,14 @@ class BreakerTimeline:
         self._run.track(breaker, "created")
 
     def events(self, breaker: CircuitBreaker | str, *kinds: str) -> list[Any]:
-        """The recorded events of one breaker (optionally only some kinds)."""
-        name = breaker if isinstance(breaker, str) else breaker.name
-        return self.timeline.events_of(name, kinds or None)
+        """The recorded events of one breaker (optionally only some kinds).
+
+        A name selects every breaker of that name; a breaker object selects only its own.
+        """
+        if isinstance(breaker, str):
+            return self.timeline.events_of(breaker, kinds or None)
+        source = self.timeline.source_of(breaker)
+        return self.timeline.events_of(breaker.name, kinds or None, source=source)
 
     def states(self, breaker: CircuitBreaker | str) -> list[str]:
         """The states the breaker went through, in order."""
@@ -115,7 +122,7 @@ class BreakerTimeline:
             self.timeline,
             interval=interval,
             on_new_breaker=lambda name: self._run.track_polled(
-                name, lambda: poller.states.get(name)
+                name, lambda: poller.states.get(name), lambda: poller.initial_states.get(name)
             ),
         )
         self._pollers.append(poller)
@@ -137,6 +144,15 @@ class BreakerTimeline:
         """See :func:`pytest_synapse.assert_rejects_fast`."""
         __tracebackhide__ = True
         return assertions.assert_rejects_fast(breaker, *args, timeline=self.timeline, **kwargs)
+
+    async def assert_rejects_fast_async(
+        self, breaker: CircuitBreaker | str, *args: Any, **kwargs: Any
+    ) -> float:
+        """See :func:`pytest_synapse.assert_rejects_fast_async`."""
+        __tracebackhide__ = True
+        return await assertions.assert_rejects_fast_async(
+            breaker, *args, timeline=self.timeline, **kwargs
+        )
 
     def assert_half_open_probes_at_most(self, breaker: CircuitBreaker, k: int) -> int:
         """See :func:`pytest_synapse.assert_half_open_probes_at_most`."""
@@ -182,12 +198,16 @@ def synapse_backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
     from pytest_synapse.plugin import settings_of
 
     settings = settings_of(pytestconfig)
+    problem = None
     try:
         backend = resolve_backend(settings.toxiproxy.value, seed=settings.seed.value)
         backend.start()
     except ChaosError as exc:
-        # Bad configuration or an unreachable server: say so without a traceback.
-        pytest.fail(f"synapse: {settings.toxiproxy.source}: {exc}", pytrace=False)
+        problem = f"synapse: {settings.toxiproxy.source}: {exc}"
+    if problem is not None:
+        # Bad configuration or an unreachable server: one line, no traceback. Failed outside
+        # the except block, or pytest would also print the ChaosError it was handling.
+        pytest.fail(problem, pytrace=False)
     try:
         yield backend
     finally:
@@ -240,7 +260,8 @@ def chaos_scenario(
 ) -> Iterator[ScenarioFactory]:
     """Factory: ``chaos_scenario(scenario=None, proxies=None) -> chaos.ScenarioRunner``.
 
-    *scenario* is a library name (``"partition-heal"``), a YAML/JSON file, or a
+    *scenario* is a library name (``"partition-heal"``), a YAML/JSON file (a relative path is
+    looked up next to the test file, then in pytest's rootdir, then the current directory), or a
     ``chaos.Scenario``; it defaults to ``@pytest.mark.chaos(scenario=...)``. *proxies* maps the
     scenario's proxy names to a ``chaos.Proxy`` or to an upstream ``"host:port"`` (a proxy is
     then made with ``chaos_proxy``); it defaults to the marker's ``proxies=``.
@@ -262,7 +283,7 @@ def chaos_scenario(
     runners: list[ScenarioRunner] = []
 
     def make(
-        scenario: str | Scenario | None = None,
+        scenario: str | os.PathLike[str] | Scenario | None = None,
         proxies: Mapping[str, Proxy | str] | None = None,
     ) -> ScenarioRunner:
         chosen = scenario if scenario is not None else marker_scenario
@@ -271,7 +292,11 @@ def chaos_scenario(
                 "chaos_scenario() needs a scenario: pass one, or mark the test "
                 "@pytest.mark.chaos(scenario='partition-heal')"
             )
-        loaded = chosen if isinstance(chosen, Scenario) else load_scenario(chosen)
+        loaded = (
+            chosen
+            if isinstance(chosen, Scenario)
+            else load_scenario(_scenario_path(chosen, request))
+        )
         wiring: Mapping[str, Proxy | str] = proxies if proxies is not None else marker_proxies
         bound = {
             name: chaos_proxy(target, name=name) if isinstance(target, str) else target
@@ -286,3 +311,21 @@ def chaos_scenario(
     finally:
         for runner in reversed(runners):
             runner.stop(raise_errors=False)
+
+
+def _scenario_path(
+    chosen: str | os.PathLike[str], request: pytest.FixtureRequest
+) -> str | os.PathLike[str]:
+    """A relative scenario file found next to the test file or in the rootdir, else as given.
+
+    Relative to the current directory only, a marker's path would work or not depending on
+    where pytest was started.
+    """
+    relative = Path(os.fspath(chosen))
+    if relative.is_absolute():
+        return chosen
+    for base in (request.path.parent, request.config.rootpath):
+        candidate = base / relative
+        if candidate.is_file():
+            return candidate
+    return chosen

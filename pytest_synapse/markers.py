@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ def validate_chaos_markers(item: pytest.Item) -> None:
         scenario = marker.args[0] if marker.args else marker.kwargs.get("scenario")
         if (
             scenario is not None
-            and not isinstance(scenario, str)
+            and not isinstance(scenario, str | os.PathLike)
             and not hasattr(scenario, "steps")
         ):
             raise pytest.UsageError(

@@ -115,6 +115,13 @@ def compute(records: Iterable[TestRecord]) -> dict[str, MetricValue]:
         "unrecovered": MetricValue("unrecovered", unrecovered),
         "faults": MetricValue("faults", sum(len(t.faults) for t in tests)),
     }
+    if not result["breakers"].value:
+        # Nothing to judge: a gate on these must fail rather than pass vacuously (a CI job
+        # that forgot --synapse-chaos skips every chaos test and would otherwise go green).
+        why = "no breaker was seen in this session (chaos tests skipped? see --synapse-chaos)"
+        for name in ("all_recovered", "unrecovered", "total_open_seconds"):
+            result[name] = MetricValue(name, None, why)
+        return result
     if unrecovered and result["max_recovery_seconds"].value is not None:
         result["max_recovery_seconds"] = MetricValue(
             "max_recovery_seconds",

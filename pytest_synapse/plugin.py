@@ -222,7 +222,7 @@ def _add_user_properties(item: pytest.Item, record: TestRecord) -> None:
     for b in record.breakers:
         prefix = f"synapse_breaker_{b.name}"
         props.append((f"{prefix}_final_state", b.final_state))
-        props.append((f"{prefix}_trips", len(b.trip_seconds)))
+        props.append((f"{prefix}_trips", b.trips))
         props.append((f"{prefix}_rejections", b.rejections))
         props.append((f"{prefix}_open_seconds", round(b.open_seconds, 6)))
         if b.trip_seconds:

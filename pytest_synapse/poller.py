@@ -20,6 +20,11 @@ class BreakerStatePoller:
     block ends); a failing fetch is counted in :attr:`errors` and retried. The breaker
     assertions then work on the recorded names exactly as on in-process breakers.
     ``on_new_breaker(name)`` is called the first time a name is seen.
+
+    :meth:`start` polls once before it returns: the states seen then are where each breaker
+    *started* (:attr:`initial_states`), not events, so a breaker already open when the test
+    began is not a trip. A breaker first seen later was created during the test, closed, so a
+    first sighting of it open is recorded as its opening.
     """
 
     def __init__(
@@ -40,6 +45,8 @@ class BreakerStatePoller:
         self._thread: threading.Thread | None = None
         self._on_new = on_new_breaker
         self._poll_lock = threading.Lock()
+        self._baseline = False
+        self.initial_states: dict[str, str] = {}
         self.errors = 0
         self.polls = 0
 
@@ -65,10 +72,12 @@ class BreakerStatePoller:
             if state == previous:
                 continue
             self._states[name] = state
+            if previous is None and self._baseline:
+                self.initial_states[name] = state
             if previous is None and self._on_new is not None:
                 self._on_new(name)
-            if previous is None and state == "closed":
-                continue  # first sighting of a healthy breaker is not an event
+            if previous is None and (self._baseline or state == "closed"):
+                continue  # where it started, or a new healthy breaker: not an event
             kind = _KIND_FOR_STATE.get(state)
             if kind is None:
                 continue
@@ -94,6 +103,12 @@ class BreakerStatePoller:
     def start(self) -> BreakerStatePoller:
         """Start polling in a daemon thread."""
         if self._thread is None:
+            if not self.polls and not self.errors:
+                self._baseline = True
+                try:
+                    self.poll_once()
+                finally:
+                    self._baseline = False
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name="synapse-poller", daemon=True)
             self._thread.start()

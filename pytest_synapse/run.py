@@ -99,6 +99,7 @@ class TestRun:
         self._handles: dict[int, Unsubscribe] = {}
         self._untracked: set[int] = set()
         self.polled: dict[str, Callable[[], str | None]] = {}
+        self.polled_initial: dict[str, Callable[[], str | None]] = {}
         self.fixture_breakers: dict[str, CircuitBreaker] = {}
         self.assertions: list[dict[str, Any]] = []
         self.record: TestRecord | None = None
@@ -149,9 +150,18 @@ class TestRun:
         if handle is not None:
             handle()
 
-    def track_polled(self, name: str, current_state: Callable[[], str | None]) -> None:
-        """Report a breaker whose states a poller records under *name* (another process)."""
+    def track_polled(
+        self,
+        name: str,
+        current_state: Callable[[], str | None],
+        initial_state: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """Report a breaker whose states a poller records under *name* (another process).
+
+        *initial_state* gives its state when polling began, if it was seen then.
+        """
         self.polled[name] = current_state
+        self.polled_initial[name] = initial_state
 
     def snapshot(self, outcome: str, duration: float) -> TestRecord:
         """Freeze the figures now (before fixtures clean up) into a :class:`TestRecord`."""
@@ -173,8 +183,7 @@ class TestRun:
                 continue  # nothing happened to it in this test: noise (its own tests cover it)
             summaries.append(summary)
         for name, current_state in self.polled.items():
-            polled = [r for r in self.timeline.events_of(name) if r.source == f"poll:{name}"]
-            first = polled[0].detail.get("from") if polled else None
+            first = self.polled_initial.get(name, lambda: None)()
             summaries.append(
                 summarize_breaker(
                     self.timeline,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -94,6 +95,9 @@ class Timeline:
         self._spans: dict[int, FaultSpan] = {}
         self._records: list[BreakerRecord] = []
         self._watches: list[Unsubscribe] = []
+        self._sources: weakref.WeakKeyDictionary[CircuitBreaker, str] = (
+            weakref.WeakKeyDictionary()
+        )
         self._upstream_calls: list[tuple[str, float, int]] = []
         self._seq = itertools.count(1)
         self._closed = False
@@ -197,7 +201,16 @@ class Timeline:
                 return Unsubscribe(lambda: None)
             handle = breaker.subscribe(lambda event: self.record(event, source=tag))
             self._watches.append(handle)
+            self._sources[breaker] = tag
         return handle
+
+    def source_of(self, breaker: CircuitBreaker) -> str | None:
+        """The ``source`` tag of *breaker*'s records, or ``None`` if this timeline never watched it.
+
+        Tells a breaker's records apart from those of another breaker with the same name.
+        """
+        with self._lock:
+            return self._sources.get(breaker)
 
     def watch_all(self, breakers: Iterable[CircuitBreaker]) -> None:
         """:meth:`watch` each breaker."""
@@ -210,13 +223,20 @@ class Timeline:
         with self._lock:
             return list(self._records)
 
-    def events_of(self, breaker: str, kinds: Iterable[str] | None = None) -> list[BreakerRecord]:
-        """The records of one breaker, optionally only some kinds."""
+    def events_of(
+        self, breaker: str, kinds: Iterable[str] | None = None, *, source: str | None = None
+    ) -> list[BreakerRecord]:
+        """The records of the breaker(s) named *breaker*, optionally only some kinds.
+
+        *source* (see :meth:`source_of`) keeps one breaker's records when several share a name.
+        """
         wanted = None if kinds is None else set(kinds)
         return [
             r
             for r in self.breaker_events
-            if r.breaker == breaker and (wanted is None or r.kind in wanted)
+            if r.breaker == breaker
+            and (wanted is None or r.kind in wanted)
+            and (source is None or r.source == source)
         ]
 
     def close(self) -> None:
