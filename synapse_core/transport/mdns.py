@@ -8,7 +8,8 @@ Messages travel over the TCP frame protocol of :class:`~synapse_core.transport.T
 Liveness is the breaker's and the connection's job, not the cache's: a peer that is cut off
 never sends mDNS goodbyes, so a partition is noticed by failing sends and probes, which open that
 peer's breaker. The cache only forgets a peer on a goodbye, when zeroconf's records expire, or
-when nothing was heard from it for ``peer_timeout``.
+when nothing was heard from it for ``peer_timeout``; an answer the peer sent before its goodbye
+but that arrives after it does not bring it back (see ``_on_goodbye``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ _MIN_EXPIRY_WAIT = 0.05
 _PROBES = 3
 _PROBE_STEPS = 5
 _PROBE_WAIT = 0.25
+# zeroconf holds a multicast answer back for up to 1.2 s (20-120 ms, aggregated for up to
+# 500 ms, one more second for records it multicast in the last second: RFC 6762 sections 6
+# and 14), so an answer a peer queued just before its goodbye can arrive after the goodbye.
+# The rest is slack for a busy event loop on either side.
+_GOODBYE_GRACE = 2.0
 
 
 class _Refresher(RecordUpdateListener):
@@ -195,6 +201,10 @@ class MdnsTransport(TcpTransport):
         # Services refused because max_peers were known -> when last heard from. Counted once;
         # not resolved again until a slot frees up; forgotten after peer_timeout of silence.
         self._refused: dict[str, float] = {}
+        # Services that said goodbye (or expired) moments ago -> the end of their grace, and
+        # those of them heard from during it (see _on_goodbye).
+        self._gone: dict[str, asyncio.TimerHandle] = {}
+        self._heard_while_gone: set[str] = set()
         self._changed: asyncio.Future[None] | None = None
         self.peers_ignored = 0
         """Peers not added because ``max_peers`` were already known."""
@@ -305,6 +315,10 @@ class MdnsTransport(TcpTransport):
         for task in self._resolving.values():
             task.cancel()
         await asyncio.gather(*self._resolving.values(), return_exceptions=True)
+        for handle in self._gone.values():
+            handle.cancel()
+        self._gone.clear()
+        self._heard_while_gone.clear()
         if self._browser is not None:
             await self._browser.async_cancel()
         zc = self._zc
@@ -388,16 +402,45 @@ class MdnsTransport(TcpTransport):
                 pending.cancel()
             self._ignored.pop(key, None)
             self._refused.pop(key, None)
+            self._on_goodbye(key)
             entity_id = self._by_service.get(key)
             if entity_id is not None:
                 self._drop(entity_id, "it said goodbye or its records expired")
             return
         self._schedule_resolve(name, restart=True)
 
+    def _on_goodbye(self, key: str) -> None:
+        """Resolve nothing for service *key* for ``_GOODBYE_GRACE``; then ask, if it was heard.
+
+        An answer the peer queued before it stopped can arrive after its goodbye: zeroconf
+        caches the records again, the browser reports the service as added, and resolving it
+        would bring back a dead peer. Nothing would take it away again before ``peer_timeout``:
+        the goodbye's later copies are byte-identical to the first, and zeroconf drops those as
+        duplicates for 800 ms. A peer heard from during the grace may also be one that restarted
+        at once, so the grace ends with a query: only a live peer answers that.
+        """
+        if self._state != "running" and self._state != "starting":
+            return
+        previous = self._gone.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+        self._gone[key] = asyncio.get_running_loop().call_later(
+            _GOODBYE_GRACE, self._grace_over, key
+        )
+
+    def _grace_over(self, key: str) -> None:
+        del self._gone[key]
+        if key in self._heard_while_gone:
+            self._heard_while_gone.discard(key)
+            self.query()  # a live peer's answer comes back through _heard_from
+
     def _schedule_resolve(self, name: str, restart: bool) -> None:
         if self._state != "running" and self._state != "starting":
             return
         key = name.lower()
+        if key in self._gone:
+            self._heard_while_gone.add(key)
+            return
         previous = self._resolving.get(key)
         if previous is not None and not previous.done():
             if not restart:

@@ -3,7 +3,9 @@
 See :mod:`synapse_core.transport.framing` for the bytes. Each peer address gets one reused
 outbound connection; requests on it are pipelined and replies matched by sequence number, so
 concurrent sends to one peer do not wait for each other. A connection that timed out is closed
-(its stream position is unknown) and the next send reconnects.
+(its stream position is unknown) and the next send reconnects. A pooled connection the peer
+closed while it sat idle is noticed before it is written to; a send that could not hand a byte
+to a reused connection goes once more on a new one (the peer never saw it: no duplicate).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -66,6 +69,26 @@ class _ConnectionLost(Exception):
     """Internal: an outbound connection ended before the reply came."""
 
 
+class _NotSent(_ConnectionLost):
+    """Internal: the connection was dead before a single byte of the request reached the kernel.
+
+    The peer cannot have seen the request, so sending it again on another connection cannot
+    deliver it twice.
+    """
+
+
+def _readable_now(fd: int) -> bool:
+    """Whether *fd* has something to read (data, end of stream or an error), without waiting."""
+    if fd < 0:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - platforms without poll
+    return bool(readable)
+
+
 class _Connection:
     """One outbound connection: writes request frames, matches replies to them by ``seq``."""
 
@@ -77,6 +100,7 @@ class _Connection:
         "address",
         "closed",
         "reason",
+        "requests",
         "task",
         "timed_out",
     )
@@ -99,22 +123,59 @@ class _Connection:
         # Closed because a request got no reply in time: the requests still waiting on it
         # got none either, so they end as timeouts too (not as plain connection failures).
         self.timed_out = False
+        self.requests = 0  # written so far: more than 0 means the connection is being reused
         self.task = asyncio.get_running_loop().create_task(self._read_loop(max_frame_size))
+
+    def usable(self) -> bool:
+        """Whether a request may be written now; closes the connection if it turns out dead.
+
+        The peer may have closed (say, after its ``idle_timeout``) or reset an idle pooled
+        connection without our reader having run since: the end of stream is then waiting in
+        the socket. The peer never sends anything unprompted, so an idle connection with
+        something to read is one to give up on (at worst a late reply to a cancelled request,
+        which costs a reconnection).
+        """
+        if self.closed:
+            return False
+        transport = self._writer.transport
+        dead = transport.is_closing() or self._reader.at_eof()
+        if not dead and not self._pending:
+            sock = self._writer.get_extra_info("socket")
+            dead = sock is None or _readable_now(sock.fileno())
+        if dead:
+            self.close("closed or reset by the peer")
+        return not dead
 
     async def request(
         self, kind: FrameKind, body: bytes, limit: float, target: str, max_frame_size: int
     ) -> tuple[FrameKind, bytes]:
-        """Send one request frame and wait up to *limit* seconds for its reply."""
+        """Send one request frame and wait up to *limit* seconds for its reply.
+
+        Raises ``_NotSent`` when not a byte of the frame left this host (the connection was
+        closed first, or the kernel refused the very first write), ``_ConnectionLost`` when the
+        connection ended after the frame went out (the peer may or may not have processed it).
+        """
         if self.closed:
             if self.timed_out:
                 raise DeliveryTimeoutError(target, "ack", limit)
-            raise _ConnectionLost(self.reason)
+            raise _NotSent(self.reason)
+        transport = self._writer.transport
+        if transport.is_closing():
+            self.close("closed or reset by the peer")
+            raise _NotSent(self.reason)
         seq = next(self._seq) & 0xFFFFFFFF
+        frame = encode_frame(kind, seq, body, max_frame_size)
+        self.requests += 1
+        self._writer.write(frame)
+        if transport.is_closing():
+            # write() sends at once when nothing is queued, and a send that fails there closes
+            # the transport before returning: the kernel took none of these bytes.
+            self.close("connection lost at the first write")
+            raise _NotSent(self.reason)
         future: asyncio.Future[tuple[FrameKind, bytes] | str]
         future = asyncio.get_running_loop().create_future()
         self._pending[seq] = future
         try:
-            self._writer.write(encode_frame(kind, seq, body, max_frame_size))
             async with asyncio.timeout(limit):
                 await self._writer.drain()
                 reply = await future
@@ -386,7 +447,20 @@ class TcpTransport(Transport):
     async def _request(self, target: str, kind: FrameKind, body: bytes) -> tuple[FrameKind, bytes]:
         address = self.resolve(target)
         conn = await self._connection(target, address)
+        reused = conn.requests > 0
         try:
+            try:
+                return await conn.request(
+                    kind, body, self.send_timeout, target, self.max_frame_size
+                )
+            except _NotSent:
+                if not reused or self._state != "running":
+                    raise
+                # A reused connection the peer had already given up on (its idle_timeout, a
+                # reset): the peer never saw this request, so once more on a fresh connection.
+                # A new connection that fails like this is the peer's failure, not a stale one.
+                logger.debug("%s: %s:%s was dead before the send; reconnecting", self, *address)
+            conn = await self._connection(target, address)
             return await conn.request(kind, body, self.send_timeout, target, self.max_frame_size)
         except _ConnectionLost as exc:
             if self._state != "running":
@@ -395,7 +469,7 @@ class TcpTransport(Transport):
 
     async def _connection(self, target: str, address: Address) -> _Connection:
         conn = self._conns.get(address)
-        if conn is not None and not conn.closed:
+        if conn is not None and conn.usable():
             return conn
         task = self._connecting.get(address)
         if task is None:
