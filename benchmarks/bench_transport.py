@@ -1,6 +1,6 @@
 """Transport figures on loopback: TCP message rate and latency, mDNS discovery, fail-fast.
 
-* TCP, small messages (64-byte content, about 200 bytes framed): one sender, the receiver in a
+* TCP, small messages (64-byte content, about 300 bytes framed): one sender, the receiver in a
   separate process (so both sides get a core). Sequential sends give p50/p99 round-trip
   latency (send until ack) and their rate; pipelined sends (64 in flight on one connection)
   give the throughput.
