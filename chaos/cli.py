@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import ipaddress
 import json
+import re
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -152,15 +156,54 @@ def _load_config(path: Path) -> list[object]:
     return data
 
 
+# Underscores too: container and compose service names use them, and they resolve.
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
+
+def _check_host(host: str) -> str:
+    """Return the address to bind for ``--host``; raise ValueError (bad input) if it is none."""
+    text = host.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]  # [::1], as written in URLs
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    hint = "use an IP address of this machine (127.0.0.1, or 0.0.0.0 for every interface)"
+    if not text:
+        raise ValueError(f"--host must not be empty; {hint}")
+    if all(char.isdigit() or char == "." for char in text):
+        # Digits and dots are meant as an IPv4 address, not a host name to look up.
+        raise ValueError(f"--host {host!r} is not a valid IPv4 address; {hint}")
+    labels = text.rstrip(".").split(".")
+    if len(text) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in labels):
+        raise ValueError(f"--host {host!r} is neither an IP address nor a host name; {hint}")
+    try:
+        socket.getaddrinfo(text, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ValueError(f"--host {host!r} does not resolve ({reason}); {hint}") from None
+    return text
+
+
+def _bind_failure(args: argparse.Namespace, exc: OSError) -> int:
+    where = f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+    if isinstance(exc, socket.gaierror):  # it resolved a moment ago: still the host's fault
+        return _fail(f"{where}; check --host", EXIT_USAGE)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return _fail(
+            f"{where}; --host {args.host} is not an address of this machine "
+            "(127.0.0.1, or 0.0.0.0 for every interface)"
+        )
+    return _fail(f"{where}; pick another --port (0 = any free port) or stop the other server")
+
+
 async def _run_server(args: argparse.Namespace, config: list[object] | None) -> int:
     server = ChaosServer(args.host, args.port, seed=args.seed)
     try:
         await server.start()
     except OSError as exc:
-        return _fail(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
-            "pick another --port (0 = any free port) or stop the other server"
-        )
+        return _bind_failure(args, exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,6 +234,10 @@ async def _run_server(args: argparse.Namespace, config: list[object] | None) -> 
 def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be 0 to 65535, got {args.port}", EXIT_USAGE)
+    try:
+        args.host = _check_host(args.host)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     config = None
     if args.config is not None:
         try:

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from chaos.errors import ChaosError, FaultError, InvalidFault, NotFound
 from chaos.faultspec import ToxicPlan
 from chaos.lifecycle import StartStop
+from synapse_core.clock import Clock, monotonic_clock
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -490,10 +491,13 @@ class DisableFault(Fault):
 class FlappingFault(Fault):
     """The proxy goes down and up repeatedly: down for ``period * down_fraction`` seconds first.
 
-    By default a background thread does the switching; it is joined by :meth:`stop`. A scenario
-    runner on a virtual clock starts it with ``background=False`` and calls :meth:`sync` instead.
-    The schedule is read from the clock of the timeline the fault records into. Each down phase
-    is also recorded as a ``down`` span with ``via="flapping"``.
+    By default a background thread does the switching; it is joined by :meth:`stop`. It follows
+    real (monotonic) time whatever the timeline's clock: it switches a real proxy, and a virtual
+    clock that nobody advances would otherwise hold the proxy down for good. A scenario runner
+    starts it with ``background=False`` and calls :meth:`sync` instead; the schedule then follows
+    the clock of the timeline the fault records into (virtual time included). Spans always use
+    the timeline's clock. Each down phase is also recorded as a ``down`` span with
+    ``via="flapping"``.
     """
 
     def __init__(self, proxy: Proxy, params: Mapping[str, Any]) -> None:
@@ -509,6 +513,7 @@ class FlappingFault(Fault):
         self._thread: threading.Thread | None = None
         self._wakeup = threading.Event()
         self._background = True
+        self._schedule_clock: Clock = monotonic_clock
         self.error: BaseException | None = None
         """The error that stopped the background switching, if any (raised again by stop())."""
 
@@ -525,7 +530,11 @@ class FlappingFault(Fault):
 
     @property
     def next_change(self) -> float | None:
-        """Clock time of the next switch, or ``None`` when inactive."""
+        """Time of the next switch, or ``None`` when inactive.
+
+        On the schedule's clock: ``time.monotonic`` with background switching, else the clock of
+        the fault's timeline.
+        """
         return self._next_change if self._active else None
 
     def start(self, *, timeline: Timeline | None = None, background: bool = True) -> Self:
@@ -536,12 +545,14 @@ class FlappingFault(Fault):
     def _apply(self) -> None:
         self.error = None
         self._phases = 0
+        # Monotonic for the thread whatever the timeline's clock (see the class docstring).
+        self._schedule_clock = monotonic_clock if self._background else self.timeline.clock
 
     def _after_start(self) -> None:
         # Here rather than in _apply so the flapping span starts before its first down phase.
         with self._lock:
             self._go_down()
-            self._next_change = self.timeline.clock() + self._down_seconds
+            self._next_change = self._schedule_clock() + self._down_seconds
         if self._background:
             self._wakeup.clear()
             self._thread = threading.Thread(
@@ -566,14 +577,14 @@ class FlappingFault(Fault):
             return max(periods, 0)
 
     def sync(self, now: float | None = None, *, catch_up: bool = False) -> int:
-        """Make every switch due by *now* (default: the clock's now); return how many happened.
+        """Make every switch due by *now* (default: the schedule's clock); return how many happened.
 
         With *catch_up*, whole periods missed are skipped first (see :meth:`skip_periods`).
         """
         with self._lock:
             if not self._active:
                 return 0
-            when = self.timeline.clock() if now is None else now
+            when = self._schedule_clock() if now is None else now
             if catch_up:
                 self.skip_periods(when)
             switches = 0
@@ -588,7 +599,7 @@ class FlappingFault(Fault):
             return switches
 
     def _run(self) -> None:
-        clock = self.timeline.clock
+        clock = self._schedule_clock
         while True:
             delay = max(0.0, self._next_change - clock())
             if self._wakeup.wait(delay):

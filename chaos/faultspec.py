@@ -7,6 +7,7 @@ a typo or a bad value gets the same message (with the fault's signature) whereve
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -34,10 +35,43 @@ def short_repr(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_EXPONENT_RE: Final = re.compile(r"^\s*([-+]?[0-9_]*\.?[0-9_]*)[eE]([-+]?[0-9_]+)\s*$")
+
+
+def text_number_hint(value: object) -> str:
+    """For a string that reads as a number, a hint in parentheses (with a leading space), else "".
+
+    PyYAML follows YAML 1.1, which only reads an exponent as a number with a dot in the mantissa
+    and a sign in the exponent: ``1e3`` and ``1.0e3`` load as strings, ``1.0e+3`` as 1000.0.
+    """
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""  # "nan", "inf": not what anyone means by a number of ms
+    exponent = _EXPONENT_RE.match(value)
+    if exponent is None:
+        return f" (a number in quotes is text; write {value.strip()} without quotes)"
+    mantissa, power = exponent.groups()
+    if "." not in mantissa:
+        mantissa += ".0"
+    if power[0] not in "+-":
+        power = "+" + power
+    written = f"{mantissa}e{power}"
+    plain = repr(int(number)) if number.is_integer() and abs(number) < 1e16 else repr(number)
+    if "e" not in plain:  # repr's own exponent form (1e+20) is text to YAML 1.1 as well
+        written = f"{plain} or {written}"
+    return f" (YAML reads {value.strip()} as text; write {written})"
+
+
 def _number(kind: str, name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidFault(
-            f"{kind}: {name} must be a number, got {type(value).__name__} {short_repr(value)}",
+            f"{kind}: {name} must be a number, got {type(value).__name__} {short_repr(value)}"
+            + text_number_hint(value),
             fault=kind,
             param=name,
         )

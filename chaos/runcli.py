@@ -7,9 +7,11 @@ runner to stop, which removes the faults, deletes the proxies it created, and ex
 A second signal during that cleanup (a server that stopped answering) abandons it: one line
 says what may remain and how to remove it, and the process exits at once (130/143).
 
-Exit codes: 0 done; 2 bad input (one line on stderr, never a traceback): the arguments, the
-scenario, or ``--proxy``/``--listen`` not matching the proxies on the server; 1 the server could
-not be reached or failed, or the run failed (a proxy deleted under it, a request refused);
+Exit codes: 0 done; 2 bad input (one line on stderr, never a traceback): the arguments (a
+``--json`` path that is a directory or whose directory does not exist included), the scenario,
+or ``--proxy``/``--listen`` not matching the proxies on the server; 1 the server could not be
+reached or failed, the run failed (a proxy deleted under it, a request refused), the proxies it
+created could not be removed afterwards, or the ``--json`` report could not be written;
 130/143 interrupted.
 """
 
@@ -25,11 +27,12 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any, Final, NoReturn
 
 from chaos.backends import Backend, ProxyMismatch, get_or_create_proxy, resolve_backend
-from chaos.errors import ChaosError, ToxiproxyError
+from chaos.errors import ChaosError
 from chaos.faults import toxic_prefix
 from chaos.proxy import Proxy
 from chaos.runner import ConsoleProgress, ScenarioRunner
@@ -202,6 +205,8 @@ def run_command(args: argparse.Namespace) -> int:
                 raise _Usage(
                     f"--timeout must be a finite number of seconds > 0, got {args.timeout}"
                 )
+            if args.json is not None:
+                _check_json_path(args.json)
             backend = resolve_backend(args.toxiproxy, owner=args.owner, timeout=args.timeout)
         except (_Usage, ChaosError, ValueError) as exc:
             return _fail(str(exc), EXIT_USAGE)
@@ -209,6 +214,21 @@ def run_command(args: argparse.Namespace) -> int:
         if received:
             return _SIGNAL_EXIT.get(signal.Signals(received[0]), 130)
     return code
+
+
+def _check_json_path(path: Path) -> None:
+    """Refuse a ``--json`` path that cannot be written, before anything is applied.
+
+    Writing happens after the run: finding out only then would cost the whole scenario.
+    """
+    if path.is_dir():
+        raise _Usage(f"--json {path} is a directory; give a file path, e.g. {path / 'run.json'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise _Usage(f"--json {path}: directory {parent} does not exist; create it first")
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise _Usage(f"--json {path}: {target} is not writable; choose another path")
 
 
 def _play(
@@ -219,16 +239,35 @@ def _play(
     backend: Backend,
     state: _RunState,
 ) -> int:
-    out = sys.stdout
-    interrupted = state.received
     try:
         backend.start()
-    except ToxiproxyError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
     except ChaosError as exc:
         return _fail(str(exc), EXIT_FAILURE)
     state.embedded = backend.kind == "embedded"
     state.url = backend.url
+    cleaned = False
+    try:
+        code = _play_started(args, scenario, bindings, listens, backend, state)
+    finally:
+        try:
+            backend.stop()
+            cleaned = True
+        except ChaosError as exc:
+            _fail(f"while removing the proxies: {exc}", EXIT_FAILURE)
+    # Proxies (or faults) may be left behind on the server: the run did not end cleanly.
+    return EXIT_FAILURE if not cleaned and code == EXIT_OK else code
+
+
+def _play_started(
+    args: argparse.Namespace,
+    scenario: Scenario,
+    bindings: dict[str, tuple[str, str | None]],
+    listens: dict[str, str],
+    backend: Backend,
+    state: _RunState,
+) -> int:
+    out = sys.stdout
+    interrupted = state.received
     try:
         proxies: dict[str, Proxy] = {}
         print(
@@ -271,20 +310,16 @@ def _play(
         try:
             runner.run(progress=progress)
         finally:
-            _report(args, runner)
-        return EXIT_OK
+            report = _report(args, runner)
+        return report
     except ChaosError as exc:
         # Everything here passed validation: the server or the run failed (a proxy deleted by
         # someone else, a value the server refused, an address it could not bind...).
         return _fail(str(exc), EXIT_FAILURE)
-    finally:
-        try:
-            backend.stop()
-        except ChaosError as exc:
-            _fail(f"while removing the proxies: {exc}", EXIT_FAILURE)
 
 
-def _report(args: argparse.Namespace, runner: ScenarioRunner) -> None:
+def _report(args: argparse.Namespace, runner: ScenarioRunner) -> int:
+    """Print the timeline and write ``--json``; EXIT_FAILURE if the file could not be written."""
     out = sys.stdout
     origin = runner.started_at
     print("timeline:", file=out)
@@ -300,7 +335,8 @@ def _report(args: argparse.Namespace, runner: ScenarioRunner) -> None:
         try:
             args.json.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
         except OSError as exc:
-            _fail(f"cannot write --json {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
+            return _fail(f"cannot write --json {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
+    return EXIT_OK
 
 
 def scenarios_command(args: argparse.Namespace) -> int:

@@ -201,7 +201,7 @@ class ScenarioRunner:
 
     @property
     def finished(self) -> bool:
-        """True once the scenario ended or the runner was stopped."""
+        """True once the scenario ended, run() returned, or the started runner was stopped."""
         return self._finished
 
     @property
@@ -304,6 +304,7 @@ class ScenarioRunner:
             else:
                 self._run_real_time(progress)
             self.stop()
+            self._finished = True  # also when cancelled before it began (stop() was a no-op)
         except KeyboardInterrupt:
             self._emit("interrupted", message="Ctrl-C: removing the faults")
             self.stop(raise_errors=False)
@@ -346,9 +347,14 @@ class ScenarioRunner:
         """Remove every fault still active and finish (idempotent).
 
         Removal goes on past errors (each is logged); the first is raised if *raise_errors*.
+        Before :meth:`start` it does nothing: the runner can still be started or run.
         """
         with self._lock:
-            early = not self._finished and self._started_at is not None
+            if self._started_at is None:
+                # Nothing applied, nothing to remove; finishing here would make a later run()
+                # return at once having played nothing.
+                return
+            early = not self._finished
             first_error: BaseException | None = None
             for index in sorted(self._active, reverse=True):
                 try:

@@ -41,6 +41,7 @@ from chaos.faultspec import (
     disables_proxy,
     normalize_params,
     short_repr,
+    text_number_hint,
     toxic_plans,
 )
 
@@ -54,7 +55,9 @@ _SUFFIXES: Final = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 
 def _seconds(value: object, what: str, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ScenarioError(f"{what} must be a number of seconds, got {short_repr(value)}")
+        raise ScenarioError(
+            f"{what} must be a number of seconds, got {short_repr(value)}" + text_number_hint(value)
+        )
     try:
         number = float(value)
     except OverflowError:  # an int beyond any float
@@ -268,11 +271,37 @@ class Scenario:
                     raise ScenarioError(
                         f"{self.steps[later].describe()} overlaps step {earlier + 1} "
                         f"({self.steps[earlier].describe()}, {e0:g} s to {e1:g} s) on proxy "
-                        f"{first.proxy!r}: both set {what}; give step {earlier + 1} a duration "
-                        f"or add a heal step before {spans[later][0]:g} s",
+                        f"{first.proxy!r}: both set {what}; " + self._overlap_hint(earlier, later),
                         scenario=self.name,
                         step=later + 1,
                     )
+
+    def _overlap_hint(self, earlier: int, later: int) -> str:
+        """What to change so that step *earlier* ends by the time step *later* starts."""
+        first, second = self.steps[earlier], self.steps[later]
+        start, end = first.at, self.step_end(earlier)
+        n, m, at = earlier + 1, later + 1, second.at
+        if at == start:
+            # No duration or heal can end a fault before the instant it starts.
+            return f"both start at {at:g} s; start step {m} later, once step {n} has ended"
+        move = f"or start step {m} at {end:g} s or later"
+        if first.duration is not None and end == first.at + first.duration:
+            return (
+                f"step {n}'s duration of {first.duration:g} s runs until {end:g} s; shorten it "
+                f"to at most {at - start:g} s, {move}"
+            )
+        healed = any(
+            other.is_heal and other.proxy == first.proxy and other.at == end for other in self.steps
+        )
+        if healed:
+            return (
+                f"step {n} lasts until the heal step at {end:g} s; move that heal step to "
+                f"{at:g} s or earlier, {move}"
+            )
+        return (
+            f"step {n} has no duration, so it lasts until the scenario ends; give it a duration "
+            f"of at most {at - start:g} s or add a heal step at {at:g} s"
+        )
 
     # -- conversions -----------------------------------------------------------------------------
 

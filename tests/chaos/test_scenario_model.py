@@ -167,7 +167,7 @@ def test_overlapping_faults_conflict_only_on_the_same_toxic_or_state(
     assert conflict in message
     assert "overlaps step 1" in message
     assert info.value.step == 2
-    assert "give step 1 a duration or add a heal step before 5 s" in message
+    assert "step 1's duration of 10 s runs until 10 s; shorten it to at most 5 s" in message
 
 
 def test_no_conflict_when_the_first_fault_ended_or_was_healed() -> None:
