@@ -95,9 +95,7 @@ class Timeline:
         self._spans: dict[int, FaultSpan] = {}
         self._records: list[BreakerRecord] = []
         self._watches: list[Unsubscribe] = []
-        self._sources: weakref.WeakKeyDictionary[CircuitBreaker, str] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._sources: weakref.WeakKeyDictionary[CircuitBreaker, str] = weakref.WeakKeyDictionary()
         self._upstream_calls: list[tuple[str, float, int]] = []
         self._seq = itertools.count(1)
         self._closed = False

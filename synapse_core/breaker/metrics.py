@@ -20,6 +20,9 @@ class TransportMetrics:
         jitter_ms: latency variation in milliseconds.
         reliability_score: 0.0 (never works) to 1.0 (always works).
         last_updated: when these figures were measured (wall clock, UTC).
+        latency_measured: ``latency`` is a fresh round-trip sample. ``False`` when it is only an
+            estimate (say, after a failed send, which measured no round trip); a
+            ``LatencyTrigger`` takes no sample from such metrics.
     """
 
     latency: float = 0.050
@@ -28,6 +31,7 @@ class TransportMetrics:
     jitter_ms: float = 10.0
     reliability_score: float = 0.95
     last_updated: datetime = field(default_factory=lambda: datetime.now(UTC))
+    latency_measured: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.packet_loss <= 1.0:

@@ -40,7 +40,8 @@ class CircuitTrigger(Protocol):
 class LatencyTrigger:
     """Trips when the moving average of the last ``samples_required`` latencies exceeds a limit.
 
-    It recovers once that average is back at or below ``max_latency``.
+    It recovers once that average is back at or below ``max_latency``. Metrics whose
+    ``latency_measured`` is false (estimates, e.g. after a failed send) add no sample.
     """
 
     def __init__(self, max_latency: float | timedelta, samples_required: int = 5) -> None:
@@ -66,7 +67,10 @@ class LatencyTrigger:
         return sum(self._samples) / len(self._samples)
 
     def should_trip(self, metrics: TransportMetrics, state: CircuitState) -> bool:
-        self._samples.append(metrics.latency)
+        # An estimate is no evidence: after a failed send it would echo old figures (or the
+        # 50 ms default) and could trip, or recover, on a peer that answered nothing.
+        if metrics.latency_measured:
+            self._samples.append(metrics.latency)
         average = self.average
         return average is not None and average > self.max_latency
 

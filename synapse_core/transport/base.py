@@ -218,7 +218,15 @@ class Transport(ABC):
         self._inbound: asyncio.Queue[Message | None] = asyncio.Queue()
         self._inbound_limit = inbound_queue_size
         self._counters = _Counters()
+        # new -> starting -> running -> stopping -> stopped; "stopping" also covers a start
+        # that failed or was aborted and is closing what it opened.
         self._state = "new"
+        self._start_task: asyncio.Task[None] | None = None
+        self._start_waiters = 0
+        self._start_claimed = False  # some start() returned: the transport has an owner
+        self._start_aborted = False  # stop() cancelled the start
+        self._close_task: asyncio.Task[None] | None = None
+        self._ended = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.node_id!r} {self._state}>"
@@ -231,34 +239,111 @@ class Transport(ABC):
         return self._state == "running"
 
     async def start(self) -> None:
-        """Start listening (and discovering, where the transport does). Idempotent."""
+        """Start listening (and discovering, where the transport does). Idempotent.
+
+        Concurrent calls share one start. If the start fails, or ``stop()`` interrupts it,
+        everything it opened is closed before this raises (``TransportClosedError`` for a
+        stop), and the transport is stopped for good.
+        """
         if self._state == "running":
+            self._start_claimed = True
             return
-        if self._state == "stopped":
+        if self._state != "new" and self._state != "starting":
             raise TransportClosedError(
                 f"{self!r} was stopped and cannot be restarted; create a new transport"
             )
-        self._state = "starting"
+        task = self._start_task
+        if task is None:
+            self._state = "starting"
+            task = self._start_task = asyncio.get_running_loop().create_task(self._run_start())
+        self._start_waiters += 1
+        try:
+            # Shielded: one caller giving up must not abort the start the others wait for.
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                if self._start_waiters == 1 and not self._start_claimed:
+                    # Nobody else wants this start, and a cancelled caller never gets to
+                    # stop() what it started (``async with`` skips __aexit__): close it here.
+                    self._begin_close(abort_start=True)
+                    await asyncio.wait([self._join_close()])
+                raise
+            await self._join_close()
+            raise TransportClosedError(f"{self!r} was stopped while starting") from None
+        except BaseException as exc:
+            await self._join_close()
+            if self._start_aborted:
+                raise TransportClosedError(f"{self!r} was stopped while starting") from exc
+            raise
+        finally:
+            self._start_waiters -= 1
+        if self._start_aborted:  # the start swallowed stop()'s cancellation and finished
+            await self._join_close()
+            raise TransportClosedError(f"{self!r} was stopped while starting")
+        self._start_claimed = True
+
+    async def _run_start(self) -> None:
         try:
             await self._start()
         except BaseException:
-            self._state = "stopped"
-            await self._stop()
+            if self._state == "starting":
+                self._state = "stopping"
             raise
-        self._state = "running"
+        if self._state == "starting":
+            self._state = "running"
 
     async def stop(self) -> None:
         """Stop listening, close every connection and end inbound iteration. Idempotent.
 
-        Messages already queued stay readable with ``receive_messages()``.
+        A start in progress is cancelled (its ``start()`` raises ``TransportClosedError``);
+        concurrent calls all return once everything is closed. Messages already queued stay
+        readable with ``receive_messages()``.
         """
-        if self._state in ("new", "stopped"):
+        if self._state == "new":
             self._state = "stopped"
+            self._end_iteration()
             return
-        self._state = "stopped"
+        close = self._close_task
+        if close is not None and close.done():
+            return
+        self._begin_close(abort_start=self._state == "starting")
+        await self._join_close()
+
+    def _begin_close(self, *, abort_start: bool) -> None:
+        start = self._start_task
+        if abort_start and start is not None and not start.done():
+            # Cancelling beats waiting: an mDNS start may still be probing or announcing for
+            # a second and a half, and whatever it opened is closed below either way.
+            self._start_aborted = True
+            start.cancel()
+        if self._state != "stopped":
+            self._state = "stopping"
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self._close())
+
+    def _join_close(self) -> asyncio.Future[None]:
+        """The shared close (begun if not yet), shielded from the cancellation of one waiter."""
+        if self._close_task is None:
+            self._begin_close(abort_start=False)
+        assert self._close_task is not None
+        return asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
+        start = self._start_task
         try:
+            if start is not None and not start.done():
+                # _stop() must not run alongside _start(): it would close what the start has
+                # opened so far and the start would then open the rest.
+                await asyncio.wait([start])
             await self._stop()
         finally:
+            self._state = "stopped"
+            self._end_iteration()
+
+    def _end_iteration(self) -> None:
+        if not self._ended:
+            self._ended = True
             self._inbound.put_nowait(None)
 
     async def __aenter__(self) -> Self:
@@ -413,10 +498,11 @@ class Transport(ABC):
                 counters.send_failures += 1
                 self._failed(link)
                 permit.failure(exc, elapsed)
+                self._judge(breaker, link, None)
             else:
                 self._succeeded(link, elapsed, len(data))
                 permit.success(elapsed)
-            self._judge(breaker, link, elapsed)
+                self._judge(breaker, link, elapsed)
             raise
         except Exception as exc:
             elapsed = _perf() - started
@@ -425,7 +511,7 @@ class Transport(ABC):
                 counters.send_timeouts += 1
             permit.error(exc, elapsed)
             self._failed(link)
-            self._judge(breaker, link, elapsed)
+            self._judge(breaker, link, None)
             raise
         except BaseException:
             permit.release()  # KeyboardInterrupt and friends say nothing about the peer
@@ -489,7 +575,7 @@ class Transport(ABC):
             self._counters.probe_failures += 1
             permit.error(exc, elapsed)
             self._failed(link)
-            self._judge(breaker, link, elapsed)
+            self._judge(breaker, link, None)
             raise
         except BaseException:
             permit.release()
@@ -509,7 +595,7 @@ class Transport(ABC):
         except Exception:
             self._counters.probe_failures += 1
             self._failed(link)
-            breaker.check_external_triggers(link.snapshot(latency=_perf() - started))
+            breaker.check_external_triggers(link.snapshot())  # no latency sample: see _judge
             raise
         elapsed = _perf() - started
         self._succeeded(link, elapsed, 0)
@@ -539,7 +625,14 @@ class Transport(ABC):
         self._overall.record_failure()
 
     @staticmethod
-    def _judge(breaker: CircuitBreaker, link: LinkEstimator, elapsed: float) -> None:
+    def _judge(breaker: CircuitBreaker, link: LinkEstimator, elapsed: float | None) -> None:
+        """Feed the breaker's triggers; *elapsed* is ``None`` after a failure.
+
+        A failed round trip measured no latency: a refusal takes 0.3 ms, and reporting that
+        would let a ``LatencyTrigger`` recover on a dead peer. It still moves reliability and
+        packet loss; its latency is the smoothed estimate, marked unmeasured, so a
+        ``LatencyTrigger`` takes no sample from it.
+        """
         # Building metrics costs an allocation and a clock read: only when someone judges them.
         if breaker.triggers:
             breaker.check_external_triggers(link.snapshot(latency=elapsed))

@@ -44,11 +44,13 @@ def check_entity_id(entity_id: object) -> str:
 def instance_label(entity_id: str) -> str:
     """The DNS-safe instance label for *entity_id* (the TXT record carries the real id).
 
-    Letters, digits, ``-`` and ``_`` are kept; anything else, or an id too long for a label,
-    gets a short hash suffix so different ids never share a label.
+    Letters, digits, ``-`` and ``_`` are kept; anything else, an upper-case letter, or an id
+    too long for a label, gets a short hash suffix so different ids never share a label. DNS
+    compares names without regard to case, so ``Node`` and ``node`` would otherwise be one
+    service; a lower-case id keeps its plain label.
     """
     safe = _LABEL_SAFE.sub("-", entity_id)
-    if safe == entity_id and len(safe) <= 63:
+    if safe == entity_id and len(safe) <= 63 and not any("A" <= ch <= "Z" for ch in safe):
         return safe
     digest = hashlib.sha256(entity_id.encode("utf-8")).hexdigest()[:10]
     return f"{safe[:50]}-{digest}"

@@ -108,9 +108,13 @@ class LinkEstimator:
         return (len(outcomes) - sum(outcomes)) / len(outcomes)
 
     def snapshot(self, latency: float | None = None) -> TransportMetrics:
-        """The current estimates; *latency* overrides the smoothed latency (a fresh sample)."""
+        """The current estimates; *latency* overrides the smoothed latency (a fresh sample).
+
+        Without *latency* the figure is an estimate, marked ``latency_measured=False``.
+        """
         return TransportMetrics(
             latency=max(0.0, self.latency if latency is None else latency),
+            latency_measured=latency is not None,
             throughput_bps=(
                 _DEFAULTS.throughput_bps if self._throughput is None else int(self._throughput)
             ),

@@ -54,6 +54,7 @@ from synapse_core.transport.errors import (
     DiscoveryError,
     DiscoveryTimeoutError,
     PeerUnknownError,
+    TransportClosedError,
 )
 from synapse_core.transport.framing import DEFAULT_MAX_FRAME_SIZE
 from synapse_core.transport.tcp import Address, TcpTransport
@@ -77,6 +78,24 @@ _PROBE_WAIT = 0.25
 # and 14), so an answer a peer queued just before its goodbye can arrive after the goodbye.
 # The rest is slack for a busy event loop on either side.
 _GOODBYE_GRACE = 2.0
+# One TXT string is a length byte and at most 255 bytes of "key=value" (RFC 6763 section 6.1).
+_MAX_TXT_STRING = 255
+
+
+def _check_advertised(host: object, port: object) -> tuple[str | None, int | None]:
+    """*host*/*port* if usable as an advertised address (``None``: the listener's), else raise."""
+    if host is not None:
+        if not isinstance(host, str):
+            raise ValueError(f"advertised host must be an IP address string, got {host!r}")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"advertised host must be an IP address, got {host!r}") from None
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+    ):
+        raise ValueError(f"advertised port must be an int 1-65535, got {port!r}")
+    return host, port
 
 
 class _Refresher(RecordUpdateListener):
@@ -178,13 +197,16 @@ class MdnsTransport(TcpTransport):
         self._discovery_clock: Clock = (
             monotonic_clock if discovery_clock is None else check_clock(discovery_clock)
         )
-        self._advertise_host = advertise_host
-        self._advertise_port = advertise_port
+        self._advertise_host, self._advertise_port = _check_advertised(
+            advertise_host,
+            advertise_port or None,  # 0, like None: the listener's port
+        )
         extra = frozenset(extra_capabilities)
         bad = [token for token in extra if not TOKEN.fullmatch(token)]
         if bad:
             raise ValueError(f"capabilities must be tokens of [A-Za-z0-9._-], got {bad}")
         self._extra_capabilities = extra
+        self._check_txt()
         self._shared_zc = zeroconf
         self._zc: AsyncZeroconf | None = None
         self._info: AsyncServiceInfo | None = None
@@ -235,8 +257,20 @@ class MdnsTransport(TcpTransport):
             "transport_types": "tcp",
         }
 
-    def _service_info(self) -> AsyncServiceInfo:
-        host, port = self.advertised_address
+    def _check_txt(self) -> None:
+        # zeroconf only fails on an oversized TXT string at registration, inside start(), and
+        # with an error that names no field: refuse it here instead.
+        for key, value in self._txt().items():
+            size = len(key.encode("utf-8")) + 1 + len(value.encode("utf-8"))
+            if size > _MAX_TXT_STRING:
+                hint = " (use fewer or shorter extra_capabilities)" if key == "capabilities" else ""
+                raise ValueError(
+                    f"TXT entry {key!r} would be {size} bytes; one TXT string holds at most "
+                    f"{_MAX_TXT_STRING}{hint}"
+                )
+
+    def _service_info(self, advertised: Address | None = None) -> AsyncServiceInfo:
+        host, port = self.advertised_address if advertised is None else advertised
         ttl = self.config.ttl
         return AsyncServiceInfo(
             self.config.service_type,
@@ -250,12 +284,21 @@ class MdnsTransport(TcpTransport):
         )
 
     async def set_advertised_address(self, host: str, port: int) -> None:
-        """Announce a new address for this peer (peers re-resolve it)."""
-        ipaddress.ip_address(host)
-        self._advertise_host, self._advertise_port = host, port
+        """Announce a new address for this peer (peers re-resolve it).
+
+        *host* is an IP address string and *port* 1-65535; anything else raises
+        ``ValueError`` and changes nothing.
+        """
+        if host is None or port is None:
+            raise ValueError(
+                f"an advertised address needs a host and a port, got {host!r}, {port!r}"
+            )
+        _check_advertised(host, port)
         if self._zc is not None and self._registered:
-            self._info = self._service_info()
-            await (await self._zc.async_update_service(self._info))
+            info = self._service_info((host, port))
+            await (await self._zc.async_update_service(info))
+            self._info = info
+        self._advertise_host, self._advertise_port = host, port
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -607,8 +650,12 @@ class MdnsTransport(TcpTransport):
         deadline = loop.time() + limit
         self._expire()
         while not done():
+            if self._state == "stopping" or self._state == "stopped":
+                # Nothing will change any more: waiting out the timeout would only misreport a
+                # shutdown as a peer that never came.
+                raise TransportClosedError(f"{self!r} stopped while waiting for {entity_id!r}")
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._state == "stopped":
+            if remaining <= 0:
                 raise DiscoveryTimeoutError(entity_id, limit, what)
             if self._changed is None:
                 self._changed = loop.create_future()

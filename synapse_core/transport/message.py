@@ -93,7 +93,10 @@ class Message:
     bytes-like object, ``security_level`` a string, ``routing_path`` any sequence of strings,
     and ``metadata`` (string keys and values) is stored as a read-only copy. Messages are
     immutable; :meth:`replace` returns a modified copy. Two messages are equal when every field
-    is; the hash is the ``message_id``'s.
+    is; the hash is the ``message_id``'s. A field of the wrong type raises ``TypeError``; a
+    value out of range (a ``message_id`` string that is no UUID, an unknown security level, a
+    timestamp outside the years 1-9999 once in UTC) raises ``ValueError``. Messages pickle and
+    copy (``copy.deepcopy``) to an equal message.
     """
 
     to_global_id: str
@@ -124,7 +127,11 @@ class Message:
         ts: object = self.timestamp
         if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
             raise TypeError(f"timestamp must be a timezone-aware datetime, got {ts!r}")
-        object.__setattr__(self, "timestamp", ts.astimezone(UTC))
+        try:
+            utc = ts.astimezone(UTC)
+        except OverflowError:  # datetime.min at +01:00 is before year 1 in UTC
+            raise ValueError(f"timestamp {ts!r} is outside the years 1-9999 in UTC") from None
+        object.__setattr__(self, "timestamp", utc)
         object.__setattr__(self, "security_level", SecurityLevel(self.security_level))
         path: object = self.routing_path
         if isinstance(path, str | bytes) or not isinstance(path, Iterable):
@@ -142,6 +149,33 @@ class Message:
 
     def __hash__(self) -> int:
         return hash(self.message_id)
+
+    # The read-only metadata view (MappingProxyType) cannot be pickled, and the dataclass'
+    # slot-state pickling would hand it over as is: rebuild through the constructor instead,
+    # which wraps a plain copy again.
+    def __reduce__(self) -> tuple[Any, tuple[object, ...]]:
+        return (
+            type(self),
+            (
+                self.to_global_id,
+                self.from_global_id,
+                self.content,
+                self.message_id,
+                self.signature,
+                self.timestamp,
+                self.security_level,
+                self.routing_path,
+                dict(self.metadata),
+            ),
+        )
+
+    # Every field is immutable (metadata is a view nobody else can write through), so a copy
+    # may be the message itself, as for a tuple of strings.
+    def __copy__(self) -> Message:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Message:
+        return self
 
     def replace(self, **changes: Any) -> Message:
         """A copy with *changes* applied (``message.replace(signature=b"...")``)."""

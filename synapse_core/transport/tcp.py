@@ -252,6 +252,11 @@ class _Connection:
             await self._writer.wait_closed()
 
 
+def _close_opened_server(opening: asyncio.Future[asyncio.Server]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
 class TcpTransport(Transport):
     """Messages over TCP with length-prefixed frames, acknowledgements and per-peer breakers.
 
@@ -392,7 +397,14 @@ class TcpTransport(Transport):
     # ------------------------------------------------------------------ lifecycle
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        opening = asyncio.ensure_future(asyncio.start_server(self._serve, self._host, self._port))
+        try:
+            self._server = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # start_server yields once more after binding: cancelled there, it would leave a
+            # listener nobody holds. Let it finish and close what it opened.
+            opening.add_done_callback(_close_opened_server)
+            raise
         sockname = self._server.sockets[0].getsockname()
         self._bound = (str(sockname[0]), int(sockname[1]))
         if self._auto_id:
@@ -535,12 +547,15 @@ class TcpTransport(Transport):
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        if self._state != "running" or len(self._handlers) >= self.max_connections:
+        # Served while still starting: an mDNS peer is announced (and found) before its
+        # start() returns, and the listener is ready by then.
+        stopping = self._state != "running" and self._state != "starting"
+        if stopping or len(self._handlers) >= self.max_connections:
             logger.warning(
                 "%s: refusing a connection from %s (%s)",
                 self,
                 peer,
-                "stopping" if self._state != "running" else f"{self.max_connections} open",
+                "stopping" if stopping else f"{self.max_connections} open",
             )
             writer.close()
             with contextlib.suppress(Exception):

@@ -57,6 +57,19 @@ def test_latency_trigger_uses_a_moving_average_and_recovers() -> None:
         LatencyTrigger(0)
 
 
+def test_latency_trigger_takes_no_sample_from_an_estimate() -> None:
+    trigger = LatencyTrigger(max_latency=0.1, samples_required=2)
+    closed = CircuitState.CLOSED
+    estimate = TransportMetrics(latency=5.0, latency_measured=False)
+    assert not trigger.should_trip(estimate, closed)
+    assert not trigger.should_trip(estimate, closed)
+    assert trigger.average is None
+    trigger.should_trip(TransportMetrics(latency=0.5), closed)
+    assert trigger.should_trip(TransportMetrics(latency=0.5), closed)
+    assert trigger.should_trip(TransportMetrics(latency=0.0, latency_measured=False), closed)
+    assert trigger.average == pytest.approx(0.5)  # the estimate changed nothing
+
+
 def test_reliability_and_packet_loss_triggers() -> None:
     reliability = ReliabilityTrigger(min_reliability=0.8)
     assert reliability.should_trip(TransportMetrics(reliability_score=0.5), CircuitState.CLOSED)
