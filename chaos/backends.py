@@ -35,8 +35,8 @@ from typing import Final, Self
 from chaos.client import ToxiproxyClient
 from chaos.embedded import EmbeddedToxiproxy, Mode
 from chaos.errors import BackendError, BackendUnavailable, NotFound, ProxyExists
-from chaos.faults import DEFAULT_OWNER, check_owner
 from chaos.lifecycle import StartStop
+from chaos.livefaults import DEFAULT_OWNER, check_owner
 from chaos.proxy import Proxy
 from synapse_core.timeline import Timeline
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from chaos.errors import ToxiproxyError, ToxiproxyUnavailable, error_for_status
-from chaos.faults import DEFAULT_OWNER
+from chaos.livefaults import DEFAULT_OWNER
 from chaos.proxy import Proxy
 
 if TYPE_CHECKING:

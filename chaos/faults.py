@@ -34,28 +34,29 @@ faults that disable the proxy also add a ``noop`` marker toxic named ``...:marke
 process dies with faults applied, :meth:`Proxy.remove_stale_faults` (run by every scenario run and
 by ``synapse-chaos run``) removes the toxics of its owner that no live fault in this process holds,
 and re-enables the proxy if a stale marker says the harness disabled it. Concurrent runs against
-one shared server should use different owners. Servers are told apart by :func:`server_key`, so
-spellings of one URL (trailing slash, case, default port) count as one server.
+one shared server should use different owners. The bookkeeping lives in :mod:`chaos.livefaults`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import ipaddress
 import itertools
 import math
-import re
 import secrets
-import socket
 import threading
-import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from chaos.errors import ChaosError, FaultError, InvalidFault, NotFound
+from chaos.errors import ChaosError, FaultError, NotFound
 from chaos.faultspec import ToxicPlan
 from chaos.lifecycle import StartStop
+from chaos.livefaults import (
+    MARKER_SUFFIX,
+    live_markers,
+    proxy_gate,
+    register,
+    toxic_prefix,
+    unregister,
+)
 from synapse_core.clock import Clock, monotonic_clock
 from synapse_core.timeline import Timeline
 
@@ -63,155 +64,10 @@ if TYPE_CHECKING:
     from chaos.client import ToxiproxyClient
     from chaos.proxy import Proxy
 
-TOXIC_PREFIX: Final = "synapse"
-DEFAULT_OWNER: Final = "default"
-MARKER_SUFFIX: Final = ":marker"
-_OWNER_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
 # Toxic names must be unique on a server, across processes too: a random per-process token
 # plus a counter. (Liveness is not read from the name: see _LIVE.)
 _SESSION: Final = secrets.token_hex(3)
 _COUNTER = itertools.count(1)
-
-# Toxics this process added and has not removed yet: (server key, proxy name, toxic name).
-# Faults that disable a proxy hold a marker here; the proxy is re-enabled when the last marker
-# for it goes, so overlapping down()/partition("reject")/flapping faults compose.
-# _REGISTRY_LOCK guards these in-memory structures only and is never held during a request:
-# a hung server must not stall faults on other servers (or other proxies).
-_REGISTRY_LOCK = threading.Lock()
-_LIVE: set[tuple[str, str, str]] = set()
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-
-
-class _Gate:
-    """Serialises the enable/disable requests of one proxy (see :func:`_proxy_gate`)."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        # Reentrant so that a nested use in one thread cannot deadlock on itself.
-        self.lock = threading.RLock()
-        self.users = 0
-
-
-_GATES: dict[tuple[str, str], _Gate] = {}
-
-
-def toxic_prefix(owner: str) -> str:
-    """The name prefix of every toxic the harness adds for *owner* (``synapse:<owner>:``)."""
-    return f"{TOXIC_PREFIX}:{owner}:"
-
-
-def check_owner(owner: str) -> str:
-    """Return *owner* if it can be part of a toxic name, else raise :class:`InvalidFault`."""
-    if not isinstance(owner, str) or not _OWNER_RE.match(owner):
-        raise InvalidFault(
-            f"owner must be 1 to 64 letters, digits, '_', '.' or '-', got {owner!r}",
-            param="owner",
-        )
-    return owner
-
-
-# -- registry of live toxics ---------------------------------------------------------------------
-
-
-@functools.cache
-def _localhost_address() -> str | None:
-    """The one address ``localhost`` resolves to, or ``None`` if it resolves to several.
-
-    Only a single address is safe to merge with: with several (``::1`` and ``127.0.0.1``) the
-    client reaches whichever accepts first, which may be another server than the literal address.
-    """
-    try:
-        infos = socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)
-    except OSError:
-        return None
-    addresses = {str(info[4][0]) for info in infos}
-    if len(addresses) != 1:
-        return None
-    return _canonical_host(addresses.pop())
-
-
-def _canonical_host(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))  # ::0001 and ::1 are one address
-    except ValueError:
-        return host.lower().rstrip(".")
-
-
-@functools.lru_cache(maxsize=256)
-def server_key(url: str) -> str:
-    """The identity of the Toxiproxy server *url* names, for the live-fault registry.
-
-    Spellings of one server give one key: scheme and host case, a trailing slash or path (the
-    client ignores it), a default port left out (``http://h`` is ``http://h:80``), IPv6 written
-    in full or short, and ``localhost`` when it resolves to exactly one address (then it is that
-    address). Other host names are kept as written: resolving them could block or change.
-    """
-    try:
-        parts = urllib.parse.urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return url.strip().rstrip("/")  # not a URL the client accepts; keep it distinct
-    scheme = (parts.scheme or "http").lower()
-    host = _canonical_host(parts.hostname or "")
-    if host == "localhost":
-        host = _localhost_address() or host
-    if port is None:
-        port = _DEFAULT_PORTS.get(scheme)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
-
-
-def _register(url: str, proxy: str, toxic: str) -> None:
-    key = server_key(url)
-    with _REGISTRY_LOCK:
-        _LIVE.add((key, proxy, toxic))
-
-
-def _unregister(url: str, proxy: str, toxic: str) -> None:
-    key = server_key(url)
-    with _REGISTRY_LOCK:
-        _LIVE.discard((key, proxy, toxic))
-
-
-def _is_live(url: str, proxy: str, toxic: str) -> bool:
-    key = server_key(url)
-    with _REGISTRY_LOCK:
-        return (key, proxy, toxic) in _LIVE
-
-
-def _live_markers(url: str, proxy: str) -> int:
-    key = server_key(url)
-    with _REGISTRY_LOCK:
-        return sum(1 for u, p, t in _LIVE if u == key and p == proxy and t.endswith(MARKER_SUFFIX))
-
-
-@contextlib.contextmanager
-def _proxy_gate(url: str, proxy: str) -> Iterator[None]:
-    """Hold the gate of one proxy: its marker count and enable/disable requests stay in step.
-
-    Counting the live markers and sending the matching enable/disable must be one step per
-    proxy, or a release's enable could reach the server after a concurrent acquire's disable
-    (proxy up while a fault holds it down). The gate is per proxy, so a slow or hung server
-    delays only the faults on that proxy.
-    """
-    key = (server_key(url), proxy)
-    with _REGISTRY_LOCK:
-        gate = _GATES.get(key)
-        if gate is None:
-            gate = _GATES[key] = _Gate()
-        gate.users += 1
-    try:
-        with gate.lock:
-            yield
-    finally:
-        with _REGISTRY_LOCK:
-            gate.users -= 1
-            if gate.users == 0 and _GATES.get(key) is gate:
-                del _GATES[key]  # nobody waits on it: bounded memory across many proxies
-
 
 # -- faults --------------------------------------------------------------------------------------
 
@@ -348,7 +204,7 @@ class ToxicFault(Fault):
         try:
             for plan in self.plans:
                 name = self._toxic_name(plan.stream)
-                _register(proxy.client.url, proxy.name, name)
+                register(proxy.client.url, proxy.name, name)
                 self._names.append(name)
                 proxy.client.add_toxic(
                     proxy.name,
@@ -385,7 +241,7 @@ class ToxicFault(Fault):
             # Whatever happened, none of them is held by a live fault any more: a toxic that
             # stays behind is stale, so remove_stale_faults() (in this process too) removes it.
             for name in names:
-                _unregister(proxy.client.url, proxy.name, name)
+                unregister(proxy.client.url, proxy.name, name)
             self._names = left
         if first_error is not None:
             raise first_error
@@ -401,8 +257,8 @@ class _Disable:
 
     def acquire(self) -> None:
         proxy, client = self.proxy, self.proxy.client
-        with _proxy_gate(client.url, proxy.name):
-            _register(client.url, proxy.name, self.marker)
+        with proxy_gate(client.url, proxy.name):
+            register(client.url, proxy.name, self.marker)
             disabling = False
             try:
                 # Marker first: if we die after disabling, the marker is there to be found.
@@ -410,7 +266,7 @@ class _Disable:
                 disabling = True
                 client.disable(proxy.name)
             except BaseException:
-                _unregister(client.url, proxy.name, self.marker)
+                unregister(client.url, proxy.name, self.marker)
                 # The disable may have reached the server even though it raised (a lost
                 # response, Ctrl-C): undo it unless another live fault keeps the proxy down.
                 # The marker goes only once the proxy is known to be enabled, so a stale
@@ -424,7 +280,7 @@ class _Disable:
         """Best effort: enable the proxy if no live marker wants it down; True if it is done."""
         proxy, client = self.proxy, self.proxy.client
         try:
-            if _live_markers(client.url, proxy.name) == 0:
+            if live_markers(client.url, proxy.name) == 0:
                 client.enable(proxy.name)
         except NotFound:
             return True  # the proxy is gone: nothing is left disabled
@@ -440,12 +296,12 @@ class _Disable:
         if not self.held:
             return
         proxy, client = self.proxy, self.proxy.client
-        with _proxy_gate(client.url, proxy.name):
-            _unregister(client.url, proxy.name, self.marker)
+        with proxy_gate(client.url, proxy.name):
+            unregister(client.url, proxy.name, self.marker)
             try:
                 # Enable before removing the marker: dying in between leaves a marker on an
                 # enabled proxy (harmless, cleaned later), never a disabled proxy without one.
-                if _live_markers(client.url, proxy.name) == 0:
+                if live_markers(client.url, proxy.name) == 0:
                     client.enable(proxy.name)
             except NotFound:
                 self.held = False

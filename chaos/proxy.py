@@ -10,21 +10,17 @@ import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 from chaos.errors import NotFound
-from chaos.faults import (
+from chaos.faults import DisableFault, Fault, FlappingFault, ToxicFault, _quiet_remove
+from chaos.faultspec import StreamArg, disables_proxy, normalize_params, toxic_plans
+from chaos.livefaults import (
     DEFAULT_OWNER,
     MARKER_SUFFIX,
-    DisableFault,
-    Fault,
-    FlappingFault,
-    ToxicFault,
-    _is_live,
-    _live_markers,
-    _proxy_gate,
-    _quiet_remove,
     check_owner,
+    is_live,
+    live_markers,
+    proxy_gate,
     toxic_prefix,
 )
-from chaos.faultspec import StreamArg, disables_proxy, normalize_params, toxic_plans
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -232,11 +228,11 @@ class Proxy:
         stale = [
             t.name
             for t in self.client.toxics(self.name)
-            if t.name.startswith(prefix) and not _is_live(url, self.name, t.name)
+            if t.name.startswith(prefix) and not is_live(url, self.name, t.name)
         ]
         if any(name.endswith(MARKER_SUFFIX) for name in stale):
-            with _proxy_gate(url, self.name):
-                if _live_markers(url, self.name) == 0:
+            with proxy_gate(url, self.name):
+                if live_markers(url, self.name) == 0:
                     self.client.enable(self.name)
         for name in stale:
             _quiet_remove(self.client, self.name, name, raise_other=True)

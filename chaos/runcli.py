@@ -33,7 +33,7 @@ from typing import Any, Final, NoReturn
 
 from chaos.backends import Backend, ProxyMismatch, get_or_create_proxy, resolve_backend
 from chaos.errors import ChaosError
-from chaos.faults import toxic_prefix
+from chaos.livefaults import toxic_prefix
 from chaos.proxy import Proxy
 from chaos.runner import ConsoleProgress, ScenarioRunner
 from chaos.scenario import Scenario, load_scenario, scenario_library

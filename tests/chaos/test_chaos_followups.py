@@ -33,7 +33,7 @@ from chaos import (
     ToxiproxyError,
     load_scenario,
 )
-from chaos.faults import server_key
+from chaos.livefaults import server_key
 
 # -- a scripted loopback HTTP server --------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from chaos import (
     ToxiproxyUnavailable,
     resolve_backend,
 )
-from chaos.faults import toxic_prefix
+from chaos.livefaults import toxic_prefix
 from synapse_core import Timeline, VirtualClock
 
 OFFLINE_INFO = ProxyInfo("svc", "127.0.0.1:1", "127.0.0.1:2", True)
