@@ -15,6 +15,7 @@ from aiohttp import web
 from chaos.server.apierror import ApiError, bad_request
 from chaos.server.config import parse_populate, parse_proxy_config, parse_proxy_update
 from chaos.server.metrics import CONTENT_TYPE, ServerMetrics
+from chaos.server.proxy import Proxy
 from chaos.server.registry import ProxyRegistry
 
 API_VERSION: Final = "2.12.0"
@@ -112,8 +113,9 @@ class ControlApi:
         return web.Response(status=204)
 
     async def proxy_index(self, request: web.Request) -> web.StreamResponse:
-        """``GET /proxies``: every proxy keyed by name."""
-        return web.json_response({p.name: p.to_json() for p in self.proxies.all()})
+        """``GET /proxies``: every proxy keyed by name, names in sorted order (as Go's JSON)."""
+        proxies = sorted(self.proxies.all(), key=lambda p: p.name)
+        return web.json_response({p.name: p.to_json() for p in proxies})
 
     async def proxy_create(self, request: web.Request) -> web.StreamResponse:
         """``POST /proxies``: create a proxy (201)."""
@@ -122,10 +124,20 @@ class ControlApi:
         return web.json_response(proxy.to_json(), status=201)
 
     async def populate(self, request: web.Request) -> web.StreamResponse:
-        """``POST /populate``: create or replace several proxies (201, ``{"proxies": [...]}``)."""
-        configs = parse_populate(await _json_body(request))
-        proxies = await self.proxies.populate(configs)
-        return web.json_response({"proxies": [p.to_json() for p in proxies]}, status=201)
+        """``POST /populate``: create or replace several proxies (201, ``{"proxies": [...]}``).
+
+        A failure answers, as Toxiproxy does, the error plus ``proxies``: those handled before
+        it, or ``null`` if none (always ``null`` for invalid input: nothing was changed).
+        """
+        done: list[Proxy] = []
+        try:
+            configs = parse_populate(await _json_body(request))
+            await self.proxies.populate(configs, done)
+        except ApiError as exc:
+            body = exc.to_json()
+            body["proxies"] = [p.to_json() for p in done] or None
+            return web.json_response(body, status=exc.status)
+        return web.json_response({"proxies": [p.to_json() for p in done]}, status=201)
 
     async def proxy_show(self, request: web.Request) -> web.StreamResponse:
         """``GET /proxies/{p}``."""

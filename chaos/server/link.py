@@ -453,6 +453,12 @@ class Connection:
     def endpoint_made(self, endpoint: Endpoint, transport: asyncio.Transport) -> None:
         """Wire a newly connected socket into the flows."""
         if endpoint is self.client:
+            if not self.proxy.enabled:
+                # Accepted by the listener just before the proxy was disabled (the accept was
+                # already queued on the loop): a disabled proxy has no open connections.
+                self.closed = True
+                transport.close()
+                return
             # Hold client bytes in the kernel until the upstream is connected.
             transport.pause_reading()
             self.upstream.source = transport

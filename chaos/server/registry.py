@@ -66,24 +66,31 @@ class ProxyRegistry:
             del self._proxies[name]
             await proxy.stop()
 
-    async def populate(self, configs: Sequence[ProxyConfig]) -> list[Proxy]:
+    async def populate(
+        self, configs: Sequence[ProxyConfig], done: list[Proxy] | None = None
+    ) -> list[Proxy]:
         """Create or replace several proxies (already validated by the caller).
 
         A proxy whose upstream and listen address match is kept untouched, with its toxics and
-        connections; one that differs is replaced. If a listen address cannot be bound, the
-        error is raised and the proxies handled before it stay as they are.
+        connections; one that differs is stopped and replaced. If a listen address cannot be
+        bound, the error is raised: the proxies handled before it stay as they are (and are in
+        *done*, which collects them as they are handled), and a proxy that was to be replaced
+        stays registered, stopped, with its old settings (as in Toxiproxy).
         """
+        result = done if done is not None else []
         async with self._lock:
-            result = []
             for config in configs:
                 existing = self._proxies.get(config.name)
                 if existing is not None and existing.matches(config):
                     result.append(existing)
                     continue
                 if existing is not None:
-                    del self._proxies[config.name]
                     await existing.stop()
-                result.append(await self._create_locked(config))
+                proxy = Proxy(config, self.ctx)
+                if config.enabled:
+                    await proxy.start()
+                self._proxies[config.name] = proxy
+                result.append(proxy)
             return result
 
     async def reset(self) -> None:

@@ -100,10 +100,11 @@ class ToxicRuntime:
 
 
 class LatencyRuntime(ToxicRuntime):
-    """Delay every chunk by ``latency`` +/- uniform ``jitter`` ms, counted from its read time.
+    """Delay every chunk by ``latency`` +/- uniform ``jitter`` ms, counted from its timestamp.
 
     Deadlines are absolute, so chunks read close together leave close together (they pipeline)
-    instead of each waiting the full latency after the previous one.
+    instead of each waiting the full latency after the previous one. A chunk goes on stamped
+    with its deadline, so a second latency toxic in the chain adds its delay to this one's.
     """
 
     __slots__ = ()
@@ -112,10 +113,12 @@ class LatencyRuntime(ToxicRuntime):
         latency = self.spec.attr("latency")
         jitter = self.spec.attr("jitter")
         delay_ms = latency + (self.flow.rng.uniform(-jitter, jitter) if jitter else 0.0)
-        wait = ts + max(delay_ms, 0.0) / 1000.0 - self.flow.now()
+        deadline = ts + max(delay_ms, 0.0) / 1000.0
+        wait = deadline - self.flow.now()
         if wait > 0:
             await self._sleep(wait)
-        await emit(data, ts)
+        # Released early by a change to this toxic: the delay was not applied, nor passed on.
+        await emit(data, ts if self.retired else deadline)
 
 
 class BandwidthRuntime(ToxicRuntime):
@@ -203,38 +206,85 @@ class TimeoutRuntime(ToxicRuntime):
 
 
 class ResetPeerRuntime(TimeoutRuntime):
-    """On the first chunk, drop data and reset the connection (TCP RST) after ``timeout`` ms."""
+    """On the first chunk or end of stream, drop data and reset the connection (TCP RST) after
+    ``timeout`` ms.
 
-    __slots__ = ()
+    The end of stream counts as input like data does (as in Toxiproxy): it is held, so a client
+    that closes its side sees the reset rather than a graceful close. An update hands a running
+    countdown (restarted with the new timeout) and a held end of stream to the new runtime;
+    removing the toxic cancels the countdown and lets the end of stream go on.
+    """
+
+    __slots__ = ("_held", "_triggered")
+
+    def __init__(self, spec: ToxicSpec, flow: FlowHooks) -> None:
+        super().__init__(spec, flow)
+        self._held: asyncio.Future[None] | None = None
+        self._triggered = False
 
     def activate(self) -> None:
         return  # the countdown starts with the first chunk, as in Toxiproxy
 
     async def process(self, data: bytes, ts: float, emit: Emit) -> None:
-        if self._timer is None:
-            timeout = self.spec.attr("timeout")
-            self._timer = self.flow.loop.call_later(timeout / 1000.0, self.flow.reset_connection)
+        self._start_countdown()
+
+    async def on_eof(self) -> None:
+        self._start_countdown()
+        if self.retired:
+            return
+        held = self._held = self.flow.loop.create_future()
+        await held  # until the reset, or the toxic is removed
+
+    def take_over(self, previous: ResetPeerRuntime) -> None:
+        """Continue what *previous* (the runtime before an update) had started."""
+        if previous._triggered:
+            self._start_countdown()
+        self._held, previous._held = previous._held, None
 
     def retire(self, removed: bool) -> None:
         ToxicRuntime.retire(self, removed)
         self._cancel()
+        if removed:
+            self._release()
+        else:
+            # The replacement takes the held end of stream over right away (make_runtime); if
+            # its toxicity roll failed there is none, and the end of stream goes on.
+            self.flow.loop.call_soon(self._release)
+
+    def detach(self) -> None:
+        super().detach()
+        self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            _wake(held)
+
+    def _start_countdown(self) -> None:
+        if self._timer is None and not self.retired:
+            self._triggered = True
+            timeout = self.spec.attr("timeout")
+            self._timer = self.flow.loop.call_later(timeout / 1000.0, self.flow.reset_connection)
 
 
 class SlicerRuntime(ToxicRuntime):
-    """Cut chunks into slices of ``average_size`` +/- ``size_variation`` bytes, ``delay`` us apart.
+    """Cut chunks into slices of ``average_size`` +/- ``size_variation`` bytes; wait ``delay`` us
+    after each slice (the last one of a chunk too, as Toxiproxy does, so the next chunk waits).
 
-    An ``average_size`` of 0 passes chunks through whole.
+    An ``average_size`` of 0 passes chunks through whole (each still followed by the delay).
     """
 
     __slots__ = ()
 
     async def process(self, data: bytes, ts: float, emit: Emit) -> None:
         average = self.spec.attr("average_size")
+        delay = self.spec.attr("delay") / 1_000_000.0
         if average <= 0:
             await emit(data, ts)
+            if delay > 0:
+                await self._sleep(delay)
             return
         variation = min(self.spec.attr("size_variation"), average - 1)
-        delay = self.spec.attr("delay") / 1_000_000.0
         rng = self.flow.rng
         view = memoryview(data)
         offset = 0
@@ -246,7 +296,7 @@ class SlicerRuntime(ToxicRuntime):
             piece = view[offset : offset + size]
             offset += len(piece)
             await emit(bytes(piece), ts)
-            if delay > 0 and offset < len(data):
+            if delay > 0:
                 await self._sleep(delay)
 
 
@@ -285,9 +335,11 @@ def make_runtime(spec: ToxicSpec, flow: FlowHooks, previous: ToxicRuntime | None
     """Create the runtime for *spec*; *previous* is the runtime it replaces on an update.
 
     ``limit_data`` keeps its byte count across updates, so raising the limit lets exactly the
-    difference through.
+    difference through; ``reset_peer`` keeps a started countdown and a held end of stream.
     """
     runtime = RUNTIMES[spec.type](spec, flow)
     if isinstance(runtime, LimitDataRuntime) and isinstance(previous, LimitDataRuntime):
         runtime.transmitted = previous.transmitted
+    elif isinstance(runtime, ResetPeerRuntime) and isinstance(previous, ResetPeerRuntime):
+        runtime.take_over(previous)
     return runtime

@@ -62,13 +62,13 @@ class ToxicSpec:
     attributes: Mapping[str, int]
 
     def to_json(self) -> dict[str, object]:
-        """Return the Toxiproxy JSON form (``name, type, stream, toxicity, attributes``)."""
+        """Return the Toxiproxy JSON form, fields in its order (``attributes`` first)."""
         return {
+            "attributes": dict(self.attributes),
             "name": self.name,
             "type": self.type,
             "stream": self.stream,
             "toxicity": self.toxicity,
-            "attributes": dict(self.attributes),
         }
 
     def attr(self, key: str) -> int:

@@ -48,6 +48,11 @@ class _EchoProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.server.closing:
+            # Accepted just before close() (the accept was already queued): nobody would close
+            # it later, and the garbage collector would warn about the open socket.
+            transport.abort()
+            return
         self.server.connections.add(transport)
         self.server.accepted += 1
 
@@ -84,6 +89,7 @@ class EchoServer:
         self.loop_thread = loop_thread
         self.echo = echo
         self.connections: set[asyncio.Transport] = set()
+        self.closing = False
         self.accepted = 0
         self.received = 0
 
@@ -98,6 +104,7 @@ class EchoServer:
 
     def close(self) -> None:
         async def stop() -> None:
+            self.closing = True
             self._server.close()
             for transport in list(self.connections):
                 transport.abort()
