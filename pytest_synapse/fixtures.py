@@ -229,12 +229,28 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
 
     Faults it applies go on the test's timeline; at teardown each proxy is deleted with all of
     its faults, also when the test failed.
+
+    On a shared (external) server a given *name* gets the xdist worker id appended
+    (``inventory-gw0``), so workers do not collide; and a proxy of that name left behind by a
+    session that was killed is taken over (its stale faults removed) when it forwards to the
+    same upstream.
     """
+    from chaos.errors import ProxyExists
+
     run = _run(request)
     made: list[Proxy] = []
+    shared = synapse_backend.kind != "embedded"  # embedded: one server per worker
 
     def make(upstream: str, name: str | None = None) -> Proxy:
-        proxy = synapse_backend.create_proxy(upstream, name=name, timeline=run.timeline)
+        if name is not None and shared and run.worker != "main":
+            name = f"{name}-{run.worker}"
+        try:
+            proxy = synapse_backend.create_proxy(upstream, name=name, timeline=run.timeline)
+        except ProxyExists:
+            leftover = None if name is None else _leftover(synapse_backend, name, upstream, run)
+            if leftover is None:
+                raise
+            proxy = leftover
         made.append(proxy)
         return proxy
 
@@ -249,6 +265,19 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
                 errors.append(f"{proxy.name}: {exc}")
         if errors:
             raise RuntimeError("chaos_proxy cleanup failed: " + "; ".join(errors))
+
+
+def _leftover(backend: Backend, name: str, upstream: str, run: TestRun) -> Proxy | None:
+    """The proxy *name* a killed session left on a shared server, cleaned; None if not ours.
+
+    Ours: it forwards to the same upstream. Its faults of this owner that no live fault of
+    this process holds are removed (and the proxy re-enabled if one of them disabled it).
+    """
+    proxy = backend.attach(name, timeline=run.timeline, remove_stale=False)
+    if proxy.upstream != upstream:
+        return None
+    proxy.remove_stale_faults()
+    return proxy
 
 
 ScenarioFactory = Callable[..., "ScenarioRunner"]

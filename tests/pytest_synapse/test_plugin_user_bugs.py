@@ -209,3 +209,63 @@ def test_an_unreachable_server_is_reported_once_without_a_traceback(
     assert "During handling of the above exception" not in out
     assert out.count("http://127.0.0.1:1") >= 1
     assert "Traceback" not in out
+
+
+SHARED_SERVER_SUITE = """
+import socket
+import pytest
+
+@pytest.fixture
+def upstream():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    yield "127.0.0.1:%d" % listener.getsockname()[1]
+    listener.close()
+
+@pytest.mark.parametrize("i", range(4))
+def test_named_proxy(chaos_proxy, upstream, i):
+    proxy = chaos_proxy(upstream, name="inventory")
+    assert proxy.name.startswith("inventory")
+    with proxy.down():
+        pass
+"""
+
+
+def test_named_proxies_on_a_shared_server_do_not_collide_across_xdist_workers(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaos import EmbeddedToxiproxy
+
+    with EmbeddedToxiproxy() as server:
+        monkeypatch.setenv("SYNAPSE_TOXIPROXY", server.url)
+        synapse_pytester.makepyfile(SHARED_SERVER_SUITE)
+        result = synapse_pytester.runpytest("-n", "2", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=4)
+        assert server.client().proxies() == {}  # every proxy deleted at teardown
+
+
+def test_a_named_proxy_left_by_a_killed_session_is_taken_over(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaos import EmbeddedToxiproxy
+
+    with EmbeddedToxiproxy() as server:
+        client = server.client()
+        # What a session SIGKILLed during proxy.down() leaves: the proxy, disabled, with the
+        # harness's marker toxic.
+        client.create_proxy("inventory", "127.0.0.1:9")
+        client.add_toxic("inventory", "noop", name="synapse:default:down:dead-1:marker")
+        client.update_proxy("inventory", enabled=False)
+        monkeypatch.setenv("SYNAPSE_TOXIPROXY", server.url)
+        synapse_pytester.makepyfile(
+            """
+            def test_again(chaos_proxy):
+                proxy = chaos_proxy("127.0.0.1:9", name="inventory")
+                info = proxy.client.proxy_info("inventory")
+                assert info.enabled
+                assert not info.toxics
+            """
+        )
+        synapse_pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+        assert client.proxies() == {}
