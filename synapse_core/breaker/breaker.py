@@ -8,10 +8,11 @@ import logging
 import math
 import sys
 import threading
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from itertools import count
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from synapse_core.breaker.config import CircuitBreakerConfig, ExceptionMatcher
 from synapse_core.breaker.events import (
@@ -267,6 +268,8 @@ class CircuitBreaker:
         except BaseException as exc:
             self._record_exception(epoch, exc, None)
             raise
+        if type(result) is _COROUTINE:
+            raise _not_for_call(result)  # closed: no probe slot to give back
         end, counter, tag = self._window.current
         if tag == epoch and self._clock() < end:
             next(counter)
@@ -284,6 +287,9 @@ class CircuitBreaker:
         except BaseException as exc:
             self._record_exception(epoch, exc, None if start is None else self._clock() - start)
             raise
+        if type(result) is _COROUTINE:
+            self._release(epoch)
+            raise _not_for_call(result)
         self._record_result(epoch, result, None if start is None else self._clock() - start)
         return result
 
@@ -303,7 +309,13 @@ class CircuitBreaker:
                 epoch = self._admit()
             start = self._clock() if self._slow_after is not None else None
             try:
-                result = await fn(*args, **kwargs)
+                pending = fn(*args, **kwargs)
+                if type(pending) is not _COROUTINE and not inspect.isawaitable(pending):
+                    raise _not_awaitable(pending)
+                result = await pending
+            except _NotAwaitable:
+                self._release(epoch)  # a misuse, not the dependency's doing: no verdict
+                raise
             except BaseException as exc:
                 duration = None if start is None else self._clock() - start
                 self._record_exception(epoch, exc, duration)
@@ -311,7 +323,12 @@ class CircuitBreaker:
             self._record_result(epoch, result, None if start is None else self._clock() - start)
             return result
         try:
-            result = await fn(*args, **kwargs)
+            pending = fn(*args, **kwargs)
+            if type(pending) is not _COROUTINE and not inspect.isawaitable(pending):
+                raise _not_awaitable(pending)
+            result = await pending
+        except _NotAwaitable:
+            raise  # closed: no probe slot to give back, and no verdict on the dependency
         except BaseException as exc:
             self._record_exception(epoch, exc, None)
             raise
@@ -801,9 +818,14 @@ class CircuitBreaker:
             self._triggers = (*self._triggers, trigger)
 
     def remove_trigger(self, trigger: CircuitTrigger) -> None:
-        """Remove a trigger added with :meth:`add_trigger` (no error if absent)."""
+        """Remove a trigger added with :meth:`add_trigger` (no error if absent).
+
+        If it opened the breaker, recovery no longer waits for it: it gets no more samples, so
+        it could never say it recovered.
+        """
         with self._lock:
             self._triggers = tuple(t for t in self._triggers if t is not trigger)
+            self._tripped_by = tuple(t for t in self._tripped_by if t is not trigger)
 
     @property
     def triggers(self) -> tuple[CircuitTrigger, ...]:
@@ -889,3 +911,26 @@ def _matches(matchers: tuple[ExceptionMatcher, ...], exc: BaseException) -> bool
             except Exception:
                 logger.exception("exception predicate %r failed on %r", matcher, exc)
     return False
+
+
+_COROUTINE: Final = types.CoroutineType
+
+
+class _NotAwaitable(TypeError):
+    """``call_async`` was given a function whose result cannot be awaited."""
+
+
+def _not_for_call(coro: object) -> TypeError:
+    if isinstance(coro, Coroutine):
+        coro.close()  # never awaited: close it rather than leave a "never awaited" warning behind
+    return TypeError(
+        "breaker.call() got a coroutine function: nothing was awaited, so no outcome can be "
+        "recorded; use `await breaker.call_async(fn, ...)` or decorate it with @breaker"
+    )
+
+
+def _not_awaitable(value: object) -> _NotAwaitable:
+    return _NotAwaitable(
+        "breaker.call_async() needs a function that returns an awaitable, got "
+        f"{type(value).__name__}; use breaker.call(fn, ...) for plain functions"
+    )

@@ -120,7 +120,9 @@ class EventStream:
         self._maxsize = maxsize
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
+        # Every task waiting in __anext__: several consumers may share one stream, and each
+        # event goes to whichever gets it first.
+        self._waiters: set[asyncio.Future[None]] = set()
         self._closed = False
         self.dropped = 0
         """Events dropped because the buffer was full."""
@@ -134,16 +136,17 @@ class EventStream:
                 self.dropped += 1
                 return
             self._buffer.append(event)
-            waiter = self._waiter
-        if waiter is not None:
+            waiters = list(self._waiters)
+        if waiters:
             try:
                 running = asyncio.get_running_loop()
             except RuntimeError:
                 running = None
-            if running is self._loop:
-                _wake(waiter)
-            else:
-                self._loop.call_soon_threadsafe(_wake, waiter)
+            for waiter in waiters:
+                if running is self._loop:
+                    _wake(waiter)
+                else:
+                    self._loop.call_soon_threadsafe(_wake, waiter)
 
     def __aiter__(self) -> EventStream:
         return self
@@ -155,11 +158,13 @@ class EventStream:
                     return self._buffer.popleft()
                 if self._closed:
                     raise StopAsyncIteration
-                waiter = self._waiter = self._loop.create_future()
+                waiter = self._loop.create_future()
+                self._waiters.add(waiter)
             try:
                 await waiter
             finally:
-                self._waiter = None
+                with self._lock:
+                    self._waiters.discard(waiter)
 
     def get_nowait(self) -> CircuitEvent | None:
         """The next buffered event, or ``None`` if there is none yet."""
@@ -170,10 +175,11 @@ class EventStream:
         """Stop listening; iteration ends once the buffered events are consumed."""
         with self._lock:
             self._closed = True
-            waiter = self._waiter
+            waiters = list(self._waiters)
         self._unsubscribe()
-        if waiter is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(_wake, waiter)
+        if not self._loop.is_closed():
+            for waiter in waiters:
+                self._loop.call_soon_threadsafe(_wake, waiter)
 
     async def __aenter__(self) -> EventStream:
         return self

@@ -12,8 +12,10 @@ from synapse_core import (
     CircuitBreakerManager,
     CircuitOpenError,
     CircuitState,
+    TransportMetrics,
     VirtualClock,
 )
+from synapse_core.breaker import LatencyTrigger
 
 
 class PredicateBug(Exception):
@@ -111,3 +113,93 @@ def test_an_alias_in_a_manager_does_not_duplicate_events_or_leak_a_listener() ->
 def test_a_duration_too_large_for_a_float_is_a_value_error_naming_the_field(value: int) -> None:
     with pytest.raises(ValueError, match="recovery_timeout is too large"):
         CircuitBreakerConfig(recovery_timeout=value)
+
+
+def test_call_refuses_a_coroutine_function_and_counts_nothing() -> None:
+    breaker = CircuitBreaker("x", CircuitBreakerConfig(failure_threshold=2, minimum_requests=1))
+
+    async def boom() -> None:
+        raise ConnectionError("down")
+
+    for _ in range(3):
+        with pytest.raises(TypeError, match="call_async"):
+            breaker.call(boom)
+    stats = breaker.stats()
+    assert (stats.success_count, stats.failure_count) == (0, 0)
+
+
+def test_call_async_refuses_a_plain_function_without_tripping() -> None:
+    clock = VirtualClock()
+    breaker = _one_probe_breaker(clock)
+    ran: list[int] = []
+
+    def plain() -> int:
+        ran.append(1)
+        return 1
+
+    async def returning() -> int:
+        return 2
+
+    async def scenario() -> None:
+        for _ in range(3):
+            with pytest.raises(TypeError, match=r"use breaker\.call\(fn"):
+                await breaker.call_async(plain)  # type: ignore[arg-type]
+        assert breaker.state is CircuitState.CLOSED  # a misuse is not the dependency failing
+        breaker.force_open()
+        breaker.force_close()
+        with pytest.raises(ConnectionError):
+            breaker.call(_raise, ConnectionError("down"))
+        clock.advance(2.0)
+        with pytest.raises(TypeError):
+            await breaker.call_async(plain)  # type: ignore[arg-type]
+        # The misused call gave its half-open probe slot back: the next call is the probe.
+        assert await breaker.call_async(returning) == 2
+
+    asyncio.run(scenario())
+    assert breaker.state is CircuitState.CLOSED
+    assert len(ran) == 4
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def test_removing_the_trigger_that_opened_the_breaker_lets_it_recover() -> None:
+    clock = VirtualClock()
+    breaker = CircuitBreaker("t", CircuitBreakerConfig(recovery_timeout=5), clock=clock)
+    trigger = LatencyTrigger(0.1, samples_required=2)
+    breaker.add_trigger(trigger)
+    for _ in range(2):
+        breaker.check_external_triggers(TransportMetrics(latency=0.5))
+    assert breaker.state is CircuitState.OPEN
+    breaker.remove_trigger(trigger)
+    clock.advance(6)
+    assert breaker.would_admit()
+    assert breaker.call(lambda: 1) == 1
+
+
+def test_an_event_stream_shared_by_two_consumers_serves_both_and_closes_both() -> None:
+    breaker = CircuitBreaker("s")
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        stream = breaker.events()
+        first: list[str] = []
+        second: list[str] = []
+
+        async def consume(into: list[str]) -> None:
+            async for event in stream:
+                into.append(event.kind)
+                await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(consume(first)), asyncio.create_task(consume(second))]
+        await asyncio.sleep(0)
+        for _ in range(3):
+            breaker.force_open()
+            breaker.force_close()
+            await asyncio.sleep(0.01)
+        stream.close()
+        await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert len(first) + len(second) == 6  # every event went to exactly one consumer
