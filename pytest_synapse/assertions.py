@@ -61,6 +61,12 @@ def _events(timeline: Timeline, breaker: CircuitBreaker | str, *kinds: str) -> l
     if isinstance(breaker, str):
         return timeline.events_of(breaker, kinds)
     source = timeline.source_of(breaker)
+    if source is None:
+        raise ValueError(
+            f"breaker {breaker.name!r} is not recorded on this timeline: call "
+            "timeline.watch(breaker) before it acts, or pass its name to match every breaker "
+            "of that name"
+        )
     return timeline.events_of(breaker.name, kinds, source=source)
 
 

@@ -23,13 +23,22 @@ if TYPE_CHECKING:
     from chaos.scenario import Scenario
 
 
-def _run(request: pytest.FixtureRequest) -> TestRun:
+def _run(request: pytest.FixtureRequest, *, virtual: bool = False) -> TestRun:
+    """The test's recording; *virtual*: the caller needs the timeline on the virtual clock."""
     run = current_run()
     if run is None or run.nodeid != request.node.nodeid:
-        raise RuntimeError(
-            "Synapse fixtures need the pytest_synapse plugin's per-test hooks; "
-            "is the plugin disabled with -p no:synapse?"
-        )
+        from pytest_synapse.plugin import session_of
+
+        session = session_of(request.config)
+        if session is None or not isinstance(request.node, pytest.Item):
+            raise RuntimeError(
+                "Synapse fixtures need the pytest_synapse plugin's per-test hooks; "
+                "is the plugin disabled with -p no:synapse?"
+            )
+        # Asked for late (request.getfixturevalue): collection did not see the fixture name.
+        return session.start_run(request.node, virtual=virtual)
+    if virtual:
+        run.use_virtual_clock()
     return run
 
 
@@ -39,7 +48,7 @@ def virtual_clock(request: pytest.FixtureRequest) -> VirtualClock:
 
     Breakers from ``circuit_breaker`` run on it, and the test's timeline uses it.
     """
-    return _run(request).virtual_clock
+    return _run(request, virtual=True).virtual_clock
 
 
 BreakerFactory = Callable[..., CircuitBreaker]
@@ -50,8 +59,9 @@ def circuit_breaker(request: pytest.FixtureRequest, virtual_clock: VirtualClock)
     """Factory: ``circuit_breaker(name, config=None, **config_fields) -> CircuitBreaker``.
 
     The breaker runs on the test's ``virtual_clock``, is recorded for the resilience report,
-    and times its rejected calls. Names are scoped to the test; asking twice for one name
-    returns the same breaker (a different config raises ``ValueError``).
+    and times its rejected calls. Names are scoped to the test; asking again for a name returns
+    the same breaker (by name alone, or with the same config; a different config raises
+    ``ValueError``).
     """
     run = _run(request)
 
@@ -62,8 +72,10 @@ def circuit_breaker(request: pytest.FixtureRequest, virtual_clock: VirtualClock)
             raise TypeError(
                 "pass either config=CircuitBreakerConfig(...) or config fields, not both"
             )
-        wanted = config or CircuitBreakerConfig(**config_fields)
         existing = run.fixture_breakers.get(name)
+        if existing is not None and config is None and not config_fields:
+            return existing  # fetched again by name alone
+        wanted = config or CircuitBreakerConfig(**config_fields)
         if existing is not None:
             if existing.config != wanted:
                 raise ValueError(

@@ -77,15 +77,17 @@ class SynapseSession:
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         if self.wants(item):
             names = set(getattr(item, "fixturenames", ()))
-            run = TestRun(
-                item.nodeid,
-                virtual=bool(names & {"virtual_clock", "circuit_breaker"}),
-                worker=self.worker,
-            )
-            run.start()
-            self.runs[item.nodeid] = run
-            self._outer_runs[item.nodeid] = set_current(run)
+            self.start_run(item, virtual=bool(names & {"virtual_clock", "circuit_breaker"}))
         yield
+
+    def start_run(self, item: pytest.Item, *, virtual: bool) -> TestRun:
+        """Begin recording *item*: at setup, or when a test asks for a Synapse fixture late
+        (``request.getfixturevalue``), which the fixture names seen at collection miss."""
+        run = TestRun(item.nodeid, virtual=virtual, worker=self.worker)
+        run.start()
+        self.runs[item.nodeid] = run
+        self._outer_runs[item.nodeid] = set_current(run)
+        return run
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(
@@ -175,6 +177,8 @@ class SynapseSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker or not (self.settings.recording or self.write_errors):
             return  # plain runs that merely use a fixture stay quiet
+        if self.config.option.collectonly:
+            return  # nothing ran: no figures, and no report was written
         tr = terminalreporter
         tr.write_sep("=", "synapse resilience")
         metrics = self.metrics or compute(self.records)
@@ -234,6 +238,11 @@ def _add_user_properties(item: pytest.Item, record: TestRecord) -> None:
 # ------------------------------------------------------------------------ module-level hooks
 
 _STATE = pytest.StashKey[SynapseSession]()
+
+
+def session_of(config: pytest.Config) -> SynapseSession | None:
+    """The plugin's session object, or ``None`` when the plugin is not active."""
+    return config.stash.get(_STATE, None)
 
 
 def settings_of(config: pytest.Config) -> SynapseSettings:

@@ -107,6 +107,20 @@ class TestRun:
         self._stop_watching: Unsubscribe | None = None
         self.started_wall = time.time()
 
+    def use_virtual_clock(self) -> None:
+        """Put the timeline on the virtual clock, if nothing was recorded on it yet.
+
+        For a test that asks for ``virtual_clock`` or ``circuit_breaker`` late: its breakers
+        run on the virtual clock, so their timeline must too. Once something is recorded the
+        clock stays (mixing two clocks on one timeline would make its times meaningless).
+        """
+        timeline = self.timeline
+        if self.clock_kind == "virtual" or timeline.breaker_events or timeline.faults:
+            return
+        timeline.clock = self.virtual_clock
+        timeline.started_at = self.virtual_clock()
+        self.clock_kind = "virtual"
+
     def start(self) -> None:
         """Watch every breaker alive now (default manager first) and every one created later."""
         for breaker in default_manager:

@@ -269,3 +269,53 @@ def test_a_named_proxy_left_by_a_killed_session_is_taken_over(
         )
         synapse_pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
         assert client.proxies() == {}
+
+
+def test_fixtures_asked_for_late_record_on_the_virtual_clock(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("fx", ["circuit_breaker"])
+        def test_dynamic(request, fx):
+            make = request.getfixturevalue(fx)
+            clock = request.getfixturevalue("virtual_clock")
+            b = make("dyn", failure_threshold=1, minimum_requests=1, recovery_timeout=30,
+                     half_open_max_calls=1)
+            with pytest.raises(ZeroDivisionError):
+                b.call(lambda: 1 / 0)
+            clock.advance(30)
+            b.call(lambda: 1)
+            assert make("dyn") is b   # fetched again by name alone
+        """
+    )
+    for args in ([], ["--synapse-report=r.json"]):
+        synapse_pytester.runpytest(*args).assert_outcomes(passed=1)
+    report = json.loads((synapse_pytester.path / "r.json").read_text())
+    (test,) = report["tests"]
+    assert test["clock"] == "virtual"
+    assert test["breakers"][0]["open_seconds"] == 30.0
+
+
+def test_an_assertion_with_a_timeline_that_never_watched_the_breaker_says_so() -> None:
+    from pytest_synapse import assert_trips_within
+    from synapse_core import CircuitBreaker, Timeline, VirtualClock
+
+    clock = VirtualClock()
+    timeline = Timeline(clock)
+    watched = CircuitBreaker("svc", clock=clock)
+    other = CircuitBreaker("svc", clock=clock)
+    timeline.watch(watched)
+    watched.force_open()
+    with pytest.raises(ValueError, match="not recorded on this timeline"):
+        assert_trips_within(other, failures=3, timeline=timeline)
+
+
+def test_collect_only_prints_no_resilience_summary(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile("def test_x(): pass")
+    result = synapse_pytester.runpytest("--co", "--synapse-report=out/co.json")
+    assert result.ret == 0
+    assert "synapse resilience" not in result.stdout.str()
+    assert not (synapse_pytester.path / "out" / "co.json").exists()
