@@ -98,8 +98,26 @@ class EmbeddedToxiproxy(StartStop):
 
     @property
     def running(self) -> bool:
-        """True between a successful start() and stop()."""
-        return self._bound is not None
+        """True between a successful start() and stop(), while the server is alive.
+
+        False once the server subprocess (or thread) has ended on its own: killed, crashed.
+        """
+        return self._bound is not None and self._alive()
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server in subprocess mode (``None`` in thread mode or when stopped)."""
+        process = self._process
+        return process.pid if process is not None else None
+
+    def _alive(self) -> bool:
+        # Local copies: stop() may clear the attributes from another thread meanwhile.
+        process, thread = self._process, self._thread
+        if process is not None:
+            return process.poll() is None
+        if thread is not None:
+            return thread.is_alive()
+        return True
 
     @property
     def host(self) -> str:
@@ -132,11 +150,14 @@ class EmbeddedToxiproxy(StartStop):
         """Start the server and wait until its API accepts requests; return self.
 
         Thread-safe: concurrent calls start one server. If it does not start within
-        ``start_timeout``, nothing is left running.
+        ``start_timeout``, nothing is left running. If the server died since the last start
+        (its subprocess was killed), a new one is started: on a new port when ``port=0``.
         """
         with self._lifecycle:
             if self._bound is not None:
-                return self
+                if self._alive():
+                    return self
+                self._shutdown()  # reap the dead one before starting anew
             if self.mode == "thread":
                 self._start_thread()
             else:
@@ -147,11 +168,14 @@ class EmbeddedToxiproxy(StartStop):
         """Stop the server: API, proxies and connections closed. Safe to call twice, and from
         several threads."""
         with self._lifecycle:
-            self._bound = None
-            if self._thread is not None:
-                self._stop_thread()
-            if self._process is not None:
-                self._stop_subprocess()
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._bound = None
+        if self._thread is not None:
+            self._stop_thread()
+        if self._process is not None:
+            self._stop_subprocess()
 
     # -- thread mode -----------------------------------------------------------------------------
 

@@ -34,7 +34,9 @@ faults that disable the proxy also add a ``noop`` marker toxic named ``...:marke
 process dies with faults applied, :meth:`Proxy.remove_stale_faults` (run by every scenario run and
 by ``synapse-chaos run``) removes the toxics of its owner that no live fault in this process holds,
 and re-enables the proxy if a stale marker says the harness disabled it. Concurrent runs against
-one shared server should use different owners. The bookkeeping lives in :mod:`chaos.livefaults`.
+one shared server should use different owners; a disabling fault that ends leaves the proxy
+disabled while another owner's marker is on it (that owner's fault still holds it down). The
+bookkeeping lives in :mod:`chaos.livefaults`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import itertools
 import math
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from chaos.errors import ChaosError, FaultError, NotFound
@@ -51,6 +53,7 @@ from chaos.faultspec import ToxicPlan
 from chaos.lifecycle import StartStop
 from chaos.livefaults import (
     MARKER_SUFFIX,
+    TOXIC_PREFIX,
     live_markers,
     proxy_gate,
     register,
@@ -61,7 +64,7 @@ from synapse_core.clock import Clock, monotonic_clock
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
-    from chaos.client import ToxiproxyClient
+    from chaos.client import ToxicInfo, ToxiproxyClient
     from chaos.proxy import Proxy
 
 # Toxic names must be unique on a server, across processes too: a random per-process token
@@ -280,7 +283,7 @@ class _Disable:
         """Best effort: enable the proxy if no live marker wants it down; True if it is done."""
         proxy, client = self.proxy, self.proxy.client
         try:
-            if live_markers(client.url, proxy.name) == 0:
+            if live_markers(client.url, proxy.name) == 0 and not self._held_by_other_owner():
                 client.enable(proxy.name)
         except NotFound:
             return True  # the proxy is gone: nothing is left disabled
@@ -288,8 +291,17 @@ class _Disable:
             return False
         return True
 
+    def _held_by_other_owner(self) -> bool:
+        # The live-marker registry only knows this process; another process sharing the server
+        # under another owner shows its hold only as a marker toxic on the server.
+        proxy = self.proxy
+        return other_owner_marker(proxy.client.toxics(proxy.name), proxy.owner) is not None
+
     def release(self) -> None:
         """Enable the proxy (unless another live marker holds it) and remove the marker.
+
+        Another owner's marker on the proxy (another process sharing the server) holds it too:
+        the proxy stays disabled for that owner's fault to end.
 
         If it raises, the fault stays held (but no longer live) so it can be retried.
         """
@@ -301,13 +313,24 @@ class _Disable:
             try:
                 # Enable before removing the marker: dying in between leaves a marker on an
                 # enabled proxy (harmless, cleaned later), never a disabled proxy without one.
-                if live_markers(client.url, proxy.name) == 0:
+                if live_markers(client.url, proxy.name) == 0 and not self._held_by_other_owner():
                     client.enable(proxy.name)
             except NotFound:
                 self.held = False
                 return
             _quiet_remove(client, proxy.name, self.marker, raise_other=True)
             self.held = False
+
+
+def other_owner_marker(toxics: Iterable[ToxicInfo], owner: str) -> str | None:
+    """The name of a disable marker of an owner other than *owner* among *toxics*, if any."""
+    own = toxic_prefix(owner)
+    for toxic in toxics:
+        name = toxic.name
+        ours = name.startswith(own)
+        if not ours and name.startswith(f"{TOXIC_PREFIX}:") and name.endswith(MARKER_SUFFIX):
+            return name
+    return None
 
 
 def _quiet_remove(

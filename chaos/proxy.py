@@ -10,7 +10,14 @@ import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 from chaos.errors import NotFound
-from chaos.faults import DisableFault, Fault, FlappingFault, ToxicFault, _quiet_remove
+from chaos.faults import (
+    DisableFault,
+    Fault,
+    FlappingFault,
+    ToxicFault,
+    _quiet_remove,
+    other_owner_marker,
+)
 from chaos.faultspec import StreamArg, disables_proxy, normalize_params, toxic_plans
 from chaos.livefaults import (
     DEFAULT_OWNER,
@@ -221,18 +228,23 @@ class Proxy:
         """Remove toxics of this owner left by a dead process; return their names.
 
         Toxics held by live faults of this process are kept. If a stale marker shows the harness
-        disabled the proxy, the proxy is enabled again.
+        disabled the proxy, the proxy is enabled again, unless a live fault of this process or
+        another owner's marker still holds it down.
         """
         prefix = toxic_prefix(self.owner)
         url = self.client.url
+        toxics = self.client.toxics(self.name)
         stale = [
             t.name
-            for t in self.client.toxics(self.name)
+            for t in toxics
             if t.name.startswith(prefix) and not is_live(url, self.name, t.name)
         ]
         if any(name.endswith(MARKER_SUFFIX) for name in stale):
             with proxy_gate(url, self.name):
-                if live_markers(url, self.name) == 0:
+                # Another owner's marker is another process's fault still holding the proxy down.
+                if live_markers(url, self.name) == 0 and (
+                    other_owner_marker(toxics, self.owner) is None
+                ):
                     self.client.enable(self.name)
         for name in stale:
             _quiet_remove(self.client, self.name, name, raise_other=True)

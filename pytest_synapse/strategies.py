@@ -18,7 +18,9 @@ This module imports Hypothesis; the plugin only imports it when you do.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,31 +33,58 @@ from pytest_synapse.simulated import SIMULATED_FAULTS, SimulatedDependency
 from synapse_core import (
     CircuitBreaker,
     CircuitBreakerConfig,
-    CircuitOpenError,
     CircuitState,
     Timeline,
     VirtualClock,
     watch_breakers,
 )
+from synapse_core.clock import to_seconds
+
+_RECOVERY_TIMEOUTS = (0.5, 1.0, 5.0, 10.0, 30.0)
 
 
 def breaker_configs(**fixed: Any) -> st.SearchStrategy[CircuitBreakerConfig]:
-    """Valid ``CircuitBreakerConfig`` values; keyword arguments pin fields."""
+    """Valid ``CircuitBreakerConfig`` values; keyword arguments pin fields.
+
+    Fields that must agree with a pinned one are drawn to agree: ``recovery_timeout`` stays
+    within a pinned ``max_recovery_timeout``, and pinning one of ``slow_call_duration`` /
+    ``slow_call_rate_threshold`` draws the other.
+    """
     fields: dict[str, st.SearchStrategy[Any]] = {
         "failure_threshold": st.integers(1, 10),
         "minimum_requests": st.integers(1, 10),
         "failure_window": st.sampled_from([1.0, 5.0, 10.0, 30.0, 60.0]),
-        "recovery_timeout": st.sampled_from([0.5, 1.0, 5.0, 10.0, 30.0]),
+        "recovery_timeout": st.sampled_from(_RECOVERY_TIMEOUTS),
         "half_open_max_calls": st.integers(1, 5),
         "success_threshold": st.sampled_from([0.1, 0.5, 0.7, 1.0]),
         "failure_rate_threshold": st.none() | st.sampled_from([0.25, 0.5, 0.9]),
         "max_half_open_wait": st.none() | st.sampled_from([5.0, 30.0]),
         "open_backoff_multiplier": st.sampled_from([1.0, 1.5, 2.0]),
     }
+    settable = {f.name for f in dataclasses.fields(CircuitBreakerConfig) if f.init}
     for name, value in fixed.items():
-        if name not in fields and name not in CircuitBreakerConfig.__dataclass_fields__:
+        if name not in settable:
+            if name in CircuitBreakerConfig.__dataclass_fields__:
+                raise TypeError(
+                    f"breaker_configs: {name!r} is computed by CircuitBreakerConfig and cannot "
+                    "be pinned"
+                )
             raise TypeError(f"breaker_configs: unknown CircuitBreakerConfig field {name!r}")
         fields[name] = st.just(value)
+    cap = fixed.get("max_recovery_timeout")
+    if cap is not None and "recovery_timeout" not in fixed:
+        cap = to_seconds(cap, "max_recovery_timeout")
+        if not cap > 0:  # also true for NaN
+            raise ValueError(f"max_recovery_timeout must be > 0 seconds, got {cap!r}")
+        fields["recovery_timeout"] = st.sampled_from(
+            [t for t in _RECOVERY_TIMEOUTS if t <= cap] or [cap]
+        )
+    # The config refuses one of the pair without the other.
+    slow = ("slow_call_duration", st.sampled_from([0.5, 1.0, 2.0, 5.0]))
+    slow_rate = ("slow_call_rate_threshold", st.sampled_from([0.25, 0.5, 1.0]))
+    for (pinned, _), (other, strategy) in ((slow, slow_rate), (slow_rate, slow)):
+        if fixed.get(pinned) is not None and other not in fixed:
+            fields[other] = strategy
     return st.builds(CircuitBreakerConfig, **fields)
 
 
@@ -81,10 +110,12 @@ def _schedule(
     steps: list[FaultStep] = []
     count = draw(st.integers(0, max_faults))
     busy: dict[str, list[tuple[float, float]]] = {}
+    # At least one start time (0), so a horizon under 0.1 s still draws faults.
+    starts = max(1, int(horizon * 10))
     for _ in range(count):
         proxy = draw(st.sampled_from(list(proxies)))
         fault = draw(st.sampled_from(list(faults)))
-        start = draw(st.integers(0, int(horizon * 10) - 1)) / 10
+        start = draw(st.integers(0, starts - 1)) / 10
         length = draw(st.integers(1, max(1, int((horizon - start) * 10)))) / 10
         end = min(horizon, start + length)
         # One fault at a time per proxy: overlapping faults on one proxy conflict.
@@ -96,6 +127,13 @@ def _schedule(
     return sorted(steps)
 
 
+def _known_faults() -> tuple[str, ...]:
+    # Schedules may drive real proxies too; chaos (and aiohttp with it) is imported only here.
+    from chaos.faultspec import FAULT_KINDS
+
+    return tuple(dict.fromkeys((*SIMULATED_FAULTS, *FAULT_KINDS)))
+
+
 def fault_schedules(
     proxies: Sequence[str] = ("dependency",),
     faults: Sequence[str] = SIMULATED_FAULTS,
@@ -105,14 +143,32 @@ def fault_schedules(
 ) -> st.SearchStrategy[list[FaultStep]]:
     """Time-ordered inject/heal steps, at most one fault at a time per proxy.
 
-    Times are multiples of 0.1 s within ``horizon``; each injected fault is healed by its end.
-    Shrinks towards fewer, earlier, shorter faults.
+    Start times are multiples of 0.1 s before ``horizon``; each injected fault is healed by
+    ``horizon`` at the latest. *faults* are names of :class:`SimulatedDependency` faults or of
+    :class:`chaos.Proxy` faults. Shrinks towards fewer, earlier, shorter faults.
     """
-    if not proxies:
-        raise ValueError("fault_schedules needs at least one proxy name")
-    if horizon <= 0:
-        raise ValueError(f"horizon must be > 0 seconds, got {horizon!r}")
-    return _schedule(list(proxies), list(faults), max_faults, horizon)
+    if isinstance(proxies, str) or not proxies:
+        raise ValueError(f"fault_schedules needs a sequence of proxy names, got {proxies!r}")
+    if isinstance(faults, str) or not faults:
+        raise ValueError(
+            f"fault_schedules needs a non-empty sequence of fault names, got {faults!r}; "
+            f"the faults are: {', '.join(_known_faults())}"
+        )
+    if any(f not in SIMULATED_FAULTS for f in faults):
+        known = _known_faults()
+        unknown = [repr(f) for f in faults if f not in known]
+        if unknown:
+            raise ValueError(
+                f"fault_schedules: unknown fault(s) {', '.join(unknown)}; "
+                f"the faults are: {', '.join(known)}"
+            )
+    if isinstance(max_faults, bool) or not isinstance(max_faults, int) or max_faults < 0:
+        raise ValueError(f"max_faults must be an int >= 0, got {max_faults!r}")
+    if isinstance(horizon, bool) or not isinstance(horizon, int | float):
+        raise TypeError(f"horizon must be a number of seconds, got {horizon!r}")
+    if not 0 < horizon < math.inf:  # also false for NaN
+        raise ValueError(f"horizon must be a finite number of seconds > 0, got {horizon!r}")
+    return _schedule(list(proxies), list(faults), max_faults, float(horizon))
 
 
 class BreakerChaosMachine(RuleBasedStateMachine):
@@ -133,7 +189,7 @@ class BreakerChaosMachine(RuleBasedStateMachine):
         created: list[CircuitBreaker] = []
         with watch_breakers(created.append):
             self.dependency = SimulatedDependency(self.clock, timeline=self.timeline)
-            self.service = self.build(self.dependency, self.clock)
+            self.service = self._checked_service(self.build(self.dependency, self.clock))
         self.created_breakers = created
         run = current_run()
         for breaker in created:
@@ -147,6 +203,50 @@ class BreakerChaosMachine(RuleBasedStateMachine):
     def build(self, dependency: SimulatedDependency, clock: VirtualClock) -> Callable[[], Any]:
         """Wire the service to *dependency*; return the callable making one request."""
         raise NotImplementedError("subclass BreakerChaosMachine and implement build()")
+
+    def _checked_service(self, service: object) -> Callable[[], Any]:
+        # The rules swallow the service's exceptions (a failing dependency makes it fail), so a
+        # service that cannot be called at all would fail every call silently and the machine
+        # would pass having checked nothing.
+        where = f"{type(self).__name__}.build()"
+        if not callable(service):
+            hint = " (missing `return request`?)" if service is None else ""
+            raise TypeError(
+                f"{where} must return the zero-argument callable that makes one request, "
+                f"got {type(service).__name__} {service!r}{hint}"
+            )
+        if inspect.iscoroutinefunction(service):
+            raise TypeError(
+                f"{where} returned the coroutine function {service!r}; BreakerChaosMachine "
+                "calls the service synchronously: return a plain function"
+            )
+        try:
+            signature = inspect.signature(service)
+        except (TypeError, ValueError):
+            return service  # no signature to check (some builtins)
+        try:
+            signature.bind()
+        except TypeError as exc:
+            raise TypeError(
+                f"{where} must return a callable taking no arguments; calling {service!r} "
+                f"with none fails: {exc}"
+            ) from None
+        return service
+
+    def _request(self) -> None:
+        """Make one service request; the service's own errors are expected and ignored."""
+        try:
+            result = self.service()
+        except Exception:
+            return
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # else it warns about being left unawaited, hiding the real error
+            raise TypeError(
+                f"the request callable from {type(self).__name__}.build() returned an awaitable "
+                f"({type(result).__name__}); BreakerChaosMachine calls the service "
+                "synchronously, so nothing was called"
+            )
 
     def guarding_breaker(self) -> CircuitBreaker:
         """The breaker in front of the dependency."""
@@ -183,12 +283,7 @@ class BreakerChaosMachine(RuleBasedStateMachine):
         must_reject = not self.breaker.would_admit()
         calls_before = self.dependency.calls
         started = self.clock()
-        try:
-            self.service()
-        except CircuitOpenError:
-            pass
-        except Exception:
-            pass
+        self._request()
         if must_reject:
             assert self.dependency.calls == calls_before, (
                 f"a call reached the dependency while breaker {self.breaker.name!r} was open "
@@ -209,8 +304,7 @@ class BreakerChaosMachine(RuleBasedStateMachine):
             wait = self.breaker.retry_after
             self.clock.advance(min(max(wait, 0.1), 3600.0))
             for _ in range(self.breaker.config.half_open_max_calls):
-                with contextlib.suppress(Exception):
-                    self.service()
+                self._request()
         assert self.breaker.state is CircuitState.CLOSED, (
             f"breaker {self.breaker.name!r} did not close within {self.recovery_budget():g}s "
             f"after every fault was healed (state: {self.breaker.state.value})\n"

@@ -44,6 +44,12 @@ def to_seconds(value: float | timedelta, field: str) -> float:
         ) from None
 
 
+def _finite_time(seconds: float, given: object) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError(f"a clock's time must be a finite number, got {given!r}")
+    return seconds
+
+
 def check_clock(clock: object) -> Clock:
     """Return *clock* if it is usable as a clock, else raise ``TypeError`` saying why."""
     if not callable(clock):
@@ -68,8 +74,8 @@ class VirtualClock:
 
     __slots__ = ("_lock", "_now")
 
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = to_seconds(start, "start")
+    def __init__(self, start: float | timedelta = 0.0) -> None:
+        self._now = _finite_time(to_seconds(start, "start"), start)
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
@@ -88,21 +94,28 @@ class VirtualClock:
                 f"a clock only moves forward by a finite amount: seconds must be >= 0, got {delta}"
             )
         with self._lock:
-            self._now += delta
+            # Two finite steps can still add up to infinity, after which every later reading
+            # and deadline comparison would be meaningless.
+            target = self._now + delta
+            if target == math.inf:
+                raise ValueError(
+                    f"advancing {self._now} by {delta} seconds would make the time {target}: "
+                    "a clock's time must stay a finite number"
+                )
+            self._now = target
             return self._now
 
-    def advance_to(self, when: float) -> float:
+    def advance_to(self, when: float | timedelta) -> float:
         """Move time forward to the absolute time *when*; moving backwards raises ``ValueError``.
 
-        *when* must be a finite number (NaN or infinity would break every later reading).
+        *when* is seconds or a ``timedelta``, like the start time (``TypeError`` for anything
+        else). It must be finite: NaN or infinity would break every later reading.
         """
-        target = float(when)
-        if target - target != 0:  # NaN or +/-infinity
-            raise ValueError(f"a clock's time must be a finite number, got {when!r}")
+        target = _finite_time(to_seconds(when, "when"), when)
         with self._lock:
             if target < self._now:
                 raise ValueError(
-                    f"a clock only moves forward: cannot go back from {self._now} to {when}"
+                    f"a clock only moves forward: cannot go back from {self._now} to {target}"
                 )
             self._now = target
             return self._now
