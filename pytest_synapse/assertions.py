@@ -280,7 +280,7 @@ def _check_number(what: str, value: object, *, positive: bool = False) -> None:
         raise ValueError(f"{what} must be a finite number {bound}, got {value!r}")
 
 
-def assert_half_open_probes_at_most(breaker: CircuitBreaker, k: int) -> int:
+def assert_half_open_probes_at_most(breaker: CircuitBreaker | str, k: int) -> int:
     """No half-open episode admitted more than *k* probes at once (in-process breakers)."""
     __tracebackhide__ = True
     if isinstance(breaker, str):

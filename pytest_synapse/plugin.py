@@ -215,9 +215,7 @@ class SynapseSession:
 def _fmt(value: float | bool) -> str:
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _add_user_properties(item: pytest.Item, record: TestRecord) -> None:

@@ -169,7 +169,7 @@ def _svg(test: dict[str, Any]) -> str:
         times += [f["start"]] + ([f["end"]] if f["end"] is not None else [])
     for b in test["breakers"]:
         times += [ev["at"] for ev in b["events"]]
-    lo, hi = min(times), max(times)
+    lo, hi = float(min(times)), float(max(times))
     span = (hi - lo) or 1.0
     plot = _WIDTH - _LABEL - 10
 
