@@ -41,11 +41,12 @@ bookkeeping lives in :mod:`chaos.livefaults`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import secrets
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from chaos.errors import ChaosError, FaultError, NotFound
@@ -53,8 +54,9 @@ from chaos.faultspec import ToxicPlan
 from chaos.lifecycle import StartStop
 from chaos.livefaults import (
     MARKER_SUFFIX,
-    TOXIC_PREFIX,
+    any_marker,
     live_markers,
+    other_owner_marker,
     proxy_gate,
     register,
     toxic_prefix,
@@ -64,7 +66,7 @@ from synapse_core.clock import Clock, monotonic_clock
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
-    from chaos.client import ToxicInfo, ToxiproxyClient
+    from chaos.client import ToxiproxyClient
     from chaos.proxy import Proxy
 
 # Toxic names must be unique on a server, across processes too: a random per-process token
@@ -310,27 +312,25 @@ class _Disable:
         proxy, client = self.proxy, self.proxy.client
         with proxy_gate(client.url, proxy.name):
             unregister(client.url, proxy.name, self.marker)
+            last_here = live_markers(client.url, proxy.name) == 0
+            enabled = False
             try:
                 # Enable before removing the marker: dying in between leaves a marker on an
                 # enabled proxy (harmless, cleaned later), never a disabled proxy without one.
-                if live_markers(client.url, proxy.name) == 0 and not self._held_by_other_owner():
+                if last_here and not self._held_by_other_owner():
                     client.enable(proxy.name)
+                    enabled = True
             except NotFound:
                 self.held = False
                 return
             _quiet_remove(client, proxy.name, self.marker, raise_other=True)
             self.held = False
-
-
-def other_owner_marker(toxics: Iterable[ToxicInfo], owner: str) -> str | None:
-    """The name of a disable marker of an owner other than *owner* among *toxics*, if any."""
-    own = toxic_prefix(owner)
-    for toxic in toxics:
-        name = toxic.name
-        ours = name.startswith(own)
-        if not ours and name.startswith(f"{TOXIC_PREFIX}:") and name.endswith(MARKER_SUFFIX):
-            return name
-    return None
+            if last_here and not enabled:
+                # Another owner's release may have run at the same moment, seen our marker and
+                # left the proxy down too: whoever removes the last marker enables it.
+                with contextlib.suppress(NotFound):
+                    if not any_marker(client.toxics(proxy.name)):
+                        client.enable(proxy.name)
 
 
 def _quiet_remove(

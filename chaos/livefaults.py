@@ -17,10 +17,13 @@ import re
 import socket
 import threading
 import urllib.parse
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Final
 
 from chaos.errors import InvalidFault
+
+if TYPE_CHECKING:
+    from chaos.client import ToxicInfo
 
 TOXIC_PREFIX: Final = "synapse"
 DEFAULT_OWNER: Final = "default"
@@ -165,3 +168,22 @@ def proxy_gate(url: str, proxy: str) -> Iterator[None]:
             gate.users -= 1
             if gate.users == 0 and _GATES.get(key) is gate:
                 del _GATES[key]  # nobody waits on it: bounded memory across many proxies
+
+
+def is_marker(name: str) -> bool:
+    """Whether *name* is a disable marker toxic of the harness (any owner)."""
+    return name.startswith(f"{TOXIC_PREFIX}:") and name.endswith(MARKER_SUFFIX)
+
+
+def any_marker(toxics: Iterable[ToxicInfo]) -> bool:
+    """Whether any owner's disable marker is among *toxics*."""
+    return any(is_marker(t.name) for t in toxics)
+
+
+def other_owner_marker(toxics: Iterable[ToxicInfo], owner: str) -> str | None:
+    """The name of a disable marker of an owner other than *owner* among *toxics*, if any."""
+    own = toxic_prefix(owner)
+    for toxic in toxics:
+        if is_marker(toxic.name) and not toxic.name.startswith(own):
+            return toxic.name
+    return None

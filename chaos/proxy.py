@@ -10,14 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 from chaos.errors import NotFound
-from chaos.faults import (
-    DisableFault,
-    Fault,
-    FlappingFault,
-    ToxicFault,
-    _quiet_remove,
-    other_owner_marker,
-)
+from chaos.faults import DisableFault, Fault, FlappingFault, ToxicFault, _quiet_remove
 from chaos.faultspec import StreamArg, disables_proxy, normalize_params, toxic_plans
 from chaos.livefaults import (
     DEFAULT_OWNER,
@@ -25,6 +18,7 @@ from chaos.livefaults import (
     check_owner,
     is_live,
     live_markers,
+    other_owner_marker,
     proxy_gate,
     toxic_prefix,
 )

@@ -52,14 +52,16 @@ def _note(kind: str, **figures: Any) -> None:
         run.assertions.append({"kind": kind, **figures})
 
 
-def _events(timeline: Timeline, breaker: CircuitBreaker | str, *kinds: str) -> list[BreakerRecord]:
+def breaker_events(
+    timeline: Timeline, breaker: CircuitBreaker | str, *kinds: str
+) -> list[BreakerRecord]:
     """The records of *breaker*: by name for a name, else of that very breaker.
 
     Two breakers may share a name (two replicas, an old and a new instance): an assertion on
     one must not pass on what the other did.
     """
     if isinstance(breaker, str):
-        return timeline.events_of(breaker, kinds)
+        return timeline.events_of(breaker, kinds or None)
     source = timeline.source_of(breaker)
     if source is None:
         raise ValueError(
@@ -67,7 +69,7 @@ def _events(timeline: Timeline, breaker: CircuitBreaker | str, *kinds: str) -> l
             "timeline.watch(breaker) before it acts, or pass its name to match every breaker "
             "of that name"
         )
-    return timeline.events_of(breaker.name, kinds, source=source)
+    return timeline.events_of(breaker.name, kinds or None, source=source)
 
 
 def _last_heal(timeline: Timeline) -> float | None:
@@ -96,7 +98,7 @@ def assert_trips_within(
         _check_number("seconds", seconds)
     tl = _timeline(timeline)
     name = _name(breaker)
-    opened = _events(tl, breaker, "opened")
+    opened = breaker_events(tl, breaker, "opened")
     if not opened:
         raise _fail(f"breaker {name!r} never opened", tl, name)
     first = opened[0]
@@ -320,10 +322,10 @@ def assert_closes_within(
         raise _fail(
             f"no fault was healed, so breaker {name!r} had nothing to recover from", tl, name
         )
-    closed = [r for r in _events(tl, breaker, "closed") if r.at >= start]
+    closed = [r for r in breaker_events(tl, breaker, "closed") if r.at >= start]
     if not closed:
         if isinstance(breaker, str):
-            seen = _events(tl, breaker, "opened", "half_opened", "closed")
+            seen = breaker_events(tl, breaker, "opened", "half_opened", "closed")
             state = seen[-1].state if seen else "unknown"
         else:
             state = breaker.state.value
@@ -359,7 +361,7 @@ def assert_no_calls_while_open(
     tl = _timeline(timeline)
     name = _name(breaker)
     # Compare by record order, not time: on a virtual clock a leak can share the trip's instant.
-    transitions = _events(tl, breaker, "opened", "half_opened", "closed")
+    transitions = breaker_events(tl, breaker, "opened", "half_opened", "closed")
     intervals: list[tuple[int, float]] = []
     opened_seq: int | None = None
     if transitions and transitions[0].kind != "opened":

@@ -110,12 +110,10 @@ class BreakerTimeline:
     def events(self, breaker: CircuitBreaker | str, *kinds: str) -> list[Any]:
         """The recorded events of one breaker (optionally only some kinds).
 
-        A name selects every breaker of that name; a breaker object selects only its own.
+        A name selects every breaker of that name; a breaker object selects only its own (an
+        error if this timeline never watched it).
         """
-        if isinstance(breaker, str):
-            return self.timeline.events_of(breaker, kinds or None)
-        source = self.timeline.source_of(breaker)
-        return self.timeline.events_of(breaker.name, kinds or None, source=source)
+        return assertions.breaker_events(self.timeline, breaker, *kinds)
 
     def states(self, breaker: CircuitBreaker | str) -> list[str]:
         """The states the breaker went through, in order."""
@@ -243,9 +241,9 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
     its faults, also when the test failed.
 
     On a shared (external) server a given *name* gets the xdist worker id appended
-    (``inventory-gw0``), so workers do not collide; and a proxy of that name left behind by a
-    session that was killed is taken over (its stale faults removed) when it forwards to the
-    same upstream.
+    (``inventory-gw0``), so workers do not collide. A proxy of that name already on the server
+    (another session's, or one a killed session left) is an error that says how to remove it:
+    nothing here can tell a live session's proxy from an abandoned one.
     """
     from chaos.errors import ProxyExists
 
@@ -258,11 +256,14 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
             name = f"{name}-{run.worker}"
         try:
             proxy = synapse_backend.create_proxy(upstream, name=name, timeline=run.timeline)
-        except ProxyExists:
-            leftover = None if name is None else _leftover(synapse_backend, name, upstream, run)
-            if leftover is None:
-                raise
-            proxy = leftover
+        except ProxyExists as exc:
+            url = synapse_backend.client.url
+            exc.message = (
+                f"{exc.message}. If a killed test session left it, remove it with "
+                f"`curl -X DELETE {url}/proxies/{name}` (or POST {url}/reset); if another "
+                "session is using it, give this test's proxy another name"
+            )
+            raise
         made.append(proxy)
         return proxy
 
@@ -277,19 +278,6 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
                 errors.append(f"{proxy.name}: {exc}")
         if errors:
             raise RuntimeError("chaos_proxy cleanup failed: " + "; ".join(errors))
-
-
-def _leftover(backend: Backend, name: str, upstream: str, run: TestRun) -> Proxy | None:
-    """The proxy *name* a killed session left on a shared server, cleaned; None if not ours.
-
-    Ours: it forwards to the same upstream. Its faults of this owner that no live fault of
-    this process holds are removed (and the proxy re-enabled if one of them disabled it).
-    """
-    proxy = backend.attach(name, timeline=run.timeline, remove_stale=False)
-    if proxy.upstream != upstream:
-        return None
-    proxy.remove_stale_faults()
-    return proxy
 
 
 ScenarioFactory = Callable[..., "ScenarioRunner"]

@@ -111,12 +111,18 @@ class TestRun:
         """Put the timeline on the virtual clock, if nothing was recorded on it yet.
 
         For a test that asks for ``virtual_clock`` or ``circuit_breaker`` late: its breakers
-        run on the virtual clock, so their timeline must too. Once something is recorded the
-        clock stays (mixing two clocks on one timeline would make its times meaningless).
+        run on the virtual clock, so their timeline must too. Once something is recorded, two
+        clocks on one timeline would make its times meaningless: that is an error.
         """
         timeline = self.timeline
-        if self.clock_kind == "virtual" or timeline.breaker_events or timeline.faults:
+        if self.clock_kind == "virtual":
             return
+        if timeline.breaker_events or timeline.faults:
+            raise RuntimeError(
+                f"{self.nodeid}: virtual_clock was asked for after this test's timeline had "
+                "recorded events on the real clock; request virtual_clock (or circuit_breaker) "
+                "as a test argument, or call request.getfixturevalue('virtual_clock') first"
+            )
         timeline.clock = self.virtual_clock
         timeline.started_at = self.virtual_clock()
         self.clock_kind = "virtual"

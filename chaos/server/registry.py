@@ -86,11 +86,7 @@ class ProxyRegistry:
                     continue
                 if existing is not None:
                     await existing.stop()
-                proxy = Proxy(config, self.ctx)
-                if config.enabled:
-                    await proxy.start()
-                self._proxies[config.name] = proxy
-                result.append(proxy)
+                result.append(await self._create_locked(config))
             return result
 
     async def reset(self) -> None:

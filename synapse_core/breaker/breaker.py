@@ -404,6 +404,8 @@ class CircuitBreaker:
             except BaseException as exc:
                 record_exception(epoch, exc, None)
                 raise
+            if type(result) is _COROUTINE:
+                raise _not_for_call(result)  # as call() does in every state
             end, counter, tag = window.current
             if tag == epoch and clock() < end:
                 next(counter)
@@ -454,12 +456,7 @@ class CircuitBreaker:
         permit._done = True
         if self._slow_after is None:
             if exc is None:
-                # The lock-free success of call(), inlined: this form is on hot paths too.
-                end, counter, tag = self._window.current
-                if _LOCK_FREE and tag == permit.epoch and self._clock() < end:
-                    next(counter)
-                else:
-                    self._record_success(permit.epoch, None)
+                self._record_success(permit.epoch, None)  # lock-free when closed
             else:
                 self._record_exception(permit.epoch, exc, None)
             return

@@ -305,6 +305,8 @@ class Transport(ABC):
             self._end_iteration()
             return
         close = self._close_task
+        if self._state == "stopped" and close is None:
+            return  # never started, stopped already: nothing to close
         if close is not None and close.done():
             return
         self._begin_close(abort_start=self._state == "starting")

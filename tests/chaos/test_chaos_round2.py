@@ -120,3 +120,26 @@ def test_thread_mode_has_no_pid_and_start_is_idempotent() -> None:
         assert server.pid is None
         url = server.url
         assert server.start().url == url  # alive: start() keeps the running server
+
+
+def test_two_owners_releasing_at_once_leave_the_proxy_up(
+    client: ToxiproxyClient, shared: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaos.faults import _Disable
+
+    bob = client.get_proxy(shared, owner="bob")
+    _other_owner_takes_it_down(client, shared)
+    seen = _Disable._held_by_other_owner
+
+    def alice_leaves_meanwhile(self: _Disable) -> bool:
+        held = seen(self)  # bob sees alice's marker...
+        # ...and alice, releasing at the same moment, saw bob's and removed hers without
+        # enabling: the race that left the proxy down with no marker at all.
+        client.remove_toxic(shared, OTHER_MARKER)
+        return held
+
+    with bob.down():
+        monkeypatch.setattr(_Disable, "_held_by_other_owner", alice_leaves_meanwhile)
+    info = client.proxy_info(shared)
+    assert not info.toxics
+    assert info.enabled, "the last marker went but nobody enabled the proxy"

@@ -245,30 +245,29 @@ def test_named_proxies_on_a_shared_server_do_not_collide_across_xdist_workers(
         assert server.client().proxies() == {}  # every proxy deleted at teardown
 
 
-def test_a_named_proxy_left_by_a_killed_session_is_taken_over(
+def test_a_named_proxy_already_on_a_shared_server_is_an_error_saying_how_to_remove_it(
     synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chaos import EmbeddedToxiproxy
 
     with EmbeddedToxiproxy() as server:
         client = server.client()
-        # What a session SIGKILLed during proxy.down() leaves: the proxy, disabled, with the
-        # harness's marker toxic.
+        # Another session's proxy, or one a killed session left: nothing tells them apart, so
+        # it is never taken over (that would strip a live session's faults and delete its proxy).
         client.create_proxy("inventory", "127.0.0.1:9")
-        client.add_toxic("inventory", "noop", name="synapse:default:down:dead-1:marker")
-        client.update_proxy("inventory", enabled=False)
+        client.add_toxic("inventory", "latency", name="synapse:default:latency:live-1:downstream")
         monkeypatch.setenv("SYNAPSE_TOXIPROXY", server.url)
         synapse_pytester.makepyfile(
             """
             def test_again(chaos_proxy):
-                proxy = chaos_proxy("127.0.0.1:9", name="inventory")
-                info = proxy.client.proxy_info("inventory")
-                assert info.enabled
-                assert not info.toxics
+                chaos_proxy("127.0.0.1:9", name="inventory")
             """
         )
-        synapse_pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
-        assert client.proxies() == {}
+        result = synapse_pytester.runpytest("-p", "no:cacheprovider")
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines([f"*curl -X DELETE {server.url}/proxies/inventory*"])
+        info = client.proxy_info("inventory")  # untouched
+        assert [t.name for t in info.toxics] == ["synapse:default:latency:live-1:downstream"]
 
 
 def test_fixtures_asked_for_late_record_on_the_virtual_clock(
@@ -319,3 +318,20 @@ def test_collect_only_prints_no_resilience_summary(synapse_pytester: pytest.Pyte
     assert result.ret == 0
     assert "synapse resilience" not in result.stdout.str()
     assert not (synapse_pytester.path / "out" / "co.json").exists()
+
+
+def test_a_virtual_clock_asked_for_after_events_were_recorded_is_an_error(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+        from synapse_core import CircuitBreaker
+
+        def test_late(request, breaker_timeline):
+            CircuitBreaker("svc").force_open()   # recorded on the real clock
+            with pytest.raises(RuntimeError, match="asked for after this test's timeline"):
+                request.getfixturevalue("virtual_clock")
+        """
+    )
+    synapse_pytester.runpytest().assert_outcomes(passed=1)

@@ -203,3 +203,26 @@ def test_an_event_stream_shared_by_two_consumers_serves_both_and_closes_both() -
 
     first, second = asyncio.run(scenario())
     assert len(first) + len(second) == 6  # every event went to exactly one consumer
+
+
+def test_a_decorated_sync_function_returning_a_coroutine_is_refused_in_every_state() -> None:
+    clock = VirtualClock()
+    breaker = _one_probe_breaker(clock)
+
+    async def fetch() -> int:
+        return 1
+
+    @breaker
+    def wrong() -> object:
+        return fetch()  # a sync function handing back a coroutine: nothing gets awaited
+
+    with pytest.raises(TypeError, match="call_async"):
+        wrong()  # closed: the inlined fast path
+    breaker.force_open()
+    breaker.force_close()
+    with pytest.raises(ConnectionError):
+        breaker.call(_raise, ConnectionError("down"))
+    clock.advance(2.0)
+    with pytest.raises(TypeError, match="call_async"):
+        wrong()  # half-open: through call()
+    assert breaker.stats().success_count == 0

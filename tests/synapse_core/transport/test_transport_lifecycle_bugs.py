@@ -287,6 +287,22 @@ async def test_iteration_ends_after_stopping_a_transport_never_started() -> None
     assert await asyncio.wait_for(anext(aiter(transport), None), 2) is None
 
 
+class _CountingStops(TcpTransport):
+    stops = 0
+
+    async def _stop(self) -> None:
+        type(self).stops += 1
+        await super()._stop()
+
+
+@pytest.mark.asyncio
+async def test_stopping_a_never_started_transport_twice_closes_nothing() -> None:
+    transport = _CountingStops(node_id="idle")
+    await transport.stop()
+    await transport.stop()
+    assert _CountingStops.stops == 0
+
+
 @pytest.mark.asyncio
 async def test_iteration_ends_after_a_failed_start() -> None:
     async with TcpTransport(node_id="holder") as holder:
