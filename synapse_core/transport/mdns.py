@@ -287,13 +287,21 @@ class MdnsTransport(TcpTransport):
         """Announce a new address for this peer (peers re-resolve it).
 
         *host* is an IP address string and *port* 1-65535; anything else raises
-        ``ValueError`` and changes nothing.
+        ``ValueError`` and changes nothing. Before ``start()`` the address is used when it
+        announces; during a start it waits for the start to finish, then re-announces; once
+        stopping or stopped it raises ``TransportClosedError``.
         """
         if host is None or port is None:
             raise ValueError(
                 f"an advertised address needs a host and a port, got {host!r}, {port!r}"
             )
         _check_advertised(host, port)
+        if self._state == "starting" and self._start_task is not None:
+            # The start announces the info it built before probing: change it afterwards, or
+            # the new address would be stored but never announced.
+            await asyncio.shield(self._start_task)
+        if self._state in ("stopping", "stopped"):
+            raise TransportClosedError(f"{self!r} is stopped: nothing to announce")
         if self._zc is not None and self._registered:
             info = self._service_info((host, port))
             await (await self._zc.async_update_service(info))

@@ -242,7 +242,7 @@ class _Connection:
             if not future.done():
                 future.set_result(reason)
         self._pending.clear()
-        self._writer.close()
+        _shut(self._writer)
 
     async def wait_closed(self) -> None:
         """Wait for the reader task and the socket to finish closing."""
@@ -250,6 +250,19 @@ class _Connection:
             await self.task
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()
+
+
+def _shut(writer: asyncio.StreamWriter) -> None:
+    """Close *writer*'s socket now, dropping what a peer that stopped reading never took.
+
+    A graceful close waits for the write buffer to drain first, which never happens when the
+    peer stopped reading: the socket, its buffer and whoever waits for the close would hang.
+    """
+    transport = writer.transport
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        writer.close()
 
 
 def _close_opened_server(opening: asyncio.Future[asyncio.Server]) -> None:
@@ -420,7 +433,7 @@ class TcpTransport(Transport):
         for conn in conns:
             conn.close("transport stopped")
         for writer in self._handlers:
-            writer.close()
+            _shut(writer)
         await asyncio.gather(*connecting, return_exceptions=True)
         await asyncio.gather(*(conn.wait_closed() for conn in conns))
         handlers = [task for task in self._handlers.values() if task is not None]
@@ -567,7 +580,7 @@ class TcpTransport(Transport):
             await self._serve_frames(reader, writer, peer)
         finally:
             del self._handlers[writer]
-            writer.close()
+            _shut(writer)
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 

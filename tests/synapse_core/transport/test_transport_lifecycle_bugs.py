@@ -11,7 +11,8 @@ import contextlib
 import copy
 import gc
 import pickle
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
@@ -590,3 +591,105 @@ async def test_a_failed_start_closes_before_every_caller_sees_the_error() -> Non
     assert [type(r) for r in results] == [OSError, OSError]
     assert (transport.started, transport.stopped) == (1, 1)  # one start, one cleanup
     assert not transport.running
+
+
+# ---------------------------------------------------------------- round 2: peers that stop reading
+
+
+@contextlib.contextmanager
+def _deaf_listener() -> Iterator[tuple[str, int]]:
+    """A listener that never accepts or reads: a SIGSTOPped peer, say. Small receive buffer."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        yield listener.getsockname()
+    finally:
+        listener.close()
+
+
+@pytest.mark.asyncio
+async def test_stop_returns_at_once_after_sends_timed_out_on_a_peer_that_stopped_reading() -> None:
+    with _deaf_listener() as (host, port):
+        a = TcpTransport(node_id="a", send_timeout=0.5)
+        await a.start()
+        a.add_peer("b", host, port)
+        results = await asyncio.gather(
+            *(a.send_message("b", Message("b", "a", b"x" * 700_000)) for _ in range(4)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, DeliveryError) for r in results)
+        # A graceful close waited for a write buffer the peer will never drain.
+        await asyncio.wait_for(a.stop(), 5)
+
+
+@pytest.mark.asyncio
+async def test_our_stop_during_stuck_sends_is_no_failure_of_the_peer() -> None:
+    with _deaf_listener() as (host, port):
+        a = TcpTransport(node_id="a", send_timeout=5.0)
+        await a.start()
+        a.add_peer("b", host, port)
+        sends = [
+            asyncio.create_task(a.send_message("b", Message("b", "a", b"x" * 700_000)))
+            for _ in range(4)
+        ]
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(a.stop(), 5)
+        results = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 5)
+        assert all(isinstance(r, TransportClosedError) for r in results), results
+        stats = a.get_circuit_stats("b")
+        assert (stats.failure_count, stats.timeout_count) == (0, 0)
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_never_reads_replies_is_cut_off_and_stop_leaves_no_handler() -> None:
+    b = TcpTransport(node_id="b", send_timeout=0.5)
+    await b.start()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(b.address)
+    client.setblocking(False)
+    body = b"p" * 60_000
+    ping = encode_frame(FrameKind.PING, 1, body, b.max_frame_size)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.5
+    cut_off = False
+    while loop.time() < deadline and not cut_off:  # PINGs, never reading the PONGs
+        try:
+            client.send(ping)
+        except BlockingIOError:
+            pass
+        except OSError:
+            cut_off = True  # reset by the server: what a graceful close never got to
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(1.0)
+    await asyncio.wait_for(b.stop(), 5)
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert not [t for t in others if "_serve" in repr(t.get_coro())]
+    with contextlib.suppress(OSError):
+        client.recv(1 << 20)  # drains what was sent before the cut, then sees the close
+    client.close()
+
+
+@pytest.mark.asyncio
+async def test_an_advertised_address_set_during_a_start_is_announced(
+    start_peer: Factory, mdns_config: MdnsConfig
+) -> None:
+    watcher = await start_peer("watcher")
+    a = MdnsTransport("a", 0, mdns_config)
+    starting = asyncio.create_task(a.start())
+    await asyncio.sleep(0)
+    await a.set_advertised_address("127.0.0.1", 5555)  # waits for the start, then announces
+    await starting
+    try:
+        await watcher.wait_for_peer("a", timeout=10)
+        for _ in range(200):  # up to 10 s for the re-announcement to be resolved
+            if watcher.peers["a"][1] == 5555:
+                break
+            await asyncio.sleep(0.05)
+        assert watcher.peers["a"] == ("127.0.0.1", 5555)
+    finally:
+        await a.stop()
+    with pytest.raises(TransportClosedError):
+        await a.set_advertised_address("127.0.0.1", 5556)
