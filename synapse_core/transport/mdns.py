@@ -57,7 +57,7 @@ from synapse_core.transport.errors import (
     TransportClosedError,
 )
 from synapse_core.transport.framing import DEFAULT_MAX_FRAME_SIZE
-from synapse_core.transport.tcp import Address, TcpTransport
+from synapse_core.transport.tcp import Address, TcpTransport, check_port
 
 logger = logging.getLogger("synapse_core.transport.mdns")
 
@@ -91,11 +91,7 @@ def _check_advertised(host: object, port: object) -> tuple[str | None, int | Non
             ipaddress.ip_address(host)
         except ValueError:
             raise ValueError(f"advertised host must be an IP address, got {host!r}") from None
-    if port is not None and (
-        isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
-    ):
-        raise ValueError(f"advertised port must be an int 1-65535, got {port!r}")
-    return host, port
+    return host, None if port is None else check_port(port, "advertised port")
 
 
 class _Refresher(RecordUpdateListener):

@@ -65,6 +65,13 @@ def parse_address(text: str) -> Address:
     return host, port
 
 
+def check_port(port: object, what: str = "port") -> int:
+    """*port* if it is an int 1-65535; ``ValueError`` naming *what* otherwise."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"{what} must be an int 1-65535, got {port!r}")
+    return port
+
+
 class _ConnectionLost(Exception):
     """Internal: an outbound connection ended before the reply came."""
 
@@ -381,9 +388,7 @@ class TcpTransport(Transport):
         """Make *peer_id* addressable at ``host:port`` (replacing an earlier address)."""
         if not isinstance(peer_id, str) or not peer_id:
             raise TypeError(f"peer_id must be a non-empty str, got {peer_id!r}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError(f"port must be an int 1-65535, got {port!r}")
-        self._peers[peer_id] = (host, port)
+        self._peers[peer_id] = (host, check_port(port))
 
     def remove_peer(self, peer_id: str) -> None:
         """Forget *peer_id*, its breaker and its metrics (no error if unknown)."""
