@@ -41,7 +41,9 @@ class LoopThread:
             leftover = getattr(asyncio.get_running_loop(), "_transports", {})
             for _ in range(5):
                 for transport in list(leftover.values()):
-                    transport.abort()
+                    # One whose connection_lost already ran has no loop left to abort on.
+                    if getattr(transport, "_loop", None) is not None:
+                        transport.abort()
                 await asyncio.sleep(0)
 
         self.run(_cancel_rest())
