@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synapse-installed
 
-.PHONY: test demo breaker-demo lint bench format clean serve
+.PHONY: test demo breaker-demo lint bench format clean serve system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# Debian packages the tests drive for real (redis-server, debootstrap); a no-op once present.
+system-deps:
+	@scripts/system-deps.sh
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 # The main job: the orders service under chaos, on the embedded server, with reports and gates.
