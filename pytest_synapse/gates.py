@@ -19,7 +19,9 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _GATE = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*"
-    r"(?:(?P<op><=|>=|==|<|>)\s*(?P<limit>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*)?$"
+    r"(?:(?P<op><=|>=|==|<|>)\s*(?P<limit>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*)?$",
+    # ASCII: \d would take Arabic-Indic or full-width digits, which float() then reads as 5.
+    re.ASCII,
 )
 
 
@@ -69,9 +71,14 @@ def parse_gate(expr: str) -> Gate:
     """Parse one gate; ``GateError`` names the gate and what is wrong."""
     match = _GATE.match(expr)
     if match is None:
+        ascii_hint = (
+            "; write numbers with the ASCII digits 0-9"
+            if any(c.isdigit() and not c.isascii() for c in expr)
+            else ""
+        )
         raise GateError(
             f"malformed gate {expr!r}: expected 'metric' or 'metric OP number' "
-            f"with OP one of {', '.join(_OPS)} (e.g. 'max_recovery_seconds<=15')"
+            f"with OP one of {', '.join(_OPS)} (e.g. 'max_recovery_seconds<=15'){ascii_hint}"
         )
     metric = match["metric"]
     if metric not in METRICS:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from pytest_synapse.gates import parse_gate
+
 
 @dataclass(frozen=True)
 class OptionSpec:
@@ -210,7 +212,7 @@ def _convert(spec: OptionSpec, raw: Any, source: str, start_dir: Path) -> Any:
         "str": _to_backend if spec.dest == "toxiproxy" else _to_str,
         "int": _to_int,
         "path": lambda v: _to_path(v, start_dir),
-        "list": lambda v: _to_list(v, source),
+        "list": lambda v: _to_gates(v, source),
     }
     try:
         return converters[spec.kind](raw)
@@ -246,13 +248,6 @@ def _to_backend(raw: Any) -> str:
     )
 
 
-def _to_int(raw: Any) -> int:
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        raise ValueError(f"expected an integer, got {raw!r}") from None
-
-
 def _to_path(raw: Any, start_dir: Path) -> Path:
     text = str(raw).strip()
     if not text:
@@ -261,9 +256,38 @@ def _to_path(raw: Any, start_dir: Path) -> Path:
     return path if path.is_absolute() else start_dir / path
 
 
-def _to_list(raw: Any, source: str) -> tuple[str, ...]:
+def _to_int(raw: Any) -> int:
+    text = str(raw).strip()
+    # ASCII only: int() also reads Arabic-Indic or full-width digits, which no one means here.
+    if not re.fullmatch(r"[-+]?[0-9]+", text):
+        raise ValueError(f"expected an integer, got {raw!r}")
+    return int(text)
+
+
+def _to_gates(raw: Any, source: str) -> tuple[str, ...]:
+    """Split and check the gates of one source; an empty or blank gate is an error.
+
+    A blank gate is nearly always an unset variable (``--synapse-gate "$GATE"``). Accepting it
+    would let this source replace the env and ini gates with nothing, and the job go green.
+    """
     if isinstance(raw, str):
         items = raw.split(";") if source.startswith("env") else raw.splitlines()
     else:
         items = list(raw)
-    return tuple(item.strip() for item in items if item and item.strip())
+    for position, item in enumerate(items, 1):
+        if not item.strip():
+            raise ValueError(_empty_gate(source, position, len(items), raw))
+        parse_gate(item)
+    return tuple(item.strip() for item in items)
+
+
+def _empty_gate(source: str, position: int, count: int, raw: Any) -> str:
+    if source.startswith("env"):
+        return (
+            f"gate {position} of {count} in {raw!r} is empty; separate gates with ';' and "
+            "leave none empty, e.g. 'all_recovered; max_recovery_seconds<=15'"
+        )
+    return (
+        f'gate {position} of {count} is empty (was the variable in --synapse-gate "$VAR" '
+        "unset?); give a gate such as 'max_recovery_seconds<=15', or leave the option out"
+    )

@@ -47,10 +47,7 @@ class SynapseSession:
     def __init__(self, config: pytest.Config, settings: SynapseSettings) -> None:
         self.config = config
         self.settings = settings
-        try:
-            self.gates = gates_mod.parse_gates(settings.gates.value)
-        except gates_mod.GateError as exc:
-            raise pytest.UsageError(f"synapse: {settings.gates.source}: {exc}") from None
+        self.gates = gates_mod.parse_gates(settings.gates.value)  # checked by resolve()
         self.worker = getattr(config, "workerinput", {}).get("workerid", "main")
         self.is_worker = hasattr(config, "workerinput")
         self.records: list[TestRecord] = []

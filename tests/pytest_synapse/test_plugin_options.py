@@ -165,3 +165,89 @@ def test_unreachable_toxiproxy_errors_without_a_traceback(
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*synapse: command line --synapse-toxiproxy:*127.0.0.1:9*"])
     assert "Traceback" not in result.stdout.str()
+
+
+GATED_INI = """
+[pytest]
+asyncio_default_fixture_loop_scope = function
+synapse_gates =
+    trips >= 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--synapse-gate="], None, "command line --synapse-gate: gate 1 of 1 is empty"),
+        (["--synapse-gate", "  "], None, "command line --synapse-gate: gate 1 of 1 is empty"),
+        (
+            ["--synapse-gate=all_recovered", "--synapse-gate="],
+            None,
+            "command line --synapse-gate: gate 2 of 2 is empty",
+        ),
+        ([], ";", "env SYNAPSE_GATES: gate 1 of 2 in ';' is empty"),
+        ([], "all_recovered; ", "env SYNAPSE_GATES: gate 2 of 2 in 'all_recovered; ' is empty"),
+    ],
+)
+def test_an_empty_gate_is_a_usage_error_naming_its_source(
+    synapse_pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: str | None,
+    message: str,
+) -> None:
+    """An empty gate used to replace the env and ini gates with nothing: the job went green
+    (``--synapse-gate "$GATE"`` with GATE unset turned every gate off)."""
+    if env is not None:
+        monkeypatch.setenv("SYNAPSE_GATES", env)
+    synapse_pytester.makeini(GATED_INI)
+    synapse_pytester.makepyfile("def test_ok(): pass")
+    result = synapse_pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*synapse: {message}*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_an_unset_gate_variable_leaves_the_ini_gates_in_force(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source replaces a lower one only when it holds a gate: ``SYNAPSE_GATES=`` is unset."""
+    monkeypatch.setenv("SYNAPSE_GATES", "")
+    synapse_pytester.makeini(GATED_INI)
+    synapse_pytester.makepyfile("def test_ok(): pass")
+    result = synapse_pytester.runpytest()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["gate FAIL: trips >= 1  -> 0 violates >= 1"])
+
+
+@pytest.mark.parametrize("limit", ["\u0665", "\uff15", "1\u0660"])
+def test_gate_numbers_are_ascii(synapse_pytester: pytest.Pytester, limit: str) -> None:
+    """An Arabic-Indic (U+0665) or full-width (U+FF15) five used to be read as the number 5."""
+    synapse_pytester.makepyfile("def test_ok(): pass")
+    result = synapse_pytester.runpytest(f"--synapse-gate=trips<={limit}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*malformed gate*write numbers with the ASCII digits 0-9*"])
+
+
+def test_seed_is_ascii_digits_only(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNAPSE_SEED", "\u0665")
+    synapse_pytester.makepyfile("def test_ok(): pass")
+    result = synapse_pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*env SYNAPSE_SEED: expected an integer*"])
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("SYNAPSE_GATES", "bogus"), ("SYNAPSE_GATES", ";"), ("SYNAPSE_SEED", "x")],
+)
+def test_help_works_whatever_the_settings(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    """A bad SYNAPSE_GATES made ``pytest --help`` exit 4 without showing the help."""
+    monkeypatch.setenv(var, value)
+    result = synapse_pytester.runpytest("--help")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*--synapse-gate=EXPR*"])
