@@ -20,14 +20,16 @@ import dataclasses
 import http.client
 import json
 import math
+import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from chaos.errors import ToxiproxyError, ToxiproxyUnavailable, error_for_status
+from chaos.errors import NotFound, ToxiproxyError, ToxiproxyUnavailable, error_for_status
 from chaos.livefaults import DEFAULT_OWNER
 from chaos.proxy import Proxy
+from chaos.traffic import ProxyTraffic, TrafficUnavailable
 
 if TYPE_CHECKING:
     from synapse_core.timeline import Timeline
@@ -300,6 +302,30 @@ class ToxiproxyClient:
         """Create or replace several proxies at once (``POST /populate``)."""
         data = self.request("POST", "/populate", list(proxies))
         return [ProxyInfo.from_json(p) for p in data["proxies"]]
+
+    def traffic(self, proxy: str) -> ProxyTraffic:
+        """When clients of *proxy* connected and sent bytes (Synapse's server only).
+
+        Raises :class:`~chaos.traffic.TrafficUnavailable` for a server without the extension
+        (the real Toxiproxy), :class:`~chaos.errors.NotFound` for an unknown proxy.
+        """
+        path = f"/synapse/traffic/{quote(proxy, safe='')}"
+        sent_at = time.monotonic()
+        try:
+            data = self.request("GET", path)
+        except NotFound as exc:
+            if exc.message.startswith("proxy not found"):
+                raise
+            raise TrafficUnavailable(
+                f"the server at {self.url} does not record when traffic passed through its "
+                "proxies (GET /synapse/traffic answered 404): only Synapse's server does (the "
+                "embedded one, or synapse-chaos serve). A real Toxiproxy adds a connection's "
+                "bytes to /metrics only when the connection closes and counts no connections"
+            ) from None
+        received_at = time.monotonic()
+        if not isinstance(data, dict):
+            raise TrafficUnavailable(f"GET {self.url}{path} answered {data!r}, not a traffic log")
+        return ProxyTraffic.from_json(data, sent_at=sent_at, received_at=received_at)
 
     # -- toxics ----------------------------------------------------------------------------------
 

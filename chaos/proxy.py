@@ -26,6 +26,7 @@ from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
     from chaos.client import ProxyInfo, ToxicInfo, ToxiproxyClient
+    from chaos.traffic import ProxyTraffic
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -105,6 +106,13 @@ class Proxy:
     def toxics(self) -> list[ToxicInfo]:
         """The toxics on the proxy now, as the server reports them (ours and anyone else's)."""
         return self.client.toxics(self.name)
+
+    def traffic(self) -> ProxyTraffic:
+        """When clients connected to this proxy and sent bytes toward the upstream.
+
+        Synapse's server only: see :mod:`chaos.traffic` (the real Toxiproxy cannot tell).
+        """
+        return self.client.traffic(self.name)
 
     # -- faults ------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ entry point. This package exports what tests import directly.
 
 from pytest_synapse.assertions import (
     BreakerAssertionError,
+    NotObservableError,
     assert_closes_within,
     assert_half_open_probes_at_most,
     assert_no_calls_while_open,
@@ -21,6 +22,7 @@ __all__ = [
     "BreakerAssertionError",
     "BreakerStatePoller",
     "BreakerTimeline",
+    "NotObservableError",
     "assert_closes_within",
     "assert_half_open_probes_at_most",
     "assert_no_calls_while_open",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -59,23 +60,26 @@ def circuit_breaker(request: pytest.FixtureRequest, virtual_clock: VirtualClock)
     """Factory: ``circuit_breaker(name, config=None, **config_fields) -> CircuitBreaker``.
 
     The breaker runs on the test's ``virtual_clock``, is recorded for the resilience report,
-    and times its rejected calls. Names are scoped to the test; asking again for a name returns
-    the same breaker (by name alone, or with the same config; a different config raises
-    ``ValueError``).
+    and times its rejected calls. *config_fields* override single values: of *config* when
+    given (``circuit_breaker("db", base, recovery_timeout=1)``), else of the defaults. Names are
+    scoped to the test; asking again for a name returns the same breaker (by name alone, or
+    with the same settings; different settings raise ``ValueError``).
     """
     run = _run(request)
 
     def make(
         name: str, config: CircuitBreakerConfig | None = None, **config_fields: Any
     ) -> CircuitBreaker:
-        if config is not None and config_fields:
-            raise TypeError(
-                "pass either config=CircuitBreakerConfig(...) or config fields, not both"
-            )
         existing = run.fixture_breakers.get(name)
         if existing is not None and config is None and not config_fields:
             return existing  # fetched again by name alone
-        wanted = config or CircuitBreakerConfig(**config_fields)
+        if config is not None and not isinstance(config, CircuitBreakerConfig):
+            raise TypeError(
+                f"config must be a CircuitBreakerConfig, got {config!r}; pass single settings "
+                "as keywords: circuit_breaker(name, failure_threshold=3)"
+            )
+        base = config or CircuitBreakerConfig()
+        wanted = dataclasses.replace(base, **config_fields) if config_fields else base
         if existing is not None:
             if existing.config != wanted:
                 raise ValueError(
@@ -177,11 +181,11 @@ class BreakerTimeline:
         return assertions.assert_closes_within(breaker, seconds, timeline=self.timeline, **kwargs)
 
     def assert_no_calls_while_open(
-        self, breaker: CircuitBreaker | str, upstream: str | None = None
+        self, breaker: CircuitBreaker | str, upstream: Proxy | str | None = None, **kwargs: Any
     ) -> None:
         """See :func:`pytest_synapse.assert_no_calls_while_open`."""
         __tracebackhide__ = True
-        assertions.assert_no_calls_while_open(breaker, upstream, timeline=self.timeline)
+        assertions.assert_no_calls_while_open(breaker, upstream, timeline=self.timeline, **kwargs)
 
     def close(self) -> None:
         """Stop the pollers."""

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 
 from synapse_core import BreakerRecord, Timeline
 
 _KIND_FOR_STATE = {"open": "opened", "half_open": "half_opened", "closed": "closed"}
+
+
+@dataclasses.dataclass
+class StateRun:
+    """A state seen by consecutive polls, from the first to the last poll that saw it (real
+    clock): the breaker was certainly in it in between."""
+
+    state: str
+    first_seen: float
+    last_seen: float
+
+
+# The pollers recording onto each timeline, so an assertion on a polled name can poll once more.
+_POLLERS: weakref.WeakKeyDictionary[Timeline, list[BreakerStatePoller]] = (
+    weakref.WeakKeyDictionary()
+)
+_POLLERS_LOCK = threading.Lock()
+
+
+def pollers_of(timeline: Timeline, name: str | None = None) -> list[BreakerStatePoller]:
+    """The pollers recording onto *timeline* (those that have seen *name*, when given)."""
+    with _POLLERS_LOCK:
+        pollers = list(_POLLERS.get(timeline, ()))
+    return pollers if name is None else [p for p in pollers if name in p.history]
 
 
 class BreakerStatePoller:
@@ -25,6 +51,10 @@ class BreakerStatePoller:
     *started* (:attr:`initial_states`), not events, so a breaker already open when the test
     began is not a trip. A breaker first seen later was created during the test, closed, so a
     first sighting of it open is recorded as its opening.
+
+    :attr:`history` keeps, per breaker, each state seen with the first and last poll that saw
+    it (on the timeline's real clock): a state is certain only between those two polls, which
+    is what ``assert_no_calls_while_open`` needs to tell a call made while open from a probe.
     """
 
     def __init__(
@@ -47,8 +77,17 @@ class BreakerStatePoller:
         self._poll_lock = threading.Lock()
         self._baseline = False
         self.initial_states: dict[str, str] = {}
+        self.history: dict[str, list[StateRun]] = {}
+        """name -> the :class:`StateRun` of each state seen, oldest first."""
         self.errors = 0
         self.polls = 0
+        with _POLLERS_LOCK:
+            _POLLERS.setdefault(timeline, []).append(self)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two polls of the background thread."""
+        return self._interval
 
     @property
     def states(self) -> dict[str, str]:
@@ -67,7 +106,13 @@ class BreakerStatePoller:
             self.errors += 1
             return
         self.polls += 1
+        seen_at = self._timeline.real_clock()
         for name, state in states.items():
+            runs = self.history.setdefault(name, [])
+            if runs and runs[-1].state == state:
+                runs[-1].last_seen = seen_at
+            else:
+                runs.append(StateRun(state, seen_at, seen_at))
             previous = self._states.get(name)
             if state == previous:
                 continue

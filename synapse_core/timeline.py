@@ -61,7 +61,10 @@ class BreakerRecord:
     ``external_trigger_activated``); ``state`` the breaker state right after it; ``breaker_time``
     the event's own timestamp on the breaker's clock. ``seq`` orders every record and upstream
     call of the timeline (times can tie on a virtual clock); ``source`` tells apart breakers
-    that share a name.
+    that share a name. ``real_at`` is when it was recorded on the timeline's *real* clock
+    (``time.monotonic`` unless told otherwise), also on a virtual-clock timeline: it places the
+    event among things that happened in real time, such as traffic through a chaos proxy. It
+    stays out of :meth:`to_dict` (``at`` is the time reports show).
     """
 
     breaker: str
@@ -72,10 +75,13 @@ class BreakerRecord:
     detail: dict[str, Any] = field(default_factory=dict)
     seq: int = 0
     source: str = ""
+    real_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict (without ``real_at``)."""
+        data = asdict(self)
+        del data["real_at"]
+        return data
 
 
 _STATE_AFTER = {
@@ -86,10 +92,14 @@ _STATE_AFTER = {
 
 
 class Timeline:
-    """A thread-safe record of fault spans and breaker events on one clock."""
+    """A thread-safe record of fault spans and breaker events on one clock.
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    *real_clock* stamps each breaker record's ``real_at`` as well (see :class:`BreakerRecord`).
+    """
+
+    def __init__(self, clock: Clock | None = None, *, real_clock: Clock = monotonic_clock) -> None:
         self.clock: Clock = monotonic_clock if clock is None else check_clock(clock)
+        self.real_clock: Clock = check_clock(real_clock)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._spans: dict[int, FaultSpan] = {}
@@ -100,6 +110,7 @@ class Timeline:
         self._seq = itertools.count(1)
         self._closed = False
         self.started_at = self.clock()
+        self.real_started_at = self.real_clock()
 
     # ------------------------------------------------------------------ faults
 
@@ -164,10 +175,11 @@ class Timeline:
     def add(self, record: BreakerRecord) -> BreakerRecord:
         """Add a ready-made record (e.g. a state change polled from another process).
 
-        Its ``seq`` is assigned here; the stored record is returned.
+        Its ``seq`` (and ``real_at``, unless set) is assigned here; the stored record is returned.
         """
+        real_at = self.real_clock() if record.real_at is None else record.real_at
         with self._lock:
-            record = replace(record, seq=next(self._seq))
+            record = replace(record, seq=next(self._seq), real_at=real_at)
             self._records.append(record)
         return record
 

@@ -105,6 +105,8 @@ class ControlApi:
         r.add_delete("/proxies/{proxy}/toxics/{toxic}", self.toxic_delete)
         r.add_get("/version", self.version)
         r.add_get("/metrics", self.metrics_text)
+        # Synapse's extension, beside the Toxiproxy API (which has no /synapse paths).
+        r.add_get("/synapse/traffic/{proxy}", self.traffic)
         return app
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
@@ -189,6 +191,21 @@ class ControlApi:
     async def version(self, request: web.Request) -> web.StreamResponse:
         """``GET /version``: ``{"version": "2.12.0"}``."""
         return web.json_response({"version": API_VERSION})
+
+    async def traffic(self, request: web.Request) -> web.StreamResponse:
+        """``GET /synapse/traffic/{p}[?since=T]``: when clients connected and sent bytes.
+
+        Not part of Toxiproxy's API (see :mod:`chaos.server.traffic`); times are the server's
+        monotonic seconds, ``now`` included so a client on another clock can align them.
+        """
+        proxy = self.proxies.get(request.match_info["proxy"])
+        since = request.query.get("since")
+        try:
+            low = None if since is None else float(since)
+        except ValueError:
+            raise bad_request(f"since must be a number of seconds, got {since!r}") from None
+        body = {"proxy": proxy.name, **proxy.traffic.to_json(low)}
+        return web.json_response(body)
 
     async def metrics_text(self, request: web.Request) -> web.StreamResponse:
         """``GET /metrics``: Prometheus text with per-proxy byte counters."""

@@ -39,6 +39,7 @@ from chaos.server.toxics import Stream, ToxicSpec
 
 if TYPE_CHECKING:
     from chaos.server.proxy import Proxy
+    from chaos.server.traffic import TrafficLog
 
 QUEUE_HIGH_WATER: Final = 1 << 20
 """Bytes queued behind toxics in one direction before reading from its source pauses."""
@@ -96,6 +97,7 @@ class Flow:
         "direction",
         "eof_seen",
         "finished",
+        "log",
         "loop",
         "rng",
         "runtimes",
@@ -109,6 +111,8 @@ class Flow:
         self.loop = conn.ctx.loop
         self.rng = conn.ctx.rng
         self.counters = counters  # [bytes received, bytes sent] of the proxy in this direction
+        # The proxy's traffic log for bytes from the client (upstream direction only).
+        self.log: TrafficLog | None = conn.proxy.traffic if direction == "upstream" else None
         self.source: asyncio.Transport | None = None
         self.dest: asyncio.Transport | None = None
         self.runtimes: dict[str, ToxicRuntime] = {}
@@ -147,6 +151,8 @@ class Flow:
         """Take *nbytes* just read into *buffer* (hot path)."""
         counters = self.counters
         counters[0] += nbytes
+        if self.log is not None:
+            self.log.received(self.conn.serial, nbytes)
         if not self.chain and not self._busy and not self._queue:
             dest = self.dest
             if dest is not None:
@@ -242,6 +248,12 @@ class Flow:
         self._stop_splice(salvage=True)
         if self._may_read() and self.source is not None:
             self.source.resume_reading()
+
+    def splice_received(self, nbytes: int) -> None:
+        """The pump read *nbytes* from the source."""
+        self.counters[0] += nbytes
+        if self.log is not None:
+            self.log.received(self.conn.serial, nbytes)
 
     def splice_eof(self) -> None:
         """The pump saw the source's FIN with its pipe empty: pass the FIN on."""
@@ -428,6 +440,7 @@ class Connection:
         "ctx",
         "downstream",
         "proxy",
+        "serial",
         "upstream",
         "upstream_side",
     )
@@ -436,6 +449,7 @@ class Connection:
         self.proxy = proxy
         self.ctx = ctx
         self.closed = False
+        self.serial = 0  # in the proxy's traffic log, once accepted
         self.upstream = Flow(self, "upstream", proxy.counters["upstream"])
         self.downstream = Flow(self, "downstream", proxy.counters["downstream"])
         self.client = Endpoint(self, self.upstream, self.downstream)
@@ -464,6 +478,7 @@ class Connection:
             self.upstream.source = transport
             self.downstream.dest = transport
             self.proxy.connection_opened(self)
+            self.serial = self.proxy.traffic.connected()
             self._connector = self.ctx.loop.create_task(self._connect_upstream())
         else:
             self.upstream_side = endpoint

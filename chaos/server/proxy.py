@@ -11,6 +11,7 @@ from chaos.server.apierror import toxic_exists, toxic_not_found
 from chaos.server.config import ProxyConfig, join_address, listen_error, split_address
 from chaos.server.link import Connection, PlaneContext
 from chaos.server.toxics import STREAMS, Stream, ToxicSpec, parse_new_toxic, parse_toxic_update
+from chaos.server.traffic import TrafficLog
 
 # Bursts of connects (a pool warming up, the 1,000-connection test) must not overflow the queue.
 LISTEN_BACKLOG: Final = 4096
@@ -30,6 +31,9 @@ class Proxy:
         self.connections: set[Connection] = set()
         # [received, sent] bytes per direction, read by the /metrics collector.
         self.counters: dict[Stream, list[int]] = {"upstream": [0, 0], "downstream": [0, 0]}
+        # When clients connected and sent bytes (GET /synapse/traffic/{name}); not listening yet.
+        self.traffic = TrafficLog(ctx.clock)
+        self.traffic.enabled(False)
         self._toxics: dict[str, ToxicSpec] = {}
         self._server: asyncio.Server | None = None
 
@@ -59,12 +63,14 @@ class Proxy:
         self.listen = join_address(bound[0], bound[1])
         self._server = server
         self.enabled = True
+        self.traffic.enabled(True)
 
     async def stop(self) -> None:
         """Close the listener (new connects are refused) and every open connection."""
         server = self._server
         self._server = None
         self.enabled = False
+        self.traffic.enabled(False)
         if server is not None:
             server.close()
         for conn in list(self.connections):

@@ -61,6 +61,10 @@ class SpliceOwner(Protocol):
     counters: list[int]
     spliced: int
 
+    def splice_received(self, nbytes: int) -> None:
+        """*nbytes* were read from the source into the pipe (counters, traffic log)."""
+        ...
+
     def splice_eof(self) -> None:
         """The source sent FIN and every byte before it was passed on."""
         ...
@@ -175,7 +179,7 @@ class SplicePump:
             if not self._pending:
                 self._owner.splice_eof()
             return
-        self._owner.counters[0] += n
+        self._owner.splice_received(n)
         self._pending += n
         self._flush()
 

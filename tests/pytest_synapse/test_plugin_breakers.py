@@ -31,6 +31,7 @@ def test_cycle(circuit_breaker, virtual_clock, breaker_timeline):
     assert virtual_clock() == 0.0
     span = breaker_timeline.timeline.fault_started("blackhole", "db-proxy")
     virtual_clock.advance(0.5)
+    breaker_timeline.upstream_call("db")  # calls reached db before it tripped: none after
     trip(db)
     assert breaker_timeline.assert_trips_within(db, failures=3, seconds=1) == 0.5
     breaker_timeline.assert_rejects_fast(db, max_ms=50)
@@ -101,7 +102,7 @@ def test_not_open(circuit_breaker, breaker_timeline):
     )
     result.stdout.fnmatch_lines(["*breaker 'db' did not close after the heal at t=0.000s*"])
     result.stdout.fnmatch_lines(["*1 call(s) reached db while breaker 'db' was open (t=1.000s)*"])
-    result.stdout.fnmatch_lines(["*went through breaker 'db': it is not open*"])
+    result.stdout.fnmatch_lines(["*breaker 'db' rejected none of the 20 calls*state now: closed*"])
 
 
 def test_states_polled_from_another_process(synapse_pytester: pytest.Pytester) -> None:
@@ -162,3 +163,17 @@ def test_remote(breaker_timeline, tmp_path):
     )
     result = synapse_pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_circuit_breaker_fields_override_single_values_of_a_config(circuit_breaker) -> None:  # type: ignore[no-untyped-def]
+    """``circuit_breaker(name, config, **fields)`` used to refuse the combination."""
+    from synapse_core import CircuitBreakerConfig
+
+    base = CircuitBreakerConfig(failure_threshold=5, recovery_timeout=30)
+    db = circuit_breaker("db", base, recovery_timeout=1)
+    assert (db.config.failure_threshold, db.config.recovery_timeout) == (5, 1)
+    assert circuit_breaker("db", base, recovery_timeout=1) is db
+    with pytest.raises(ValueError, match="another config"):
+        circuit_breaker("db", base)
+    with pytest.raises(TypeError, match="must be a CircuitBreakerConfig"):
+        circuit_breaker("cache", {"failure_threshold": 3})
