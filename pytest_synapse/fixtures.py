@@ -250,10 +250,14 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
     nothing here can tell a live session's proxy from an abandoned one.
     """
     from chaos.errors import ProxyExists
+    from pytest_synapse.plugin import session_of
 
     run = _run(request)
     made: list[Proxy] = []
     shared = synapse_backend.kind != "embedded"  # embedded: one server per worker
+    session = session_of(request.config)
+    # xdist on a shared server: the controller removes what a worker that dies leaves here.
+    ledger = session.ledger if shared and session is not None else None
 
     def make(upstream: str, name: str | None = None) -> Proxy:
         if name is not None and shared and run.worker != "main":
@@ -269,6 +273,8 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
             )
             raise
         made.append(proxy)
+        if ledger is not None:
+            ledger.created(synapse_backend.client.url, proxy.name)
         return proxy
 
     try:
@@ -280,6 +286,9 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
                 proxy.delete()
             except Exception as exc:  # keep cleaning the others
                 errors.append(f"{proxy.name}: {exc}")
+            else:
+                if ledger is not None:
+                    ledger.deleted(synapse_backend.client.url, proxy.name)
         if errors:
             raise RuntimeError("chaos_proxy cleanup failed: " + "; ".join(errors))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pytest_synapse.metrics import METRICS, MetricValue
@@ -100,31 +100,45 @@ def parse_gates(exprs: Iterable[str]) -> list[Gate]:
     return [parse_gate(e) for e in exprs]
 
 
-def evaluate(gates: Iterable[Gate], metrics: dict[str, MetricValue]) -> list[GateResult]:
-    """Check each gate; a metric without data fails its gate, saying so."""
-    results = []
-    for gate in gates:
-        mv = metrics[gate.metric]
-        value = mv.value
-        if value is None:
-            why = f" ({mv.note})" if mv.note else ""
-            results.append(GateResult(gate, None, False, f"no data{why}"))
-            continue
-        if gate.op is None:
-            passed = bool(value)
-            message = "true" if passed else f"false{': ' + mv.note if mv.note else ''}"
-        else:
-            assert gate.limit is not None
-            passed = _OPS[gate.op](float(value), gate.limit)
-            unit = METRICS[gate.metric].unit
-            verdict = "meets" if passed else "violates"
-            message = f"{_fmt(value)}{unit} {verdict} {gate.op} {gate.limit:g}{unit}"
-            if mv.note:
-                message += f" ({mv.note})"
-                if "never followed by recovery" in mv.note:
-                    passed = False
-        results.append(GateResult(gate, value, passed, message))
-    return results
+def evaluate(
+    gates: Iterable[Gate], metrics: dict[str, MetricValue], *, incomplete: Sequence[str] = ()
+) -> list[GateResult]:
+    """Check each gate; a metric without data fails its gate, saying so.
+
+    *incomplete* lists why the figures may be missing data (an interrupted session, a test
+    that crashed with its worker): every gate then fails, naming the reasons, because a
+    figure computed without the missing data can pass when the whole would not.
+    """
+    results = [_evaluate(gate, metrics) for gate in gates]
+    if not incomplete:
+        return results
+    why = "; ".join(incomplete)
+    return [
+        GateResult(r.gate, r.value, False, f"{r.message}; but the figures are incomplete: {why}")
+        for r in results
+    ]
+
+
+def _evaluate(gate: Gate, metrics: dict[str, MetricValue]) -> GateResult:
+    mv = metrics[gate.metric]
+    value = mv.value
+    if value is None:
+        why = f" ({mv.note})" if mv.note else ""
+        return GateResult(gate, None, False, f"no data{why}")
+    if gate.op is None:
+        passed = bool(value)
+        message = "true" if passed else f"false{': ' + mv.note if mv.note else ''}"
+        return GateResult(gate, value, passed, message)
+    assert gate.limit is not None
+    passed = _OPS[gate.op](float(value), gate.limit)
+    unit = METRICS[gate.metric].unit
+    verdict = "meets" if passed else "violates"
+    message = f"{_fmt(value)}{unit} {verdict} {gate.op} {gate.limit:g}{unit}"
+    if mv.note:
+        message += f" ({mv.note})"
+        if "never followed by recovery" in mv.note:
+            passed = False
+    return GateResult(gate, value, passed, message)
 
 
 def _fmt(value: float | bool) -> str:

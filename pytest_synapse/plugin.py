@@ -6,13 +6,20 @@ fixture or strategy needs them, so installing Synapse never slows down or breaks
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_synapse import gates as gates_mod
+from pytest_synapse import junit
 from pytest_synapse.fixtures import (  # noqa: F401  (fixtures are registered by import)
     breaker_timeline,
     chaos_proxy,
@@ -22,6 +29,8 @@ from pytest_synapse.fixtures import (  # noqa: F401  (fixtures are registered by
     toxiproxy,
     virtual_clock,
 )
+from pytest_synapse.interrupt import TermHandler
+from pytest_synapse.ledger import WorkerLedger, read_ledger, remove_proxies
 from pytest_synapse.markers import chaos_settings, validate_chaos_markers
 from pytest_synapse.metrics import MetricValue, compute
 from pytest_synapse.options import SynapseSettings, add_options, resolve
@@ -59,6 +68,19 @@ class SynapseSession:
         self.runs: dict[str, TestRun] = {}
         self._outer_runs: dict[str, TestRun | None] = {}
         self._worker_ids: set[str] = set()
+        self._reported: set[str] = set()
+        self.collection_errors = 0
+        self.term = TermHandler()
+        self.interrupted: str | None = None
+        self.crashes: list[dict[str, str | None]] = []
+        self.cleanup: list[dict[str, Any]] = []
+        # xdist: each worker notes the proxies it makes on a shared server in its ledger, so
+        # the controller can remove them if the worker dies (see pytest_synapse.ledger).
+        ledger = getattr(config, "workerinput", {}).get("synapse_ledger")
+        self.ledger = WorkerLedger(Path(ledger)) if ledger else None
+        self._ledger_dir: Path | None = None
+        self._ledgers: dict[str, Path] = {}
+        self._live_workers: set[str] = set()
 
     # -------------------------------------------------------------------- per test
 
@@ -93,22 +115,38 @@ class SynapseSession:
         outcome = yield
         report: pytest.TestReport = outcome.get_result()
         run = self.runs.get(item.nodeid)
-        if run is None or run.record is not None:
+        if run is None:
+            return
+        if run.record is not None:
+            if report.when == "teardown" and report.failed and item.nodeid in self._reported:
+                # The record went out with the call report; the controller amends it.
+                report.synapse_outcome = "error"  # type: ignore[attr-defined]
             return
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             # Before fixture teardown: final states are what the test left behind.
-            record = run.snapshot(report.outcome, report.duration)
+            record = run.snapshot(_outcome(report), report.duration)
             if run.interesting or item.get_closest_marker("chaos") is not None:
-                _add_user_properties(item, record)
-                report.user_properties = list(item.user_properties)
+                if junit.per_test_properties_allowed(item.config):
+                    item.user_properties.extend(junit.test_properties(record))
+                    report.user_properties = list(item.user_properties)
                 # Travels with the report (xdist serializes report attributes), so the
                 # controller gets every finished test even if a worker dies later.
                 report.synapse_record = record.to_dict()  # type: ignore[attr-defined]
+                self._reported.add(item.nodeid)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker:
+            return
         payload = getattr(report, "synapse_record", None)
-        if payload is not None and not self.is_worker:
+        if payload is not None:
             self.records.append(TestRecord.from_dict(payload))
+        amended = getattr(report, "synapse_outcome", None)
+        if amended is not None:
+            for record in reversed(self.records):
+                if record.nodeid == report.nodeid:
+                    if record.outcome == "passed":
+                        record.outcome = amended
+                    break
 
     @pytest.hookimpl(hookwrapper=True, trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
@@ -118,29 +156,154 @@ class SynapseSession:
             run.stop()
             set_current(self._outer_runs.pop(item.nodeid, None))
 
-    # -------------------------------------------------------------------- session end
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collection_errors += 1
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, None, None]:
-        yield
-        if not self.is_worker and not self.config.option.collectonly:
-            self.metrics = compute(self.records)
-            self.gate_results = gates_mod.evaluate(self.gates, self.metrics)
+    # -------------------------------------------------------------------- interruptions
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        if self.interrupted is None:
+            self.interrupted = _interruption(excinfo, sigterm=self.term.received)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist controller: give each worker a ledger file (see pytest_synapse.ledger)."""
+        if self._ledger_dir is None:
+            self._ledger_dir = Path(tempfile.mkdtemp(prefix="synapse-ledgers-"))
+        worker = str(node.gateway.id)
+        path = self._ledger_dir / f"{worker}.jsonl"
+        self._ledgers[worker] = path
+        self._live_workers.add(worker)
+        node.workerinput["synapse_ledger"] = str(path)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        self._worker_ids.add(str(getattr(getattr(node, "gateway", None), "id", id(node))))
-        self.workers = len(self._worker_ids)
+        worker = str(getattr(getattr(node, "gateway", None), "id", id(node)))
+        self._worker_ids.add(worker)
+        self._live_workers.discard(worker)
+        if error is not None and error != "keyboard-interrupt":
+            # Crashed: no teardown ran there. Remove its proxies now, before the
+            # replacement worker (or the next pipeline) meets them.
+            self.crashes.append({"worker": worker, "test": None, "error": str(error)})
+            self._read_ledgers([worker])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        worker = str(getattr(getattr(report.node, "gateway", None), "id", "?"))
+        for crash in self.crashes:
+            if crash["worker"] == worker and crash["test"] is None:
+                crash["test"] = crashitem
+        # Its figures died with the worker: unknown, not zero. Gates fail on this.
+        self.records.append(TestRecord(nodeid=crashitem, outcome="crashed", worker=worker))
+
+    def _read_ledgers(self, workers: Iterable[str]) -> None:
+        """Take in what these workers' ledgers say: remove the proxies still listed, add the
+        records of tests they were stopped in. A ledger is read once, then deleted."""
+        for worker in workers:
+            path = self._ledgers.pop(worker, None)
+            if path is None:
+                continue
+            content = read_ledger(path)
+            self.records.extend(TestRecord.from_dict(r) for r in content.unfinished)
+            for server, proxy in content.proxies:
+                problems = remove_proxies([(server, proxy)])
+                self.cleanup.append(
+                    {
+                        "worker": worker,
+                        "server": server,
+                        "proxy": proxy,
+                        "removed": not problems,
+                        "error": problems[0] if problems else None,
+                    }
+                )
+            path.unlink(missing_ok=True)
+
+    def _stop_workers(self) -> None:
+        """Pass SIGTERM on to the workers still up, so they stop and clean up now.
+
+        Otherwise xdist waits for each to finish its test (or for its own timeout) before
+        killing it, and the grace period of ``docker stop`` or a CI runner runs out first.
+        """
+        for worker in sorted(self._live_workers):
+            path = self._ledgers.get(worker)
+            pid = read_ledger(path).pid if path is not None else None
+            if pid is not None:
+                with contextlib.suppress(OSError):  # already gone
+                    os.kill(pid, signal.SIGTERM)
+
+    def incomplete(self) -> list[str]:
+        """Why the session's figures may lack data (empty if they do not)."""
+        reasons = []
+        if self.interrupted is not None:
+            reasons.append(f"the session was interrupted ({self.interrupted})")
+        for record in self.records:
+            if record.outcome == "crashed":
+                reasons.append(
+                    f"{record.nodeid} crashed on worker {record.worker}: its figures are unknown"
+                )
+        lost = sorted(str(c["worker"]) for c in self.crashes if c["test"] is None)
+        if lost:
+            reasons.append(f"worker(s) {', '.join(lost)} crashed: their figures are unknown")
+        return reasons
+
+    # -------------------------------------------------------------------- session end
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker or self.config.option.collectonly:
+        self.term.stopping = True  # a second SIGTERM must not cut the cleanup short
+        # Tests stopped mid-way (SIGTERM, Ctrl-C): their figures so far, before fixtures
+        # clean up. A worker hands them over through its ledger.
+        unfinished = [
+            run.snapshot("interrupted", time.time() - run.started_wall)
+            for run in list(self.runs.values())
+            if run.record is None
+        ]
+        if self.is_worker:
+            if self.ledger is not None:
+                for record in unfinished:
+                    self.ledger.unfinished(record.to_dict())
             return
-        if not self.metrics and (self.records or self.gates):
-            self.metrics = compute(self.records)
-            self.gate_results = gates_mod.evaluate(self.gates, self.metrics)
+        self.records.extend(unfinished)
+        if self.term.received:
+            self._stop_workers()
+        if not self.config.option.collectonly:
+            self._evaluate()
+            junit.add_suite_properties(self.config, self.metrics, self.gate_results)
+
+    def _evaluate(self) -> None:
+        if not (self.settings.recording or self.records or self.gates):
+            return
+        self.metrics = self._compute()
+        if self.collection_errors and not self.records:
+            why = f"no figures: {self._collection_reason()}"
+            self.gate_results = [gates_mod.GateResult(g, None, False, why) for g in self.gates]
+        else:
+            self.gate_results = gates_mod.evaluate(
+                self.gates, self.metrics, incomplete=self.incomplete()
+            )
+
+    @pytest.hookimpl(wrapper=True, trylast=True, specname="pytest_sessionfinish")
+    def pytest_sessionfinish_last(self, session: pytest.Session) -> Generator[None, None, None]:
+        """After every other sessionfinish (fixture teardown, xdist's node shutdown), before
+        the terminal summary: take in the workers' ledgers, write the reports."""
+        try:
+            yield
+        finally:
+            if not self.is_worker and not self.config.option.collectonly:
+                self._finish(session)
+
+    def _finish(self, session: pytest.Session) -> None:
+        before = len(self.records)
+        self._read_ledgers(list(self._ledgers))  # workers stopped or killed by the shutdown
+        if len(self.records) != before:
+            self._evaluate()
         self._write_reports()
-        failed = any(not g.passed for g in self.gate_results) or self.write_errors
+        failed = (
+            any(not g.passed for g in self.gate_results)
+            or bool(self.write_errors)
+            or any(not c["removed"] for c in self.cleanup)
+        )
         if failed and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -153,12 +316,15 @@ class SynapseSession:
 
         document = build_report(
             self.records,
-            self.metrics or compute(self.records),
+            self.metrics or self._compute(),
             self.gate_results,
             toxiproxy=str(self.settings.toxiproxy.value),
             seed=self.settings.seed.value,
             duration=time.monotonic() - self.started,
-            workers=self.workers,
+            workers=self._worker_count(),
+            interrupted=self.interrupted,
+            crashed=self.crashes,
+            cleanup=self.cleanup,
         )
         for label, path, write in (
             ("JSON report", report_path, write_json),
@@ -171,27 +337,36 @@ class SynapseSession:
             except OSError as exc:
                 self.write_errors.append(f"could not write the {label} to {path}: {exc}")
 
+    def _compute(self) -> dict[str, MetricValue]:
+        return compute(r for r in self.records if r.outcome in GATED_OUTCOMES)
+
+    def _worker_count(self) -> int:
+        """xdist worker slots (``-n``): a worker started to replace a crashed one is not new."""
+        dsession = self.config.pluginmanager.getplugin("dsession")
+        specs = getattr(getattr(dsession, "nodemanager", None), "specs", None)
+        if specs is not None:
+            return len(specs)
+        return len(self._worker_ids)
+
+    def close(self) -> None:
+        """At unconfigure: give SIGTERM back, drop the ledgers."""
+        self.term.uninstall()
+        if self._ledger_dir is not None:
+            shutil.rmtree(self._ledger_dir, ignore_errors=True)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker or not (self.settings.recording or self.write_errors):
+        if self.is_worker or not (self.settings.recording or self.write_errors or self.cleanup):
             return  # plain runs that merely use a fixture stay quiet
         if self.config.option.collectonly:
             return  # nothing ran: no figures, and no report was written
         tr = terminalreporter
         tr.write_sep("=", "synapse resilience")
-        metrics = self.metrics or compute(self.records)
-        shown = (
-            "all_recovered",
-            "max_trip_seconds",
-            "max_recovery_seconds",
-            "max_rejected_call_ms",
-            "total_open_seconds",
-            "trips",
-            "faults",
-        )
-        for name in shown:
-            mv = metrics[name]
-            value = "no data" if mv.value is None else _fmt(mv.value)
-            tr.write_line(f"{name:>22}: {value}{'  (' + mv.note + ')' if mv.note else ''}")
+        for line in self._what_happened():
+            tr.write_line(line, red=True)
+        if self.collection_errors:
+            tr.write_line(f"no figures: {self._collection_reason()}")
+        else:
+            self._write_metrics(tr)
         for result in self.gate_results:
             verdict = "PASS" if result.passed else "FAIL"
             tr.write_line(
@@ -208,6 +383,45 @@ class SynapseSession:
         for error in self.write_errors:
             tr.write_line(f"error: {error}", red=True)
 
+    def _what_happened(self) -> list[str]:
+        """Interruption, crashes and the controller's cleanup, one line each."""
+        lines = []
+        if self.interrupted is not None:
+            lines.append(f"session interrupted ({self.interrupted}): the figures are partial")
+        for crash in self.crashes:
+            during = f" while running {crash['test']}" if crash["test"] else ""
+            lines.append(
+                f"worker {crash['worker']} crashed{during} ({crash['error']}): "
+                "its figures are unknown"
+            )
+        for entry in self.cleanup:
+            what = f"proxy {entry['proxy']} on {entry['server']} left by worker {entry['worker']}"
+            if entry["removed"]:
+                lines.append(f"removed {what}")
+            else:
+                lines.append(f"could not remove {what}: {entry['error']}")
+        return lines
+
+    def _collection_reason(self) -> str:
+        n = self.collection_errors
+        return f"{n} error{'s' if n != 1 else ''} during collection, no test ran"
+
+    def _write_metrics(self, tr: Any) -> None:
+        metrics = self.metrics or self._compute()
+        shown = (
+            "all_recovered",
+            "max_trip_seconds",
+            "max_recovery_seconds",
+            "max_rejected_call_ms",
+            "total_open_seconds",
+            "trips",
+            "faults",
+        )
+        for name in shown:
+            mv = metrics[name]
+            value = "no data" if mv.value is None else _fmt(mv.value)
+            tr.write_line(f"{name:>22}: {value}{'  (' + mv.note + ')' if mv.note else ''}")
+
 
 def _fmt(value: float | bool) -> str:
     if isinstance(value, bool):
@@ -215,19 +429,36 @@ def _fmt(value: float | bool) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _add_user_properties(item: pytest.Item, record: TestRecord) -> None:
-    props = item.user_properties
-    props.append(("synapse_faults", len(record.faults)))
-    for b in record.breakers:
-        prefix = f"synapse_breaker_{b.name}"
-        props.append((f"{prefix}_final_state", b.final_state))
-        props.append((f"{prefix}_trips", b.trips))
-        props.append((f"{prefix}_rejections", b.rejections))
-        props.append((f"{prefix}_open_seconds", round(b.open_seconds, 6)))
-        if b.trip_seconds:
-            props.append((f"{prefix}_max_trip_seconds", round(max(b.trip_seconds), 6)))
-        if b.recovery_seconds:
-            props.append((f"{prefix}_max_recovery_seconds", round(max(b.recovery_seconds), 6)))
+def _interruption(excinfo: pytest.ExceptionInfo[BaseException], *, sigterm: bool) -> str | None:
+    """Why the run was stopped from outside, or ``None`` when pytest stopped it itself.
+
+    pytest and xdist raise ``Interrupted`` (a KeyboardInterrupt) for collection errors and
+    ``-x``/``--maxfail`` too; those runs already fail and are not interruptions.
+    """
+    if sigterm:
+        return "SIGTERM"
+    error = excinfo.value
+    if type(error).__name__ == "Interrupted":
+        # xdist says "<worker> received keyboard-interrupt" when Ctrl-C reached a worker.
+        return "KeyboardInterrupt" if "keyboard-interrupt" in str(error) else None
+    if isinstance(error, pytest.exit.Exception):
+        return f"pytest.exit: {error.msg}"
+    return excinfo.typename
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    """The record's outcome: pytest's, with xfail and setup/teardown errors told apart."""
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    if report.when != "call" and report.failed:
+        return "error"
+    return report.outcome
+
+
+GATED_OUTCOMES = frozenset({"passed", "failed", "error", "interrupted"})
+"""Outcomes whose figures count in the metrics and gates. Skipped, xfailed and xpassed tests
+(and crashed ones, which have no figures) are in the report but not gated: an xfail-marked test
+is one the user declared broken."""
 
 
 # ------------------------------------------------------------------------ module-level hooks
@@ -260,6 +491,33 @@ def pytest_configure(config: pytest.Config) -> None:
     session = SynapseSession(config, resolve(config, lenient=bool(config.option.help)))
     config.stash[_STATE] = session
     config.pluginmanager.register(session, "synapse-session")
+    session.term.install()
+    if session.ledger is not None:
+        session.ledger.started()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_STATE, None)
+    if session is not None:
+        session.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    """Check ``chaos`` markers as each test is collected.
+
+    A bad marker is then a collection error of its module, reported the same way with and
+    without xdist (raised later, from a hook on an xdist worker, it was an INTERNALERROR).
+    """
+    result = yield
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        if isinstance(item, pytest.Item) and item.get_closest_marker("chaos") is not None:
+            try:
+                validate_chaos_markers(item)
+            except pytest.UsageError as exc:
+                raise collector.CollectError(str(exc)) from None
+    return result
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -271,7 +529,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("chaos") is None:
             continue
-        validate_chaos_markers(item)
+        if not isinstance(item, pytest.Function):
+            validate_chaos_markers(item)  # Python tests were checked as they were collected
         if not settings.chaos.value:
             why = chaos_settings(item).get("reason")
             reason = (

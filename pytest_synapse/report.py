@@ -31,8 +31,17 @@ def build_report(
     seed: int | None,
     duration: float,
     workers: int,
+    interrupted: str | None = None,
+    crashed: Sequence[dict[str, Any]] = (),
+    cleanup: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The JSON-ready report document."""
+    """The JSON-ready report document.
+
+    *interrupted*: why the session stopped early (``SIGTERM``, ``KeyboardInterrupt``...);
+    *crashed*: xdist workers that died (``worker``, ``test``, ``error``); *cleanup*: proxies
+    the controller removed for workers that could not (``worker``, ``server``, ``proxy``,
+    ``removed``, ``error``).
+    """
     from synapse_core import __version__
 
     return {
@@ -46,6 +55,9 @@ def build_report(
             "seed": seed,
             "workers": workers,
             "tests": len(records),
+            "interrupted": interrupted,
+            "crashed": [dict(c) for c in crashed],
+            "cleanup": [dict(c) for c in cleanup],
         },
         "metrics": as_json(metrics),
         "metric_notes": {name: mv.note for name, mv in metrics.items() if mv.note},

@@ -116,7 +116,9 @@ def test_junit_trips_count_every_trip_not_only_those_under_a_fault(
             b.force_close()
         """
     )
-    synapse_pytester.runpytest("--junitxml=junit.xml").assert_outcomes(passed=1)
+    synapse_pytester.runpytest("--junitxml=junit.xml", "-o", "junit_family=xunit1").assert_outcomes(
+        passed=1
+    )
     props = {
         p.get("name"): p.get("value")
         for p in ET.parse(synapse_pytester.path / "junit.xml").iter("property")
