@@ -114,13 +114,14 @@ class SynapseSession:
     ) -> Generator[None, Any, None]:
         outcome = yield
         report: pytest.TestReport = outcome.get_result()
-        run = self.runs.get(item.nodeid)
-        if run is None:
-            return
-        if run.record is not None:
-            if report.when == "teardown" and report.failed and item.nodeid in self._reported:
+        if report.when == "teardown":
+            if report.failed and item.nodeid in self._reported:
                 # The record went out with the call report; the controller amends it.
                 report.synapse_outcome = "error"  # type: ignore[attr-defined]
+            self._reported.discard(item.nodeid)
+            return
+        run = self.runs.get(item.nodeid)
+        if run is None or run.record is not None:
             return
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             # Before fixture teardown: final states are what the test left behind.
@@ -521,7 +522,31 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return config.stash[_STATE].settings.header_lines()
+    settings = config.stash[_STATE].settings
+    return settings.header_lines() + _timeout_method_warning(config, settings)
+
+
+def _timeout_method_warning(config: pytest.Config, settings: SynapseSettings) -> list[str]:
+    """A header line when pytest-timeout's thread method could strand faults on a shared
+    server: on a timeout it ends the process with ``os._exit``, which no cleanup survives
+    (under xdist the controller cleans up after the dead worker instead)."""
+    if settings.toxiproxy.value == "embedded" or not config.pluginmanager.hasplugin("timeout"):
+        return []
+    if getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None):
+        return []
+    try:
+        from pytest_timeout import get_env_settings  # type: ignore[import-untyped]
+
+        timeout = get_env_settings(config)
+    except Exception:  # another pytest-timeout than the one this was written for
+        return []
+    if timeout.method != "thread" or not timeout.timeout:
+        return []
+    return [
+        "synapse: warning: pytest-timeout's thread method ends the process on a timeout "
+        "(os._exit), so the timed-out test's faults and proxies stay on the shared server; "
+        "use --timeout-method=signal (or run under xdist)"
+    ]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -93,6 +93,7 @@ _COLORS = {"closed": "#2e9d4a", "open": "#d33", "half_open": "#e8a317"}
 _FAULT = "#7b61c9"
 _NEXT = {"opened": "open", "half_opened": "half_open", "closed": "closed"}
 _WIDTH, _LABEL, _ROW = 900, 230, 22
+_TAIL = 14  # pixels past the test's end, where the states at the end are drawn
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -182,11 +183,13 @@ def _svg(test: dict[str, Any]) -> str:
     for b in test["breakers"]:
         times += [ev["at"] for ev in b["events"]]
     lo, hi = float(min(times)), float(max(times))
-    span = (hi - lo) or 1.0
-    plot = _WIDTH - _LABEL - 10
+    span = hi - lo
+    scale = span or 1.0  # a zero-length test still gets an axis, labelled 0s
+    plot = _WIDTH - _LABEL - 10 - _TAIL
+    end_x = _LABEL + plot + _TAIL  # what holds at the end is drawn on past it
 
     def x(t: float) -> float:
-        return _LABEL + (t - lo) / span * plot
+        return _LABEL + (t - lo) / scale * plot
 
     rows: list[str] = []
     y = 4
@@ -194,7 +197,8 @@ def _svg(test: dict[str, Any]) -> str:
         f_end = f["end"] if f["end"] is not None else hi
         label = f"{f['fault']} on {f['proxy']}"
         rows.append(f"<text x='4' y='{y + 14}'>{e(label)}</text>")
-        x0, width = x(f["start"]), max(1.0, x(f_end) - x(f["start"]))
+        right = end_x if f["end"] is None else x(f_end)
+        x0, width = x(f["start"]), max(1.0, right - x(f["start"]))
         title = f"{label}: {f_end - f['start']:.3f}s"
         rows.append(
             f"<rect x='{x0:.1f}' y='{y + 3}' width='{width:.1f}' height='14' fill='{_FAULT}'>"
@@ -208,7 +212,9 @@ def _svg(test: dict[str, Any]) -> str:
             if ev["kind"] in _NEXT:
                 rows.append(_segment(x(since), x(ev["at"]), y, state))
                 state, since = _NEXT[ev["kind"]], ev["at"]
-        rows.append(_segment(x(since), x(hi), y, state))
+        # The final state runs on into the tail: a breaker that closes at the last instant
+        # still shows its green.
+        rows.append(_segment(x(since), end_x, y, state))
         for ev in b["events"]:
             if ev["kind"] == "request_rejected":
                 rows.append(
@@ -219,7 +225,7 @@ def _svg(test: dict[str, Any]) -> str:
     axis_y = y + 12
     rows.append(
         f"<text x='{_LABEL}' y='{axis_y}'>0s</text>"
-        f"<text x='{_WIDTH - 10}' y='{axis_y}' text-anchor='end'>{span:.3f}s</text>"
+        f"<text x='{_LABEL + plot}' y='{axis_y}' text-anchor='end'>{span:.3f}s</text>"
     )
     height = axis_y + 6
     body = "".join(rows)

@@ -206,3 +206,15 @@ def test_a_timed_out_test_leaves_no_fault(
     assert proxies_on(server) == {}, out
     report = json.loads((suite / "r.json").read_text())
     assert [t["outcome"] for t in report["tests"]] == [outcome]
+
+
+@pytest.mark.parametrize(("method", "warned"), [("thread", True), ("signal", False)])
+def test_the_header_warns_about_the_thread_timeout_method_on_a_shared_server(
+    synapse_pytester: pytest.Pytester, method: str, warned: bool
+) -> None:
+    synapse_pytester.makepyfile("def test_ok(): pass")
+    result = synapse_pytester.runpytest(
+        "--synapse-toxiproxy=http://127.0.0.1:9", "--timeout=5", f"--timeout-method={method}"
+    )
+    result.assert_outcomes(passed=1)
+    assert ("pytest-timeout's thread method" in result.stdout.str()) is warned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -47,6 +48,16 @@ REPORT_KEYS = {
     "metric_notes",
     "gates",
     "tests",
+}
+SESSION_KEYS = {
+    "duration_seconds",
+    "toxiproxy",
+    "seed",
+    "workers",
+    "tests",
+    "interrupted",
+    "crashed",
+    "cleanup",
 }
 TEST_KEYS = {
     "nodeid",
@@ -117,7 +128,8 @@ def test_json_report_follows_the_documented_schema(synapse_pytester: pytest.Pyte
     assert 0 < metrics["max_rejected_call_ms"] < 50
     # The documentation lists every key.
     doc = (Path(__file__).parents[2] / "docs" / "report-schema.md").read_text()
-    for key in REPORT_KEYS | TEST_KEYS | BREAKER_KEYS | set(metrics):
+    assert set(report["session"]) == SESSION_KEYS
+    for key in REPORT_KEYS | SESSION_KEYS | TEST_KEYS | BREAKER_KEYS | set(metrics):
         assert f"`{key}`" in doc, key
 
     html = (synapse_pytester.path / "report.html").read_text()
@@ -243,3 +255,142 @@ def test_xdist_workers_produce_one_merged_report(synapse_pytester: pytest.Pytest
     assert {t["worker"] for t in report["tests"]} == {"gw0", "gw1"}
     assert report["metrics"]["trips"] == 4
     assert report["gates"][0]["passed"] is True
+
+
+OUTCOMES = """
+import pytest
+
+def trip(circuit_breaker, name):
+    circuit_breaker(name).force_open()   # left open: all_recovered is false if this counts
+
+def test_passes(circuit_breaker):
+    circuit_breaker("fine").force_open()
+    circuit_breaker("fine").force_close()
+
+@pytest.mark.xfail(reason="known broken", strict=True)
+def test_xfails(circuit_breaker):
+    trip(circuit_breaker, "known")
+    assert False
+
+@pytest.mark.xfail(reason="flaky", strict=False)
+def test_xpasses(circuit_breaker):
+    trip(circuit_breaker, "flaky")
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown failed")
+
+def test_teardown_error(circuit_breaker, broken_teardown):
+    circuit_breaker("td").force_open()
+    circuit_breaker("td").force_close()
+
+@pytest.fixture
+def broken_setup(circuit_breaker):
+    circuit_breaker("su")
+    raise RuntimeError("setup failed")
+
+def test_setup_error(circuit_breaker, broken_setup):
+    pass
+"""
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_outcomes_xfail_and_errors_are_reported_and_only_real_runs_are_gated(
+    synapse_pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    """An xfailed test was reported as skipped yet its breakers counted against
+    all_recovered; a teardown error was reported as passed."""
+    synapse_pytester.makepyfile(OUTCOMES)
+    result = synapse_pytester.runpytest(
+        "--synapse-report=r.json", "--synapse-gate=all_recovered", *xdist
+    )
+    result.assert_outcomes(passed=2, xfailed=1, xpassed=1, errors=2)
+    report = json.loads((synapse_pytester.path / "r.json").read_text())
+    outcomes = {t["nodeid"].split("::")[1]: t["outcome"] for t in report["tests"]}
+    assert outcomes == {
+        "test_passes": "passed",
+        "test_xfails": "xfailed",
+        "test_xpasses": "xpassed",
+        "test_teardown_error": "error",
+        "test_setup_error": "error",
+    }
+    assert report["metrics"]["all_recovered"] is True  # the xfail-marked breakers left open
+    assert report["gates"][0]["passed"] is True
+    assert report["metrics"]["breakers"] == 3  # fine, td, su: xfail-marked tests are not counted
+
+
+def test_a_breaker_closing_at_the_last_instant_shows_green_and_a_zero_length_axis_reads_0s(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    """The closing segment at the test's end was 0.5 px wide (no green to see), and a test
+    whose events all happened at one instant got a "1.000s" axis."""
+    synapse_pytester.makepyfile(
+        """
+        def test_closes_last(circuit_breaker, virtual_clock):
+            b = circuit_breaker("late")
+            b.force_open()
+            virtual_clock.advance(5)
+            b.force_close()
+
+        def test_instant(circuit_breaker):
+            circuit_breaker("now").force_open()
+            circuit_breaker("now").force_close()
+        """
+    )
+    synapse_pytester.runpytest("--synapse-html=r.html").assert_outcomes(passed=2)
+    page = (synapse_pytester.path / "r.html").read_text()
+    late, instant = (
+        page.split(f"test_{n}")[-1].split("</svg>")[0] for n in ("closes_last", "instant")
+    )
+    segments = re.findall(r"width='([0-9.]+)' height='14' fill='([^']+)'><title>(\w+)<", late)
+    width, _, state = segments[-1]
+    assert state == "closed"
+    assert float(width) >= 10
+    assert ">5.000s</text>" in late
+    assert ">0.000s</text>" in instant
+    assert "1.000s" not in instant
+
+
+JUNIT_SUITE = """
+def test_odd_names(circuit_breaker):
+    circuit_breaker("bell\\x07name").force_open()
+    first = circuit_breaker("twin")
+    first.force_open()
+
+def test_twins(breaker_timeline):
+    from synapse_core import CircuitBreaker
+    a, b = CircuitBreaker("twin"), CircuitBreaker("twin")
+    a.force_open()
+    b.force_open()
+    b.force_close()
+"""
+
+
+@pytest.mark.parametrize("family", ["xunit1", "legacy", "xunit2"])
+def test_junit_xml_stays_parseable_and_within_its_schema(
+    synapse_pytester: pytest.Pytester, family: str
+) -> None:
+    """A breaker name with a control character made the whole XML file unparseable, two
+    breakers of one name gave duplicate property names, and testcase properties broke
+    pytest's default xunit2 schema."""
+    synapse_pytester.makepyfile(JUNIT_SUITE)
+    result = synapse_pytester.runpytest(
+        "--junitxml=junit.xml", "-o", f"junit_family={family}", "--synapse-gate=trips>=1"
+    )
+    result.assert_outcomes(passed=2)
+    tree = ET.parse(synapse_pytester.path / "junit.xml")  # parses: no raw control character
+    suite = tree.getroot().find("testsuite")
+    assert suite is not None
+    suite_props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+    assert suite_props["synapse_trips"] == "4"
+    assert suite_props["synapse_gate_1"] == "PASS trips >= 1: 4 meets >= 1"
+    cases = {case.get("name"): case for case in tree.iter("testcase")}
+    if family == "xunit2":
+        assert all(case.find("properties") is None for case in cases.values())
+        return
+    odd = [p.get("name") for p in cases["test_odd_names"].iter("property")]
+    assert "synapse_breaker_bell\\x07name_trips" in odd
+    twins = [p.get("name") for p in cases["test_twins"].iter("property")]
+    assert len(twins) == len(set(twins))
+    assert {"synapse_breaker_twin_trips", "synapse_breaker_twin#2_trips"} <= set(twins)
