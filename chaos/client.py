@@ -153,10 +153,11 @@ class ToxiproxyClient:
             raw = response.read()
         except TimeoutError:
             raise ToxiproxyUnavailable(
-                f"no answer within {self.timeout} s; is the server busy or stopped? "
-                "(raise ToxiproxyClient(timeout=...) if it is just slow)",
+                f"no answer within {self.timeout} s; is the server busy or stopped?",
                 method=method,
                 url=url,
+                timed_out=True,
+                hint="raise ToxiproxyClient(timeout=...) if it is just slow",
             ) from None
         except OSError as exc:
             raise ToxiproxyUnavailable(

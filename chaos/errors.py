@@ -56,7 +56,31 @@ class InvalidToxic(ToxiproxyError):
 
 
 class ToxiproxyUnavailable(ToxiproxyError):
-    """No answer: the server refused the connection or did not respond within the timeout."""
+    """No answer: the server refused the connection or did not respond within the timeout.
+
+    Attributes:
+        timed_out: no answer came within the timeout (rather than a refused connection).
+        hint: what to do about it, shown after the message; a program with its own timeout
+            setting (the CLI's ``--timeout``) replaces the default, which names the Python API.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str = "",
+        url: str = "",
+        timed_out: bool = False,
+        hint: str = "",
+    ) -> None:
+        super().__init__(message, status=status, method=method, url=url)
+        self.timed_out = timed_out
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} ({self.hint})" if self.hint else text
 
 
 class EmbeddedServerError(ChaosError):

@@ -8,7 +8,8 @@ A second signal during that cleanup (a server that stopped answering) abandons i
 says what may remain and how to remove it, and the process exits at once (130/143).
 
 Exit codes: 0 done; 2 bad input (one line on stderr, never a traceback): the arguments (a
-``--json`` path that is a directory or whose directory does not exist included), the scenario,
+``--json`` path that is a directory or under a folder that cannot be created included), the
+scenario,
 or ``--proxy``/``--listen`` not matching the proxies on the server; 1 the server could not be
 reached or failed, the run failed (a proxy deleted under it, a request refused), the proxies it
 created could not be removed afterwards, or the ``--json`` report could not be written;
@@ -25,6 +26,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +34,7 @@ from types import FrameType
 from typing import Any, Final, NoReturn
 
 from chaos.backends import Backend, ProxyMismatch, get_or_create_proxy, resolve_backend
-from chaos.errors import ChaosError
+from chaos.errors import ChaosError, ToxiproxyUnavailable
 from chaos.livefaults import toxic_prefix
 from chaos.proxy import Proxy
 from chaos.runner import ConsoleProgress, ScenarioRunner
@@ -48,9 +50,16 @@ class _Usage(Exception):
     """Bad command-line input: reported in one line, exit 2."""
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"synapse-chaos: error: {message}", file=sys.stderr, flush=True)
+def _fail(message: str | BaseException, code: int) -> int:
+    print(f"synapse-chaos: error: {_cli_hint(message)}", file=sys.stderr, flush=True)
     return code
+
+
+def _cli_hint(error: str | BaseException) -> str | BaseException:
+    """A timeout's hint in the CLI's terms (``--timeout``), not the Python API's."""
+    if isinstance(error, ToxiproxyUnavailable) and error.timed_out:
+        error.hint = "raise --timeout if the server is just slow"
+    return error
 
 
 def _split_pair(text: str, option: str, *, need_value: bool) -> tuple[str, str | None]:
@@ -87,7 +96,16 @@ def bind_proxies(
     if len(set(names)) != len(names):
         raise _Usage(f"--proxy names a proxy twice: {names}")
     bindings: dict[str, tuple[str, str | None]] = {}
-    if len(declared) == 1 and len(pairs) == 1:
+    if len(declared) == 1 and len(pairs) > 1:
+        own = [
+            text for text, (name, _) in zip(proxy_args, pairs, strict=True) if name == declared[0]
+        ]
+        extra = [text for text in proxy_args if text not in own[:1]] if own else proxy_args[1:]
+        raise _Usage(
+            f"scenario {scenario.name!r} has one proxy ({declared[0]}) but got {len(pairs)} "
+            f"--proxy flags; drop {' '.join(f'--proxy {text}' for text in extra)}"
+        )
+    if len(declared) == 1:
         bindings[declared[0]] = pairs[0]
     else:
         for name, upstream in pairs:
@@ -209,7 +227,7 @@ def run_command(args: argparse.Namespace) -> int:
                 _check_json_path(args.json)
             backend = resolve_backend(args.toxiproxy, owner=args.owner, timeout=args.timeout)
         except (_Usage, ChaosError, ValueError) as exc:
-            return _fail(str(exc), EXIT_USAGE)
+            return _fail(exc, EXIT_USAGE)
         code = _play(args, scenario, bindings, listens, backend, state)
         if received:
             return _SIGNAL_EXIT.get(signal.Signals(received[0]), 130)
@@ -220,15 +238,25 @@ def _check_json_path(path: Path) -> None:
     """Refuse a ``--json`` path that cannot be written, before anything is applied.
 
     Writing happens after the run: finding out only then would cost the whole scenario.
+    Missing folders are fine (they are created when the file is written, as pytest's
+    ``--synapse-report`` does) if the nearest existing one is a writable directory.
     """
     if path.is_dir():
         raise _Usage(f"--json {path} is a directory; give a file path, e.g. {path / 'run.json'}")
-    parent = path.parent
-    if not parent.is_dir():
-        raise _Usage(f"--json {path}: directory {parent} does not exist; create it first")
-    target = path if path.exists() else parent
-    if not os.access(target, os.W_OK):
-        raise _Usage(f"--json {path}: {target} is not writable; choose another path")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise _Usage(f"--json {path}: {path} is not writable; choose another path")
+        return
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _Usage(f"--json {path}: {existing} is a file, not a folder; choose another path")
+    try:  # a real probe: permission bits do not tell for root, or for /proc and the like
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError:
+        raise _Usage(f"--json {path}: {existing} is not writable; choose another path") from None
 
 
 def _play(
@@ -242,7 +270,7 @@ def _play(
     try:
         backend.start()
     except ChaosError as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return _fail(exc, EXIT_FAILURE)
     state.embedded = backend.kind == "embedded"
     state.url = backend.url
     cleaned = False
@@ -253,7 +281,7 @@ def _play(
             backend.stop()
             cleaned = True
         except ChaosError as exc:
-            _fail(f"while removing the proxies: {exc}", EXIT_FAILURE)
+            _fail(f"while removing the proxies: {_cli_hint(exc)}", EXIT_FAILURE)
     # Proxies (or faults) may be left behind on the server: the run did not end cleanly.
     return EXIT_FAILURE if not cleaned and code == EXIT_OK else code
 
@@ -290,7 +318,7 @@ def _play_started(
                 )
             except ProxyMismatch as exc:
                 # The proxies named on the command line do not fit the server's: bad input.
-                return _fail(str(exc), EXIT_USAGE)
+                return _fail(exc, EXIT_USAGE)
             proxies[scenario_name] = proxy
             state.proxies = [*state.proxies, proxy]
             if created:
@@ -315,7 +343,7 @@ def _play_started(
     except ChaosError as exc:
         # Everything here passed validation: the server or the run failed (a proxy deleted by
         # someone else, a value the server refused, an address it could not bind...).
-        return _fail(str(exc), EXIT_FAILURE)
+        return _fail(exc, EXIT_FAILURE)
 
 
 def _report(args: argparse.Namespace, runner: ScenarioRunner) -> int:
@@ -333,6 +361,7 @@ def _report(args: argparse.Namespace, runner: ScenarioRunner) -> int:
             "started_at": origin,
         }
         try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
         except OSError as exc:
             return _fail(f"cannot write --json {args.json}: {exc.strerror or exc}", EXIT_FAILURE)
@@ -345,7 +374,7 @@ def scenarios_command(args: argparse.Namespace) -> int:
         try:
             scenario = load_scenario(args.scenario)
         except ChaosError as exc:
-            return _fail(str(exc), EXIT_USAGE)
+            return _fail(exc, EXIT_USAGE)
         sys.stdout.write(scenario.to_json() if args.json else scenario.to_yaml())
         return EXIT_OK
     library = scenario_library()

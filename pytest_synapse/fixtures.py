@@ -317,11 +317,11 @@ def chaos_scenario(
     from chaos.scenario import Scenario, load_scenario
 
     run = _run(request)
-    from pytest_synapse.markers import chaos_settings
+    from pytest_synapse.markers import chaos_settings, proxies_problem
 
     marked = chaos_settings(request.node)
     marker_scenario = marked.get("scenario")
-    marker_proxies: Mapping[str, str] = marked.get("proxies") or {}
+    marker_proxies: Mapping[str, Proxy | str] = marked.get("proxies") or {}
     runners: list[ScenarioRunner] = []
 
     def make(
@@ -340,6 +340,9 @@ def chaos_scenario(
             else load_scenario(_scenario_path(chosen, request))
         )
         wiring: Mapping[str, Proxy | str] = proxies if proxies is not None else marker_proxies
+        problem = proxies_problem(wiring)
+        if problem:
+            raise TypeError(f"chaos_scenario(): {problem}")
         bound = {
             name: chaos_proxy(target, name=name) if isinstance(target, str) else target
             for name, target in wiring.items()

@@ -134,6 +134,8 @@ def _evaluate(gate: Gate, metrics: dict[str, MetricValue]) -> GateResult:
     unit = METRICS[gate.metric].unit
     verdict = "meets" if passed else "violates"
     message = f"{_fmt(value)}{unit} {verdict} {gate.op} {gate.limit:g}{unit}"
+    if mv.source:
+        message += f" (in {mv.source})"
     if mv.note:
         message += f" ({mv.note})"
         if "never followed by recovery" in mv.note:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -50,13 +52,45 @@ def validate_chaos_markers(item: pytest.Item) -> None:
                 f"got {scenario!r}"
             )
         proxies = marker.kwargs.get("proxies")
-        if proxies is not None and (
-            not isinstance(proxies, dict)
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in proxies.items())
-        ):
-            raise pytest.UsageError(
-                f"{where}: proxies must map proxy names to 'host:port' upstreams, got {proxies!r}"
-            )
+        if proxies is not None:
+            problem = proxies_problem(proxies)
+            if problem:
+                raise pytest.UsageError(f"{where}: {problem}")
         reason = marker.kwargs.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise pytest.UsageError(f"{where}: reason must be a string, got {reason!r}")
+
+
+PROXIES_MEANING = (
+    "proxies= maps each proxy name of the scenario to the upstream 'host:port' a new chaos "
+    "proxy forwards to (made with chaos_proxy, deleted at teardown), or to an existing "
+    "chaos.Proxy"
+)
+
+
+def is_upstream_address(value: str) -> bool:
+    """Whether *value* reads as ``host:port`` (an upstream for a new proxy)."""
+    host, colon, port = value.rpartition(":")
+    return bool(colon and host and port.isdigit() and 0 < int(port) <= 65535)
+
+
+def proxies_problem(proxies: object) -> str:
+    """What is wrong with a ``proxies=`` value (marker or ``chaos_scenario``), or ``""``."""
+    if not isinstance(proxies, Mapping):
+        return f"{PROXIES_MEANING}; got {proxies!r}"
+    proxy_type = getattr(sys.modules.get("chaos.proxy"), "Proxy", None)
+    for name, target in proxies.items():
+        if not isinstance(name, str):
+            return f"{PROXIES_MEANING}; the name {name!r} is not a string"
+        if proxy_type is not None and isinstance(target, proxy_type):
+            continue
+        if isinstance(target, str) and is_upstream_address(target):
+            continue
+        if isinstance(target, str):
+            return (
+                f"{PROXIES_MEANING}; {name!r}: {target!r} is not an upstream address "
+                f"(expected 'host:port', e.g. {name}='127.0.0.1:6379'; to use a proxy that "
+                "already exists, pass its chaos.Proxy)"
+            )
+        return f"{PROXIES_MEANING}; {name!r}: got {target!r}"
+    return ""

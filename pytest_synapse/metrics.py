@@ -19,6 +19,11 @@ class MetricDef:
     help: str
 
 
+_VIRTUAL_NOTE = (
+    " Virtual-clock tests (those using virtual_clock or circuit_breaker) count in the "
+    "*_virtual_seconds metric instead: their seconds are simulated, not waited."
+)
+
 METRICS: dict[str, MetricDef] = {
     m.name: m
     for m in (
@@ -33,23 +38,44 @@ METRICS: dict[str, MetricDef] = {
             "max_recovery_seconds",
             "number",
             "s",
-            "longest time from a heal to the breaker closing again",
+            "longest time from a heal to the breaker closing again, real seconds." + _VIRTUAL_NOTE,
         ),
         MetricDef(
             "max_trip_seconds",
             "number",
             "s",
-            "longest time from fault onset to the breaker opening",
+            "longest time from fault onset to the breaker opening, real seconds." + _VIRTUAL_NOTE,
         ),
         MetricDef(
             "max_rejected_call_ms",
             "number",
             "ms",
-            "slowest call rejected by an open breaker (fixture breakers and "
+            "slowest call rejected by an open breaker, real milliseconds (fixture breakers and "
             "assert_rejects_fast measurements)",
         ),
         MetricDef(
-            "total_open_seconds", "number", "s", "time all breakers spent open or half-open, summed"
+            "total_open_seconds",
+            "number",
+            "s",
+            "time all breakers spent open or half-open, summed, real seconds." + _VIRTUAL_NOTE,
+        ),
+        MetricDef(
+            "max_recovery_virtual_seconds",
+            "number",
+            "s",
+            "max_recovery_seconds of the virtual-clock tests, in simulated seconds",
+        ),
+        MetricDef(
+            "max_trip_virtual_seconds",
+            "number",
+            "s",
+            "max_trip_seconds of the virtual-clock tests, in simulated seconds",
+        ),
+        MetricDef(
+            "total_open_virtual_seconds",
+            "number",
+            "s",
+            "total_open_seconds of the virtual-clock tests, in simulated seconds",
         ),
         MetricDef("breakers", "number", "", "breakers seen in the session"),
         MetricDef("trips", "number", "", "times a breaker left closed"),
@@ -63,18 +89,35 @@ METRICS: dict[str, MetricDef] = {
     )
 }
 
+# The metrics measured on a test's clock: (real-clock name, virtual-clock name).
+CLOCKED = (
+    ("max_recovery_seconds", "max_recovery_virtual_seconds"),
+    ("max_trip_seconds", "max_trip_virtual_seconds"),
+    ("total_open_seconds", "total_open_virtual_seconds"),
+)
+
 
 @dataclass(frozen=True)
 class MetricValue:
-    """A metric's value, or ``None`` with the reason there is no data."""
+    """A metric's value, or ``None`` with the reason there is no data.
+
+    ``source``: the test that produced the figure (for a maximum), so a gate can name it.
+    """
 
     name: str
     value: float | bool | None
     note: str = ""
+    source: str = ""
 
 
-def compute(records: Iterable[TestRecord]) -> dict[str, MetricValue]:
-    """Every metric in :data:`METRICS` over *records* (in the order the tests ran)."""
+def compute(
+    records: Iterable[TestRecord], *, chaos_enabled: bool | None = None
+) -> dict[str, MetricValue]:
+    """Every metric in :data:`METRICS` over *records* (in the order the tests ran).
+
+    *chaos_enabled* ``False`` says chaos tests were skipped (no ``--synapse-chaos``): the note
+    on the metrics that then have no data says so.
+    """
     tests = list(records)
     summaries = [b for t in tests for b in t.breakers]
     # For each breaker: its state at the end of the test in which it last left CLOSED.
@@ -87,52 +130,77 @@ def compute(records: Iterable[TestRecord]) -> dict[str, MetricValue]:
         f"{name} ({nodeid})" for state, name, nodeid in last_left.values() if state != "closed"
     ]
     unrecovered = sum(b.unrecovered for b in summaries)
-
-    def maximum(values: list[float], what: str) -> MetricValue:
-        return MetricValue(what, max(values) if values else None)
-
-    recovery = [v for b in summaries for v in b.recovery_seconds]
     result = {
         "all_recovered": MetricValue(
             "all_recovered",
             not not_recovered,
             f"not closed: {', '.join(sorted(not_recovered))}" if not_recovered else "",
         ),
-        "max_recovery_seconds": maximum(recovery, "max_recovery_seconds"),
-        "max_trip_seconds": maximum(
-            [v for b in summaries for v in b.trip_seconds], "max_trip_seconds"
-        ),
-        "max_rejected_call_ms": maximum(
-            [b.rejected_call_ms_max for b in summaries if b.rejected_call_ms_max is not None]
-            + [float(a["max_ms"]) for t in tests for a in t.assertions if "max_ms" in a],
+        "max_rejected_call_ms": _maximum(
             "max_rejected_call_ms",
-        ),
-        "total_open_seconds": MetricValue(
-            "total_open_seconds", float(sum(b.open_seconds for b in summaries))
+            [
+                (b.rejected_call_ms_max, t.nodeid)
+                for t in tests
+                for b in t.breakers
+                if b.rejected_call_ms_max is not None
+            ]
+            + [
+                (float(a["max_ms"]), t.nodeid) for t in tests for a in t.assertions if "max_ms" in a
+            ],
         ),
         "breakers": MetricValue("breakers", len({b.key for b in summaries})),
         "trips": MetricValue("trips", sum(b.trips for b in summaries)),
         "unrecovered": MetricValue("unrecovered", unrecovered),
         "faults": MetricValue("faults", sum(len(t.faults) for t in tests)),
     }
+    for real_name, virtual_name in CLOCKED:
+        real = _clocked(real_name, [t for t in tests if t.clock != "virtual"])
+        virtual = _clocked(virtual_name, [t for t in tests if t.clock == "virtual"])
+        for mine, other, what in ((real, virtual, "real"), (virtual, real, "virtual")):
+            if mine.value is None and not mine.note and other.value is not None:
+                mine = MetricValue(
+                    mine.name, None, f"no {what}-clock test has data; see {other.name}"
+                )
+            result[mine.name] = mine
     if not result["breakers"].value:
         # Nothing to judge: a gate on these must fail rather than pass vacuously (a CI job
         # that forgot --synapse-chaos skips every chaos test and would otherwise go green).
-        why = "no breaker was seen in this session (chaos tests skipped? see --synapse-chaos)"
+        why = "no breaker was seen in this session"
+        if chaos_enabled is False:
+            why += " (chaos tests were skipped: run with --synapse-chaos)"
         for name in ("all_recovered", "unrecovered", "total_open_seconds"):
             result[name] = MetricValue(name, None, why)
-        return result
-    if unrecovered and result["max_recovery_seconds"].value is not None:
-        result["max_recovery_seconds"] = MetricValue(
-            "max_recovery_seconds",
-            result["max_recovery_seconds"].value,
-            f"{unrecovered} heal(s) never followed by recovery",
-        )
-    elif unrecovered:
-        result["max_recovery_seconds"] = MetricValue(
-            "max_recovery_seconds", None, f"{unrecovered} heal(s) never followed by recovery"
-        )
-    return result
+    return dict(sorted(result.items(), key=lambda item: list(METRICS).index(item[0])))
+
+
+def _maximum(name: str, figures: list[tuple[float, str]]) -> MetricValue:
+    """The largest figure, naming the test it came from."""
+    if not figures:
+        return MetricValue(name, None)
+    value, source = max(figures, key=lambda figure: figure[0])
+    return MetricValue(name, value, source=source)
+
+
+def _clocked(name: str, tests: list[TestRecord]) -> MetricValue:
+    """One of the :data:`CLOCKED` metrics over the tests of one clock."""
+    if name.startswith("total_open"):
+        if not any(t.breakers for t in tests):
+            return MetricValue(name, None)
+        return MetricValue(name, float(sum(b.open_seconds for t in tests for b in t.breakers)))
+    field = "trip_seconds" if "trip" in name else "recovery_seconds"
+    value = _maximum(
+        name, [(v, t.nodeid) for t in tests for b in t.breakers for v in getattr(b, field)]
+    )
+    if field == "trip_seconds":
+        return value
+    never = [(b.unrecovered, t.nodeid) for t in tests for b in t.breakers if b.unrecovered]
+    if not never:
+        return value
+    heals = sum(n for n, _ in never)
+    where = ", ".join(sorted({nodeid for _, nodeid in never}))
+    return MetricValue(
+        name, value.value, f"{heals} heal(s) never followed by recovery ({where})", value.source
+    )
 
 
 def as_json(values: dict[str, MetricValue]) -> dict[str, Any]:

@@ -339,7 +339,10 @@ class SynapseSession:
                 self.write_errors.append(f"could not write the {label} to {path}: {exc}")
 
     def _compute(self) -> dict[str, MetricValue]:
-        return compute(r for r in self.records if r.outcome in GATED_OUTCOMES)
+        return compute(
+            (r for r in self.records if r.outcome in GATED_OUTCOMES),
+            chaos_enabled=bool(self.settings.chaos.value),
+        )
 
     def _worker_count(self) -> int:
         """xdist worker slots (``-n``): a worker started to replace a crashed one is not new."""
@@ -383,6 +386,12 @@ class SynapseSession:
                 tr.write_line(f"{label} report: {path}")
         for error in self.write_errors:
             tr.write_line(f"error: {error}", red=True)
+        failed = [r for r in self.gate_results if not r.passed]
+        if failed:
+            # pytest's closing line lists every key of its stats: "3 passed, 2 resilience gates
+            # failed in 1.46s", so the last line read says why the run failed.
+            key = "resilience gate failed" if len(failed) == 1 else "resilience gates failed"
+            tr.stats.setdefault(key, []).extend(failed)
 
     def _what_happened(self) -> list[str]:
         """Interruption, crashes and the controller's cleanup, one line each."""
@@ -409,19 +418,28 @@ class SynapseSession:
 
     def _write_metrics(self, tr: Any) -> None:
         metrics = self.metrics or self._compute()
-        shown = (
-            "all_recovered",
-            "max_trip_seconds",
-            "max_recovery_seconds",
-            "max_rejected_call_ms",
-            "total_open_seconds",
-            "trips",
-            "faults",
-        )
-        for name in shown:
+        for name in SUMMARY_METRICS:
             mv = metrics[name]
+            if name.endswith("_virtual_seconds") and mv.value is None:
+                continue  # no virtual-clock test: not worth a line
             value = "no data" if mv.value is None else _fmt(mv.value)
-            tr.write_line(f"{name:>22}: {value}{'  (' + mv.note + ')' if mv.note else ''}")
+            where = f"  (in {mv.source})" if mv.source else ""
+            note = f"  ({mv.note})" if mv.note else ""
+            tr.write_line(f"{name:>28}: {value}{where}{note}")
+
+
+SUMMARY_METRICS = (
+    "all_recovered",
+    "max_trip_seconds",
+    "max_recovery_seconds",
+    "max_rejected_call_ms",
+    "total_open_seconds",
+    "max_trip_virtual_seconds",
+    "max_recovery_virtual_seconds",
+    "total_open_virtual_seconds",
+    "trips",
+    "faults",
+)
 
 
 def _fmt(value: float | bool) -> str:

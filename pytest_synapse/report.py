@@ -61,6 +61,7 @@ def build_report(
         },
         "metrics": as_json(metrics),
         "metric_notes": {name: mv.note for name, mv in metrics.items() if mv.note},
+        "metric_sources": {name: mv.source for name, mv in metrics.items() if mv.source},
         "gates": [g.to_dict() for g in gates],
         "tests": [r.to_dict() for r in records],
     }
@@ -117,11 +118,13 @@ def render_html(report: dict[str, Any]) -> str:
     ]
     for name, value in report["metrics"].items():
         note = report["metric_notes"].get(name, "")
+        source = report.get("metric_sources", {}).get(name, "")
         meaning = METRICS[name].help if name in METRICS else ""
         shown = "no data" if value is None else _fmt(value)
+        where = f" (in {source})" if source else ""
         parts.append(
-            f"<tr><td>{e(name)}</td><td>{e(shown)}{(' — ' + e(note)) if note else ''}</td>"
-            f"<td>{e(meaning)}</td></tr>"
+            f"<tr><td>{e(name)}</td><td>{e(shown + where)}{(' — ' + e(note)) if note else ''}"
+            f"</td><td>{e(meaning)}</td></tr>"
         )
     parts.append("</table>")
     if report["gates"]:
@@ -143,7 +146,8 @@ def render_html(report: dict[str, Any]) -> str:
         "<span style='background:#000;width:2px'></span>rejected call</p>"
     )
     for test in report["tests"]:
-        parts.append(f"<h3>{e(test['nodeid'])} — {e(test['outcome'])}</h3>")
+        clock = " — virtual clock (simulated seconds)" if test.get("clock") == "virtual" else ""
+        parts.append(f"<h3>{e(test['nodeid'])} — {e(test['outcome'])}{clock}</h3>")
         parts.append(_svg(test))
         if test["breakers"]:
             parts.append(

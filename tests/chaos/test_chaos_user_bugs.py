@@ -58,7 +58,7 @@ def _run_args(scenario: str, server: EmbeddedToxiproxy, echo: EchoServer, *extra
 # -- 1. synapse-chaos run: a report or a cleanup that failed is not a success ---------------------
 
 
-@pytest.mark.parametrize("where", ["directory", "missing-parent", "proc"])
+@pytest.mark.parametrize("where", ["directory", "parent-is-a-file", "proc"])
 def test_json_path_that_cannot_be_written_is_bad_input_before_the_run(
     where: str,
     tmp_path: Path,
@@ -69,9 +69,10 @@ def test_json_path_that_cannot_be_written_is_bad_input_before_the_run(
 ) -> None:
     path = {
         "directory": tmp_path,
-        "missing-parent": tmp_path / "absent" / "run.json",
+        "parent-is-a-file": tmp_path / "afile" / "run.json",
         "proc": Path("/proc/nope/x.json"),
     }[where]
+    (tmp_path / "afile").write_text("a file, not a folder")
     code = main(_run_args(short_scenario, toxiproxy, echo_server, "--json", str(path)))
     out, err = capsys.readouterr()
     assert code == 2
@@ -99,7 +100,8 @@ def test_json_report_that_cannot_be_written_after_the_run_exits_1(
             try:
                 return super().run(**kwargs)
             finally:
-                shutil.rmtree(folder)  # someone cleans up while the scenario plays
+                shutil.rmtree(folder)  # someone cleans up while the scenario plays...
+                folder.write_text("")  # ...and leaves a file where the folder was
 
     monkeypatch.setattr(runcli, "ScenarioRunner", FolderRemovedDuringTheRun)
     code = main(_run_args(short_scenario, toxiproxy, echo_server, "--json", str(report)))

@@ -129,7 +129,7 @@ def test_run_creates_plays_prints_and_cleans_up(
     echo_server: EchoServer,
     tmp_path: Path,
 ) -> None:
-    report = tmp_path / "run.json"
+    report = tmp_path / "reports" / "run.json"  # missing folders are created, as pytest's
     run = cli(
         "run",
         scenario_file(SHORT),
@@ -232,6 +232,10 @@ def test_scenarios_lists_the_library(capsys: pytest.CaptureFixture[str]) -> None
         ),
         (["run", "blackhole", "--proxy", "a=1.2.3.4:5", "--toxiproxy", "ftp://x"], "not a"),
         (["run", "blackhole", "--proxy", "a=1.2.3.4:5", "--timeout", "0"], "--timeout"),
+        (
+            ["run", "blackhole", "--proxy", "db=1.2.3.4:5", "--proxy", "cache=1.2.3.4:6"],
+            "has one proxy (service) but got 2 --proxy flags; drop --proxy cache=1.2.3.4:6",
+        ),
         (["scenarios", "missing.yaml"], "no such file 'missing.yaml'"),
     ],
 )
@@ -277,3 +281,20 @@ def test_unknown_proxy_and_unreachable_server(
     assert "cannot reach the Toxiproxy API" in err
     assert "http://127.0.0.1:1" in err
     assert "Traceback" not in err
+
+
+def test_a_timeout_hint_names_the_cli_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """It used to say "raise ToxiproxyClient(timeout=...)", which a CLI user cannot do."""
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        code = main(["run", "blackhole", "--proxy", "a=127.0.0.1:1", "--toxiproxy", url,
+                     "--timeout", "0.2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no answer within 0.2 s" in err
+    assert "raise --timeout if the server is just slow" in err
+    assert "ToxiproxyClient" not in err

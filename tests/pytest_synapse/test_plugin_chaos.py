@@ -134,3 +134,31 @@ def test_chaos_scenario_without_a_scenario_says_how(synapse_pytester: pytest.Pyt
     result = synapse_pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*chaos_scenario() needs a scenario*"])
+
+
+def test_scenario_proxies_take_an_address_or_a_proxy_and_a_name_is_explained(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    """A proxies= value is an upstream address (a proxy is made in front of it) or an existing
+    chaos.Proxy; a bare name used to go to the server as an upstream and fail obscurely."""
+    synapse_pytester.makeconftest(UPSTREAM)
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+
+        def test_existing_proxy(chaos_scenario, chaos_proxy, echo):
+            mine = chaos_proxy(echo, name="mine")
+            runner = chaos_scenario("blackhole", proxies={"service": mine})
+            assert runner.proxies["service"] is mine
+
+        def test_address(chaos_scenario, echo):
+            runner = chaos_scenario("blackhole", proxies={"service": echo})
+            assert runner.proxies["service"].upstream == echo
+
+        def test_a_name(chaos_scenario):
+            with pytest.raises(TypeError, match="'mine' is not an upstream address"):
+                chaos_scenario("blackhole", proxies={"service": "mine"})
+        """
+    )
+    result = synapse_pytester.runpytest()
+    result.assert_outcomes(passed=3)

@@ -107,7 +107,12 @@ def test_report_path_is_relative_to_the_start_directory(
         ("@pytest.mark.chaos(scenari='x')", "unknown argument(s) scenari"),
         ("@pytest.mark.chaos(scenario=42)", "scenario must be a library name"),
         ("@pytest.mark.chaos('a', 'b')", "at most one positional argument"),
-        ("@pytest.mark.chaos(proxies=['x'])", "proxies must map proxy names"),
+        ("@pytest.mark.chaos(proxies=['x'])", "proxies= maps each proxy name of the scenario"),
+        (
+            "@pytest.mark.chaos(proxies={'db': 'db'})",
+            "'db': 'db' is not an upstream address (expected 'host:port', e.g. "
+            "db='127.0.0.1:6379'; to use a proxy that already exists, pass its chaos.Proxy)",
+        ),
     ],
 )
 def test_chaos_marker_arguments_are_validated(
@@ -134,7 +139,7 @@ def test_a_bad_marker_is_the_same_collection_error_under_xdist(
     out = result.stdout.str()
     assert "INTERNALERROR" not in out + result.stderr.str()
     result.stdout.fnmatch_lines(
-        ["*ERROR collecting*", "@pytest.mark.chaos on test_*proxies must map proxy names*"]
+        ["*ERROR collecting*", "@pytest.mark.chaos on test_*proxies= maps each proxy name*"]
     )
 
 

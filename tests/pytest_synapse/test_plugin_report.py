@@ -46,6 +46,7 @@ REPORT_KEYS = {
     "session",
     "metrics",
     "metric_notes",
+    "metric_sources",
     "gates",
     "tests",
 }
@@ -123,8 +124,11 @@ def test_json_report_follows_the_documented_schema(synapse_pytester: pytest.Pyte
     metrics = report["metrics"]
     assert metrics["all_recovered"] is False  # the cache breaker was left open
     assert "cache" in report["metric_notes"]["all_recovered"]
-    assert metrics["max_trip_seconds"] == 1.0
-    assert metrics["max_recovery_seconds"] == 8.0
+    # Virtual-clock tests: simulated seconds, kept apart from real ones.
+    assert metrics["max_trip_virtual_seconds"] == 1.0
+    assert metrics["max_recovery_virtual_seconds"] == 8.0
+    assert metrics["max_trip_seconds"] is None
+    assert report["metric_sources"]["max_recovery_virtual_seconds"] == first["nodeid"]
     assert 0 < metrics["max_rejected_call_ms"] < 50
     # The documentation lists every key.
     doc = (Path(__file__).parents[2] / "docs" / "report-schema.md").read_text()
@@ -183,18 +187,20 @@ def test_a_chatty_test_lists_only_the_first_rejections(synapse_pytester: pytest.
 def test_violated_gates_exit_1_with_a_summary(synapse_pytester: pytest.Pytester) -> None:
     synapse_pytester.makepyfile(SUITE)
     result = synapse_pytester.runpytest(
-        "--synapse-gate=max_recovery_seconds<=5",
+        "--synapse-gate=max_recovery_virtual_seconds<=5",
         "--synapse-gate=all_recovered",
-        "--synapse-gate=max_trip_seconds<=2",
+        "--synapse-gate=max_trip_virtual_seconds<=2",
     )
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
             "*synapse resilience*",
-            "gate FAIL: max_recovery_seconds <= 5  -> 8s violates <= 5s",
+            "gate FAIL: max_recovery_virtual_seconds <= 5  -> 8s violates <= 5s "
+            "(in test_violated_gates_exit_1_with_a_summary.py::test_trips_and_recovers)",
             "gate FAIL: all_recovered  -> false: not closed: cache*",
-            "gate PASS: max_trip_seconds <= 2  -> 1s meets <= 2s",
-            "*3 passed in *",
+            "gate PASS: max_trip_virtual_seconds <= 2  -> 1s meets <= 2s*",
+            # The closing line a person reads says why the run failed.
+            "*= 3 passed, 2 resilience gates failed in *",
         ]
     )
 
@@ -207,11 +213,17 @@ def test_gates_that_hold_exit_0(synapse_pytester: pytest.Pytester) -> None:
     )
     synapse_pytester.makeini(
         "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
-        "synapse_gates =\n    all_recovered\n    max_recovery_seconds <= 8\n"
+        "synapse_gates =\n    all_recovered\n    max_recovery_virtual_seconds <= 8\n"
     )
     result = synapse_pytester.runpytest()
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["gate PASS: all_recovered*", "gate PASS: max_recovery_seconds*"])
+    result.stdout.fnmatch_lines(
+        [
+            "gate PASS: all_recovered*",
+            "gate PASS: max_recovery_virtual_seconds*",
+            "*= 3 passed in *",
+        ]
+    )
 
 
 def test_gate_without_data_fails_and_says_so(synapse_pytester: pytest.Pytester) -> None:
@@ -246,7 +258,7 @@ def test_xdist_workers_produce_one_merged_report(synapse_pytester: pytest.Pytest
         test_b=SUITE.replace("test_trips_and_recovers", "test_other").replace('"db"', '"db2"'),
     )
     result = synapse_pytester.runpytest_subprocess(
-        "-n", "2", "--synapse-report=merged.json", "--synapse-gate=max_trip_seconds<=2"
+        "-n", "2", "--synapse-report=merged.json", "--synapse-gate=max_trip_virtual_seconds<=2"
     )
     result.assert_outcomes(passed=6)
     report = json.loads((synapse_pytester.path / "merged.json").read_text())
@@ -394,3 +406,58 @@ def test_junit_xml_stays_parseable_and_within_its_schema(
     twins = [p.get("name") for p in cases["test_twins"].iter("property")]
     assert len(twins) == len(set(twins))
     assert {"synapse_breaker_twin_trips", "synapse_breaker_twin#2_trips"} <= set(twins)
+
+
+def test_real_and_virtual_seconds_are_kept_apart(synapse_pytester: pytest.Pytester) -> None:
+    """A virtual test's simulated 8 s recovery used to land in max_recovery_seconds next to
+    the real seconds of other tests; a gate then blamed no test in particular."""
+    synapse_pytester.makepyfile(
+        SUITE
+        + """
+import time
+from synapse_core import CircuitBreaker, CircuitBreakerConfig
+
+def test_real_recovery(breaker_timeline):
+    svc = CircuitBreaker("svc", CircuitBreakerConfig(recovery_timeout=0.05))
+    breaker_timeline.watch(svc)
+    span = breaker_timeline.timeline.fault_started("partition", "svc-proxy")
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            svc.call(fail)
+    breaker_timeline.timeline.fault_ended(span)
+    time.sleep(0.06)
+    svc.call(lambda: 1)
+    svc.call(lambda: 1)
+"""
+    )
+    result = synapse_pytester.runpytest(
+        "--synapse-report=r.json",
+        "--synapse-gate=max_recovery_seconds<=1",
+        "--synapse-gate=max_recovery_virtual_seconds<=5",
+    )
+    result.assert_outcomes(passed=4)
+    metrics = json.loads((synapse_pytester.path / "r.json").read_text())["metrics"]
+    assert 0.05 <= metrics["max_recovery_seconds"] < 1
+    assert metrics["max_recovery_virtual_seconds"] == 8.0
+    result.stdout.fnmatch_lines(
+        [
+            "gate PASS: max_recovery_seconds <= 1  -> *s meets <= 1s (in *::test_real_recovery)",
+            "gate FAIL: max_recovery_virtual_seconds <= 5  -> 8s violates <= 5s "
+            "(in *::test_trips_and_recovers)",
+            "*= 4 passed, 1 resilience gate failed in *",
+        ]
+    )
+
+
+def test_the_skipped_chaos_hint_only_shows_without_synapse_chaos(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile("def test_x(): pass")
+    hint = (
+        "*no breaker was seen in this session (chaos tests were skipped: run with --synapse-chaos)*"
+    )
+    result = synapse_pytester.runpytest("--synapse-gate=all_recovered")
+    result.stdout.fnmatch_lines([hint])
+    result = synapse_pytester.runpytest("--synapse-gate=all_recovered", "--synapse-chaos")
+    assert "chaos tests were skipped" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["gate FAIL: all_recovered  -> no data (no breaker was seen*"])
