@@ -3,8 +3,9 @@
 Every transport shares this behaviour; a concrete transport only moves bytes. It implements
 ``_start``/``_stop``, ``_transmit`` (send one encoded message and return once the peer
 acknowledged it), ``_probe`` (one round trip), ``capabilities`` and optionally ``_check_target``
-(raise ``PeerUnknownError`` for a target it cannot address) and ``_encode``. Inbound messages
-are handed to ``_accept_inbound``, which verifies and queues them.
+(raise ``PeerUnknownError`` for a target it cannot address), ``_encode``, ``_pinned`` (targets
+whose state is kept however many others come and go) and ``_target_forgotten``. Inbound
+messages are handed to ``_accept_inbound``, which checks, de-duplicates and queues them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +45,15 @@ logger = logging.getLogger("synapse_core.transport")
 
 _perf = time.perf_counter
 
+_FAILED_REFUSALS = frozenset((NackCode.BUSY.label, NackCode.MISADDRESSED.label))
+
+DEFAULT_INBOUND_QUEUE_BYTES = 64 * 1024 * 1024
+"""64 MiB: inbound bytes a transport holds for the application before answering ``busy``."""
+DEFAULT_DEDUP_WINDOW = 65_536
+"""Recent message ids a transport without a replay-checking authenticator remembers."""
+DEFAULT_TARGET_CACHE_SIZE = 1024
+"""Breakers (with metrics) kept for targets that are not known peers, at most."""
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryReceipt:
@@ -72,11 +83,15 @@ class TransportStats:
     """Counters of a transport since it was created (a snapshot from ``transport.stats()``).
 
     ``send_failures`` includes ``send_timeouts``; ``rejected_by_breaker`` sends never ran;
-    ``rejected_by_peer`` sends were refused with a NACK; ``auth_failures`` and
-    ``inbound_dropped`` are inbound messages this transport refused; ``protocol_errors`` are
+    ``rejected_by_peer`` sends were refused with a NACK; ``auth_failures``,
+    ``misaddressed`` (addressed to another node) and ``inbound_dropped`` (queue full) are
+    inbound messages this transport refused; ``duplicates`` are inbound messages it had
+    already delivered (acknowledged again, not queued twice); ``protocol_errors`` are
     connections closed for bad frames or undecodable messages. ``connections_opened`` and
     ``connections_accepted`` count outbound and inbound connections (for transports that have
-    them): with connection reuse, many messages share one.
+    them): with connection reuse, many messages share one. ``connections_evicted`` are inbound
+    connections closed to make room for a newcomer; ``targets_forgotten`` are targets whose
+    breaker and metrics were dropped to stay within ``target_cache_size``.
     """
 
     messages_sent: int
@@ -94,6 +109,10 @@ class TransportStats:
     bytes_received: int
     connections_opened: int
     connections_accepted: int
+    duplicates: int = 0
+    misaddressed: int = 0
+    connections_evicted: int = 0
+    targets_forgotten: int = 0
 
 
 class _Counters:
@@ -102,10 +121,13 @@ class _Counters:
         "bytes_received",
         "bytes_sent",
         "connections_accepted",
+        "connections_evicted",
         "connections_opened",
+        "duplicates",
         "inbound_dropped",
         "messages_received",
         "messages_sent",
+        "misaddressed",
         "probe_failures",
         "probes",
         "protocol_errors",
@@ -113,6 +135,7 @@ class _Counters:
         "rejected_by_peer",
         "send_failures",
         "send_timeouts",
+        "targets_forgotten",
     )
 
     def __init__(self) -> None:
@@ -131,28 +154,59 @@ class _Counters:
         self.bytes_received = 0
         self.connections_opened = 0
         self.connections_accepted = 0
+        self.duplicates = 0
+        self.misaddressed = 0
+        self.connections_evicted = 0
+        self.targets_forgotten = 0
 
     def snapshot(self) -> TransportStats:
         return TransportStats(**{name: getattr(self, name) for name in self.__slots__})
 
 
+_Queued = tuple[Message, int]  # a message and the bytes it was received as
+
+
 class _InboundIterator:
     """``async for message in transport``: yields until the transport stops and is drained."""
 
-    __slots__ = ("_queue",)
+    __slots__ = ("_transport",)
 
-    def __init__(self, queue: asyncio.Queue[Message | None]) -> None:
-        self._queue = queue
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
 
     def __aiter__(self) -> _InboundIterator:
         return self
 
     async def __anext__(self) -> Message:
-        item = await self._queue.get()
+        transport = self._transport
+        item = await transport._inbound.get()
         if item is None:
-            self._queue.put_nowait(None)  # leave the end marker for other readers
+            transport._inbound.put_nowait(None)  # leave the end marker for other readers
             raise StopAsyncIteration
-        return item
+        transport._inbound_bytes -= item[1]
+        return item[0]
+
+
+class _RecentIds:
+    """The last *capacity* message ids received (a de-duplication window of fixed size)."""
+
+    __slots__ = ("_capacity", "_ids", "_order")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: set[int] = set()
+        self._order: deque[int] = deque()
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._ids
+
+    def add(self, key: int) -> None:
+        if key in self._ids:
+            return
+        self._ids.add(key)
+        self._order.append(key)
+        if len(self._order) > self._capacity:
+            self._ids.discard(self._order.popleft())
 
 
 class Transport(ABC):
@@ -168,13 +222,16 @@ class Transport(ABC):
     open the call raises :class:`~synapse_core.CircuitOpenError` at once, without touching the
     network. Each admitted call records exactly one outcome: success, failure, or ``TIMEOUT``
     for timeouts; a peer that refuses a message (``MessageRejectedError``) answered, so that
-    counts as a success unless it refused because it is overloaded (``busy``). A cancelled
+    counts as a success unless it refused because it is overloaded (``busy``) or is another
+    node than the target (``misaddressed``). A cancelled
     send records nothing. After each outcome the breaker's external triggers are evaluated with
     the measured :class:`~synapse_core.TransportMetrics` (skipped when it has none).
 
     Receiving: ``await t.receive_messages()`` drains the inbound queue (``[]`` when empty);
     ``async for message in t`` waits for messages and ends once the transport stopped and the
-    queue is drained.
+    queue is drained. Only messages addressed to ``node_id`` are taken (others are answered
+    ``misaddressed``), and each message id is delivered once: a message that arrives again is
+    acknowledged again but not queued (``stats().duplicates``).
 
     Args:
         node_id: this peer's id (its ``from_global_id``); breakers are named
@@ -185,8 +242,19 @@ class Transport(ABC):
             the same name is reused); by default the transport keeps its own.
         clock: the breakers' clock (``VirtualClock`` in tests). Latency is always measured on
             the real ``time.perf_counter``.
-        authenticator: sign outgoing and verify inbound messages (see ``MessageAuthenticator``).
+        authenticator: sign outgoing and verify inbound messages, and sign replies (see
+            ``MessageAuthenticator``).
         inbound_queue_size: inbound messages held before peers are told ``busy``.
+        inbound_queue_bytes: bytes of inbound messages (as received) held before peers are
+            told ``busy`` (default 64 MiB); a message larger than this is still taken when the
+            queue is empty.
+        dedup_window: how many recent message ids are remembered to recognise a message that
+            arrives again (a sender's retry, a failover, a replay): it is acknowledged again
+            but delivered once (``0`` turns this off). With an authenticator that has a
+            ``max_age``, its replay memory does this instead, for exactly ``max_age``.
+        target_cache_size: breakers and metrics kept for targets this transport does not
+            otherwise know (literal ``"host:port"`` targets, ids no longer discovered); the
+            least recently used beyond this many are forgotten. Known peers are never counted.
     """
 
     kind: ClassVar[str] = "transport"
@@ -200,11 +268,20 @@ class Transport(ABC):
         clock: Clock | None = None,
         authenticator: MessageAuthenticator | None = None,
         inbound_queue_size: int = 1024,
+        inbound_queue_bytes: int = DEFAULT_INBOUND_QUEUE_BYTES,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        target_cache_size: int = DEFAULT_TARGET_CACHE_SIZE,
     ) -> None:
         if not isinstance(node_id, str) or not node_id:
             raise TypeError(f"node_id must be a non-empty str, got {node_id!r}")
         if inbound_queue_size < 1:
             raise ValueError(f"inbound_queue_size must be >= 1, got {inbound_queue_size}")
+        if inbound_queue_bytes < 1:
+            raise ValueError(f"inbound_queue_bytes must be >= 1, got {inbound_queue_bytes}")
+        if dedup_window < 0:
+            raise ValueError(f"dedup_window must be >= 0 message ids, got {dedup_window}")
+        if target_cache_size < 1:
+            raise ValueError(f"target_cache_size must be >= 1, got {target_cache_size}")
         if authenticator is not None and not isinstance(authenticator, MessageAuthenticator):
             raise TypeError(f"authenticator must be a MessageAuthenticator, got {authenticator!r}")
         self.node_id = node_id
@@ -215,8 +292,14 @@ class Transport(ABC):
         self._links: dict[str, LinkEstimator] = {}
         self._overall = LinkEstimator()
         self._authenticator = authenticator
-        self._inbound: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._inbound: asyncio.Queue[_Queued | None] = asyncio.Queue()
         self._inbound_limit = inbound_queue_size
+        self._inbound_bytes_limit = inbound_queue_bytes
+        self._inbound_bytes = 0
+        self._recent = _RecentIds(dedup_window) if dedup_window else None
+        self._target_cache_size = target_cache_size
+        # Targets with a breaker or metrics that _pinned() does not hold, least recent first.
+        self._unpinned: OrderedDict[str, None] = OrderedDict()
         self._counters = _Counters()
         # new -> starting -> running -> stopping -> stopped; "stopping" also covers a start
         # that failed or was aborted and is closing what it opened.
@@ -373,8 +456,13 @@ class Transport(ABC):
         return f"{self.kind}:{self.node_id}->{target}"
 
     def get_circuit_breaker(self, target: str) -> CircuitBreaker:
-        """The breaker guarding sends to *target* (created on first use)."""
+        """The breaker guarding sends to *target* (created on first use).
+
+        For a target that is not a known peer, at most ``target_cache_size`` breakers are
+        kept: the least recently used is forgotten (with its metrics) to make room.
+        """
         breaker = self._peer_breakers.get(target)
+        self._touch(target)
         if breaker is None:
             name = self.breaker_name(target)
             if self._manager is not None:
@@ -443,12 +531,29 @@ class Transport(ABC):
         ):
             manager.remove_breaker(breaker.name)
         self._links.pop(target, None)
+        self._unpinned.pop(target, None)
 
     def _link(self, target: str) -> LinkEstimator:
         link = self._links.get(target)
+        self._touch(target)
         if link is None:
             link = self._links[target] = LinkEstimator()
         return link
+
+    def _touch(self, target: str) -> None:
+        """Note a use of *target*'s state; forget the least recent unpinned targets if too many."""
+        unpinned = self._unpinned
+        if self._pinned(target):
+            if unpinned:
+                unpinned.pop(target, None)
+            return
+        unpinned[target] = None
+        unpinned.move_to_end(target)
+        while len(unpinned) > self._target_cache_size:
+            oldest = next(iter(unpinned))
+            self._forget_peer(oldest)  # also removes it from _unpinned
+            self._counters.targets_forgotten += 1
+            self._target_forgotten(oldest)
 
     # ------------------------------------------------------------------ sending
 
@@ -495,8 +600,9 @@ class Transport(ABC):
         except MessageRejectedError as exc:
             elapsed = _perf() - started
             counters.rejected_by_peer += 1
-            if exc.code == NackCode.BUSY.label:
-                # An overloaded peer is unhealthy; any other refusal proves the link works.
+            if exc.code in _FAILED_REFUSALS:
+                # An overloaded peer is unhealthy, and a node that is not the target means the
+                # target is not there; any other refusal proves the link to it works.
                 counters.send_failures += 1
                 self._failed(link)
                 permit.failure(exc, elapsed)
@@ -651,42 +757,88 @@ class Transport(ABC):
             if item is None:
                 ended = True
             else:
-                messages.append(item)
+                messages.append(item[0])
+                self._inbound_bytes -= item[1]
         if ended:
             queue.put_nowait(None)
         return messages
 
     def __aiter__(self) -> AsyncIterator[Message]:
-        return _InboundIterator(self._inbound)
+        return _InboundIterator(self)
 
     def _accept_inbound(self, message: Message, size: int) -> NackCode | None:
-        """Verify and queue an inbound message; return why it was refused, or ``None``."""
+        """Check, de-duplicate and queue an inbound message; return why it was refused, or
+        ``None`` (acknowledge it: queued now, or delivered already)."""
         counters = self._counters
+        if not self._addressed_to_me(message.to_global_id):
+            counters.misaddressed += 1
+            logger.warning(
+                "%s refused a message from %r addressed to %r",
+                self,
+                message.from_global_id,
+                message.to_global_id,
+            )
+            return NackCode.MISADDRESSED
         authenticator = self._authenticator
         if authenticator is not None:
             try:
-                authenticator.check(message)
+                authenticator.check(message, replay=False)
             except AuthenticationError as exc:
                 counters.auth_failures += 1
                 logger.warning(
                     "%s refused a message from %r: %s", self, message.from_global_id, exc
                 )
                 return NackCode.UNAUTHENTICATED
-        if self._inbound.qsize() >= self._inbound_limit:
+        if authenticator is not None and authenticator.max_age is not None:
+            recent = None  # the authenticator's replay memory is the window
+            duplicate = authenticator.seen(message.message_id)
+        else:
+            authenticator = None
+            recent = self._recent
+            duplicate = recent is not None and message.message_id.int in recent
+        if duplicate:
+            # Delivered before (a retry whose ack was lost, a failover, a replay): acknowledge
+            # it again so the sender stops, but never hand it to the application twice.
+            counters.duplicates += 1
+            logger.debug("%s: message %s arrived again", self, message.message_id)
+            return None
+        queue = self._inbound
+        if queue.qsize() >= self._inbound_limit or (
+            self._inbound_bytes + size > self._inbound_bytes_limit and queue.qsize()
+        ):
             # Not remembered as received: the sender may (and should) retry the same message.
             counters.inbound_dropped += 1
             return NackCode.BUSY
-        self._inbound.put_nowait(message)
+        queue.put_nowait((message, size))
+        self._inbound_bytes += size
         if authenticator is not None:
-            authenticator.remember(message)  # only now is a second copy a replay
+            authenticator.remember(message)  # only now is a second copy a repeat
+        elif recent is not None:
+            recent.add(message.message_id.int)
         counters.messages_received += 1
         counters.bytes_received += size
         return None
+
+    @property
+    def inbound_bytes(self) -> int:
+        """Bytes of the messages waiting in the inbound queue (as they were received)."""
+        return self._inbound_bytes
 
     # ------------------------------------------------------------------ for implementations
 
     def _check_target(self, target: str) -> None:  # noqa: B027 - optional hook
         """Raise ``PeerUnknownError`` if *target* cannot be addressed."""
+
+    def _pinned(self, target: str) -> bool:
+        """Whether *target* is a known peer, whose breaker is kept until the peer goes."""
+        return False
+
+    def _target_forgotten(self, target: str) -> None:  # noqa: B027 - optional hook
+        """*target*'s breaker and metrics were dropped (``target_cache_size``): free the rest."""
+
+    def _addressed_to_me(self, to_global_id: str) -> bool:
+        """Whether a message for *to_global_id* is for this node (else ``NACK misaddressed``)."""
+        return to_global_id == self.node_id
 
     def _encode(self, message: Message) -> bytes:
         """The bytes ``_transmit`` sends (raise ``FrameTooLargeError`` if too big)."""

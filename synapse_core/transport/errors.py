@@ -41,11 +41,16 @@ class DeliveryError(TransportError):
     Attributes:
         target: the peer id.
         reason: a short description of what went wrong.
+        maybe_delivered: ``False`` when the message certainly never reached the peer's
+            application (the connection was refused, or the peer said it processed nothing),
+            so sending it again elsewhere cannot deliver it twice; ``True`` (the default) when
+            it may have (the connection broke after the frame left, the ack timed out).
     """
 
-    def __init__(self, target: str, reason: str) -> None:
+    def __init__(self, target: str, reason: str, *, maybe_delivered: bool = True) -> None:
         self.target = target
         self.reason = reason
+        self.maybe_delivered = maybe_delivered
         super().__init__(f"delivery to {target!r} failed: {reason}")
 
 
@@ -59,22 +64,33 @@ class DeliveryTimeoutError(DeliveryError, TimeoutError):
         timeout: the limit in seconds that was exceeded.
     """
 
-    def __init__(self, target: str, phase: str, timeout: float) -> None:
+    def __init__(
+        self, target: str, phase: str, timeout: float, *, maybe_delivered: bool | None = None
+    ) -> None:
         self.phase = phase
         self.timeout = timeout
-        super().__init__(target, f"no {phase} within {timeout:g}s")
+        super().__init__(
+            target,
+            f"no {phase} within {timeout:g}s",
+            maybe_delivered=phase != "connect" if maybe_delivered is None else maybe_delivered,
+        )
 
 
 class MessageRejectedError(DeliveryError):
-    """The peer answered, but refused the message (bad signature, inbound queue full).
+    """The peer answered, but refused the message (bad signature, inbound queue full...).
+
+    The peer did not queue the message (``maybe_delivered`` is ``False``).
 
     Attributes:
-        code: the peer's reason code (``"unauthenticated"`` or ``"busy"``).
+        code: the peer's reason code (``"unauthenticated"``, ``"busy"`` or ``"misaddressed"``).
+        verified: whether the refusal carried a valid signature of our key (always ``False``
+            for a transport without an authenticator, which cannot tell).
     """
 
-    def __init__(self, target: str, code: str, reason: str) -> None:
+    def __init__(self, target: str, code: str, reason: str, *, verified: bool = False) -> None:
         self.code = code
-        super().__init__(target, f"rejected by the peer ({code}): {reason}")
+        self.verified = verified
+        super().__init__(target, f"rejected by the peer ({code}): {reason}", maybe_delivered=False)
 
 
 class FrameError(TransportError, ValueError):

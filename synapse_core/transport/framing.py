@@ -3,15 +3,28 @@
 A frame is::
 
     length   uint32, big endian: the number of bytes that follow (5 .. max_frame_size)
-    kind     uint8:  1 MESSAGE, 2 ACK, 3 NACK, 4 PING, 5 PONG
+    kind     uint8:  1 MESSAGE, 2 ACK, 3 NACK, 4 PING, 5 PONG, 6 GOAWAY
     seq      uint32, big endian: chosen by the requester, echoed by the reply
     body     length - 5 bytes
 
 ``MESSAGE`` bodies are a wire-encoded :class:`~synapse_core.transport.Message`; the receiver
-answers ``ACK`` (empty body) once the message is in its inbound queue, or ``NACK`` (body: one
-reason-code byte, see :class:`NackCode`, then a UTF-8 reason). ``PING`` (any body) is
-answered by ``PONG`` with the same body. A connection carries requests one way; replies may
-come back in any order, matched by ``seq``.
+answers ``ACK`` once the message is in its inbound queue (or was already delivered), or
+``NACK`` (body: one reason-code byte, see :class:`NackCode`, then a UTF-8 reason). ``PING``
+(any body) is answered by ``PONG`` with the same body. A connection carries requests one way;
+replies may come back in any order, matched by ``seq``.
+
+Signed replies (a receiver with an authenticator): an ``ACK`` body is ``0x01`` followed by a
+32-byte tag (an unsigned ``ACK`` has an empty body), a ``NACK`` body is the code, the reason,
+``0x00`` and a 32-byte tag (reasons never contain ``0x00``). The tag is
+:meth:`~synapse_core.transport.MessageAuthenticator.reply_tag` of everything before it. A peer
+that predates signed replies ignores an ``ACK`` body, and shows a signed ``NACK``'s tag as part
+of its reason.
+
+``GOAWAY`` (server to client, ``seq`` 0, body: a UTF-8 reason) says the server is closing the
+connection and processed none of the requests it has not answered yet: their senders may send
+them again on a new connection without risking a duplicate. The server half-closes after it
+and reads (and drops) whatever still arrives until the client closes. A peer that predates
+``GOAWAY`` treats it as an unknown kind and closes the connection, which was closing anyway.
 
 A receiver that sees a length over its ``max_frame_size``, a length under 5, an unknown kind,
 or a connection that ends inside a frame, closes the connection: the stream can no longer be
@@ -44,6 +57,7 @@ class FrameKind(IntEnum):
     NACK = 3
     PING = 4
     PONG = 5
+    GOAWAY = 6
 
 
 class NackCode(IntEnum):
@@ -51,6 +65,7 @@ class NackCode(IntEnum):
 
     UNAUTHENTICATED = 1
     BUSY = 2
+    MISADDRESSED = 3
 
     @property
     def label(self) -> str:
@@ -71,13 +86,53 @@ def encode_frame(
     return _HEAD.pack(length, kind, seq & 0xFFFFFFFF) + body
 
 
-def encode_nack(code: NackCode, reason: str) -> bytes:
-    """The body of a ``NACK`` frame."""
-    return bytes([code]) + reason.encode("utf-8", "replace")[:200]
+TAG_SIZE = 32
+"""Bytes of a reply's signature tag (HMAC-SHA256)."""
+_SIGNED_ACK = b"\x01"
+_TAG_MARK = b"\x00"
+
+
+def encode_ack(tag: bytes | None = None) -> bytes:
+    """The body of an ``ACK`` frame: empty, or ``0x01`` and the signature *tag*."""
+    return b"" if tag is None else _SIGNED_ACK + tag
+
+
+def ack_signed_part() -> bytes:
+    """What the tag of a signed ``ACK`` covers (besides the message's signature)."""
+    return _SIGNED_ACK
+
+
+def encode_nack_unsigned(code: NackCode, reason: str) -> bytes:
+    """Code and reason of a ``NACK`` body, ending with the mark a tag follows when signed.
+
+    Without a tag, drop the last byte (:func:`encode_nack` does).
+    """
+    text = reason.replace("\x00", " ").encode("utf-8", "replace")[:200]
+    return bytes([code]) + text + _TAG_MARK
+
+
+def encode_nack(code: NackCode, reason: str, tag: bytes | None = None) -> bytes:
+    """The body of a ``NACK`` frame; with *tag*, a signed one (see the module docstring)."""
+    signed_part = encode_nack_unsigned(code, reason)
+    return signed_part[:-1] if tag is None else signed_part + tag
+
+
+def split_reply(kind: FrameKind, body: bytes) -> tuple[bytes, bytes | None]:
+    """``(signed part, tag)`` of an ``ACK`` or ``NACK`` body; the tag is ``None`` if unsigned."""
+    if kind is FrameKind.ACK:
+        if len(body) == 1 + TAG_SIZE and body[:1] == _SIGNED_ACK:
+            return body[:1], body[1:]
+        return body, None
+    if len(body) >= 2 + TAG_SIZE and body[-TAG_SIZE - 1] == 0:
+        return body[:-TAG_SIZE], body[-TAG_SIZE:]
+    return body, None
 
 
 def decode_nack(body: bytes) -> tuple[str, str]:
-    """``(code label, reason)`` from a ``NACK`` body; unknown codes are reported as numbers."""
+    """``(code label, reason)`` from a ``NACK`` body (signed or not); unknown codes as numbers."""
+    signed_part, tag = split_reply(FrameKind.NACK, body)
+    if tag is not None:
+        body = signed_part[:-1]
     if not body:
         return "unknown", ""
     try:

@@ -74,19 +74,55 @@ def test_freshness_and_replay() -> None:
     assert not auth.is_valid(future)
 
 
-def test_replay_memory_is_bounded_and_expires() -> None:
+def test_replay_memory_lasts_max_age_however_many_messages_come() -> None:
+    """It held the last 10,000 ids: above ~333 msg/s a replay was accepted before max_age."""
     now = [datetime(2024, 1, 1, tzinfo=UTC)]
-    auth = MessageAuthenticator(KEY, max_age=10, wall_clock=lambda: now[0], replay_cache_size=2)
+    auth = MessageAuthenticator(KEY, max_age=10, wall_clock=lambda: now[0])
     first = auth.sign(Message("b", "a", b"1", timestamp=now[0]))
     auth.verify(first)
-    for _ in range(2):
-        auth.verify(auth.sign(Message("b", "a", b"", timestamp=now[0])))
-    assert auth.is_valid(first)  # evicted by the size bound, so no longer recognised
-    now[0] += timedelta(seconds=11)
-    assert not auth.is_valid(first)  # but by now it is too old anyway
+    for _ in range(10_050):
+        auth.remember(Message("b", "a", b"", timestamp=now[0]))
+    with pytest.raises(AuthenticationError, match="replay"):
+        auth.verify(first)
+    now[0] += timedelta(seconds=10)
+    assert auth.seen(first.message_id)  # still inside max_age: still a replay
+    now[0] += timedelta(microseconds=1)
+    assert not auth.seen(first.message_id)
+    assert auth.remembered == 0  # memory is bounded by the age: all expired together
+    with pytest.raises(AuthenticationError, match="outside max_age"):
+        auth.verify(first)  # and by now it is too old anyway
 
 
-@pytest.mark.parametrize("kwargs", [{"max_age": 0}, {"replay_cache_size": 0}])
+def test_replay_memory_expires_each_id_at_its_own_time() -> None:
+    now = [datetime(2024, 1, 1, tzinfo=UTC)]
+    auth = MessageAuthenticator(KEY, max_age=10, wall_clock=lambda: now[0])
+    ahead = auth.sign(Message("b", "a", b"", timestamp=now[0] + timedelta(seconds=9)))
+    behind = auth.sign(Message("b", "a", b"", timestamp=now[0] - timedelta(seconds=9)))
+    auth.verify(ahead)  # a clock running ahead: kept until 19 s from now
+    auth.verify(behind)  # kept 1 s more, although remembered after the other
+    now[0] += timedelta(seconds=2)
+    assert not auth.seen(behind.message_id)
+    assert auth.seen(ahead.message_id)
+    assert auth.remembered == 1
+
+
+def test_max_age_is_on_by_default() -> None:
+    """Without max_age there was no freshness or replay check at all."""
+    auth = MessageAuthenticator(KEY)
+    assert auth.max_age == 30.0
+    signed = auth.sign(Message("b", "a", b""))
+    auth.verify(signed)
+    with pytest.raises(AuthenticationError, match="replay"):
+        auth.verify(signed)
+    old = auth.sign(Message("b", "a", b"", timestamp=datetime.now(UTC) - timedelta(seconds=31)))
+    with pytest.raises(AuthenticationError, match="outside max_age"):
+        auth.verify(old)
+    unchecked = MessageAuthenticator(KEY, max_age=None)  # the explicit opt-out
+    unchecked.verify(signed)
+    unchecked.verify(signed)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_age": 0}, {"max_age": float("inf")}, {"max_age": -1}])
 def test_validation(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
-        MessageAuthenticator(KEY, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_age"):
+        MessageAuthenticator(KEY, **kwargs)

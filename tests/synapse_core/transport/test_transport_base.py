@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from transport_support import ScriptedTransport, msg
+from transport_support import ScriptedTransport, inbound, msg
 
 from synapse_core import (
     CircuitBreaker,
@@ -358,7 +358,7 @@ async def test_receive_messages_drains_and_iteration_ends_after_stop(
 ) -> None:
     assert await scripted.receive_messages() == []
     await scripted.start()
-    first, second, third = msg(content=b"1"), msg(content=b"2"), msg(content=b"3")
+    first, second, third = (inbound(content=c) for c in (b"1", b"2", b"3"))
     assert scripted.inject(first) is None
     assert scripted.inject(second) is None
     assert await scripted.receive_messages() == [first, second]
@@ -384,8 +384,8 @@ async def test_iteration_waits_for_messages(scripted: ScriptedTransport) -> None
 
         reader = asyncio.create_task(read())
         await asyncio.sleep(0)
-        scripted.inject(msg(content=b"a"))
-        scripted.inject(msg(content=b"b"))
+        scripted.inject(inbound(content=b"a"))
+        scripted.inject(inbound(content=b"b"))
         await asyncio.wait_for(reader, 5)
     assert got == [b"a", b"b"]
 
@@ -398,14 +398,16 @@ async def test_inbound_queue_limit_and_authentication(clock: VirtualClock) -> No
     )
     signed = MessageAuthenticator(key).sign
     async with transport:
-        assert transport.inject(msg()) is NackCode.UNAUTHENTICATED
-        assert transport.inject(MessageAuthenticator(b"x" * 32).sign(msg())) is (
+        assert transport.inject(inbound()) is NackCode.UNAUTHENTICATED
+        assert transport.inject(MessageAuthenticator(b"x" * 32).sign(inbound())) is (
             NackCode.UNAUTHENTICATED
         )
-        assert transport.inject(signed(msg())) is None
-        assert transport.inject(signed(msg())) is NackCode.BUSY
+        assert transport.inject(signed(msg("someone-else"))) is NackCode.MISADDRESSED
+        assert transport.inject(signed(inbound())) is None
+        assert transport.inject(signed(inbound())) is NackCode.BUSY
         stats = transport.stats()
     assert (stats.auth_failures, stats.inbound_dropped, stats.messages_received) == (2, 1, 1)
+    assert stats.misaddressed == 1
 
 
 @pytest.mark.asyncio

@@ -23,6 +23,7 @@ from synapse_core.transport import (
     MdnsConfig,
     MdnsTransport,
     Message,
+    MessageRejectedError,
     PeerUnknownError,
     TcpTransport,
 )
@@ -119,8 +120,10 @@ async def test_advertised_address_can_differ_from_the_listener(start_peer: Facto
         )
         info = await a.wait_for_peer("b")
         assert (info.host, info.port) == relay.address
-        await a.send_message("b", msg("b", "a"))
-        assert len(await relay.receive_messages()) == 1  # it went where b said, not to b
+        with pytest.raises(MessageRejectedError) as refused:
+            await a.send_message("b", msg("b", "a"))
+        assert refused.value.code == "misaddressed"  # it went where b said, not to b ...
+        assert relay.stats().misaddressed == 1  # ... and the stand-in knew it was not for it
         await b.set_advertised_address(*b.address)
         for _ in range(100):
             if a.resolve("b") == b.address:

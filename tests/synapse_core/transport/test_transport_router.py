@@ -38,7 +38,7 @@ async def test_fails_over_while_open_and_returns_after_recovery(
         assert (await router.send_message("b", msg())).transport == "scripted"
         assert await router.route_for("b") is primary
 
-        primary.behaviour["b"] = DeliveryError("b", "link down")
+        primary.behaviour["b"] = DeliveryError("b", "link down", maybe_delivered=False)
         for _ in range(2):  # each failed attempt fails over: the message still arrives
             receipt = await router.send_message("b", msg())
             assert receipt.breaker == "scripted:backup->b"
@@ -89,7 +89,7 @@ async def test_failover_can_be_disabled(
     primary, backup = pair
     router = FailoverRouter([primary, backup], failover_on_error=False)
     async with primary, backup:
-        primary.behaviour["b"] = DeliveryError("b", "down")
+        primary.behaviour["b"] = DeliveryError("b", "down", maybe_delivered=False)
         with pytest.raises(DeliveryError):
             await router.send_message("b", msg())
     assert backup.calls == []

@@ -375,16 +375,27 @@ async def test_frame_size_limits(clock: VirtualClock) -> None:
 
 @pytest.mark.asyncio
 async def test_max_connections(clock: VirtualClock, caplog: pytest.LogCaptureFixture) -> None:
+    """A full listener serves the newcomer and says GOAWAY to its least useful connection."""
+    caplog.set_level(logging.INFO, "synapse_core.transport")
     async with TcpTransport(node_id="b", max_connections=1) as b:
         first_reader, first_writer = await asyncio.open_connection(*b.address)
+        second_reader, second_writer = None, None
         try:
-            assert await _raw_exchange(b.address[1], encode_frame(FrameKind.PING, 1)) == b""
-            first_writer.write(encode_frame(FrameKind.PING, 2, b"ok"))
-            assert await first_reader.readexactly(11) == encode_frame(FrameKind.PONG, 2, b"ok")
+            first_writer.write(encode_frame(FrameKind.PING, 1, b"ok"))
+            assert await first_reader.readexactly(11) == encode_frame(FrameKind.PONG, 1, b"ok")
+            second_reader, second_writer = await asyncio.open_connection(*b.address)
+            second_writer.write(encode_frame(FrameKind.PING, 2, b"ok"))
+            assert await second_reader.readexactly(11) == encode_frame(FrameKind.PONG, 2, b"ok")
+            goaway = encode_frame(FrameKind.GOAWAY, 0, b"closed to make room for a new connection")
+            assert await asyncio.wait_for(first_reader.read(), 5) == goaway  # and the end
         finally:
-            first_writer.close()
-            await first_writer.wait_closed()
-    assert "refusing a connection" in caplog.text
+            for writer in (first_writer, second_writer):
+                if writer is not None:
+                    writer.close()
+                    with contextlib.suppress(ConnectionError):
+                        await writer.wait_closed()
+    assert b.stats().connections_evicted == 1
+    assert "closing the least useful connection" in caplog.text
 
 
 @pytest.mark.asyncio

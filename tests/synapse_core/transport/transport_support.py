@@ -72,6 +72,11 @@ def msg(to: str = "b", sender: str = "local", content: bytes = b"x") -> Message:
     return Message(to_global_id=to, from_global_id=sender, content=content)
 
 
+def inbound(content: bytes = b"x", to: str = "local") -> Message:
+    """A message addressed to the default ScriptedTransport (``"local"``), as from ``"b"``."""
+    return Message(to_global_id=to, from_global_id="b", content=content)
+
+
 def unique_service_type() -> str:
     """A service type no other test run uses (DNS-SD allows 15 characters after the '_')."""
     return f"_syn{secrets.token_hex(4)}._tcp.local."
