@@ -121,11 +121,9 @@ class MessageAuthenticator:
 
     def sign(self, message: Message) -> Message:
         """A copy of *message* carrying its signature."""
-        level = message.security_level
-        if level is SecurityLevel.PUBLIC:
-            level = SecurityLevel.AUTHENTICATED
-            message = message.replace(security_level=level)
-        return message.replace(signature=self.signature_for(message))
+        if message.security_level is SecurityLevel.PUBLIC:
+            message = message._evolve(security_level=SecurityLevel.AUTHENTICATED)
+        return message._evolve(signature=self.signature_for(message))
 
     def verify(self, message: Message) -> None:
         """Raise ``AuthenticationError`` unless *message* is correctly signed (and fresh).

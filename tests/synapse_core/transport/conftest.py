@@ -6,12 +6,13 @@ Every transport a fixture starts is stopped by that fixture, also when the test 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import pytest_asyncio
 from transport_support import ScriptedTransport, unique_service_type
 
+from chaos import EmbeddedToxiproxy, ToxiproxyClient
 from synapse_core import CircuitBreakerConfig, VirtualClock
 from synapse_core.transport import MdnsConfig, MdnsTransport, TcpTransport
 
@@ -49,6 +50,13 @@ async def tcp_pair(
     finally:
         await a.stop()
         await b.stop()
+
+
+@pytest.fixture
+def toxiproxy() -> Iterator[ToxiproxyClient]:
+    """A client of a fresh embedded Toxiproxy-compatible server (stopped after the test)."""
+    with EmbeddedToxiproxy(seed=7) as server:
+        yield server.client(timeout=10.0)
 
 
 @pytest.fixture

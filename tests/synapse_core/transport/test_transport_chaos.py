@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
 from transport_support import msg, unique_service_type
 
-from chaos import EmbeddedToxiproxy, ToxiproxyClient
+from chaos import ToxiproxyClient
 from synapse_core import (
     CircuitBreakerConfig,
     CircuitEvent,
@@ -40,12 +40,6 @@ TIMEOUT = 0.3  # connect and ack timeout of the sender, seconds
 BREAKER = CircuitBreakerConfig(
     failure_threshold=3, minimum_requests=2, recovery_timeout=10.0, half_open_max_calls=2
 )
-
-
-@pytest.fixture
-def toxiproxy() -> Iterator[ToxiproxyClient]:
-    with EmbeddedToxiproxy(seed=7) as server:
-        yield server.client(timeout=10.0)
 
 
 @dataclass

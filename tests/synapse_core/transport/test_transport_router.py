@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 from transport_support import ScriptedTransport, free_port, msg
 
+from chaos import ToxiproxyClient
 from synapse_core import CircuitBreakerConfig, CircuitState, VirtualClock
 from synapse_core.transport import (
     DeliveryError,
+    DeliveryReceipt,
     FailoverRouter,
     MessageRejectedError,
     NoRouteError,
@@ -133,3 +138,66 @@ async def test_over_real_tcp(clock: VirtualClock) -> None:
         assert dead.get_circuit_breaker("receiver").state is CircuitState.OPEN
         assert len(await receiver.receive_messages()) == 4
     assert router.stats().failed_attempts == 2  # then the open breaker skipped the dead path
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def _send_while_the_primary_drops(
+    router: FailoverRouter, receiver: TcpTransport, client: ToxiproxyClient, count: int
+) -> list[BaseException | DeliveryReceipt]:
+    """*count* sends whose frames reach *receiver* through the proxy, whose ACKs the proxy holds
+    back, and whose connection the proxy then drops (the primary link fails mid-flight)."""
+    client.add_toxic("b", "latency", stream="downstream", attributes={"latency": 5000})
+    before = receiver.stats().messages_received
+    sends = [
+        asyncio.create_task(router.send_message("b", msg("b", "a", str(i).encode())))
+        for i in range(count)
+    ]
+    await _until(lambda: receiver.stats().messages_received - before >= count)
+    client.update_proxy("b", enabled=False)  # the acks never come: a plain disconnect
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    client.update_proxy("b", enabled=True)
+    client.remove_toxic("b", "latency_downstream")
+    return results
+
+
+@pytest.mark.asyncio
+async def test_a_message_that_may_have_arrived_is_not_sent_again_elsewhere(
+    toxiproxy: ToxiproxyClient,
+) -> None:
+    """20/20 messages arrived twice: a disconnect after the frame left failed over to the backup
+    (the docs only warned about timeouts). Now such a send is raised, and with at_least_once
+    the resend is acknowledged by the receiver without delivering the message again."""
+    lenient = CircuitBreakerConfig(failure_threshold=1000, minimum_requests=1000)
+    async with (
+        TcpTransport(node_id="b") as b,
+        TcpTransport(node_id="a", breaker_config=lenient, send_timeout=10) as primary,
+        TcpTransport(node_id="a", breaker_config=lenient) as backup,
+    ):
+        toxiproxy.create_proxy("b", upstream="{}:{}".format(*b.address))
+        listen = toxiproxy.proxies()["b"]
+        primary.add_peer("b", listen.listen_host, listen.listen_port)
+        backup.add_peer("b", *b.address)
+
+        router = FailoverRouter([primary, backup])
+        results = await _send_while_the_primary_drops(router, b, toxiproxy, 20)
+        assert all(isinstance(r, DeliveryError) and r.maybe_delivered for r in results), results
+        assert backup.stats().messages_sent == 0  # nothing was sent a second time
+        assert len({m.message_id for m in await b.receive_messages()}) == 20
+        assert router.stats().not_failed_over == 20
+
+        router = FailoverRouter([primary, backup], at_least_once=True)
+        results = await _send_while_the_primary_drops(router, b, toxiproxy, 20)
+        assert all(isinstance(r, DeliveryReceipt) for r in results), results
+        assert backup.stats().messages_sent == 20
+        received = await b.receive_messages()
+        assert len(received) == 20  # the application sees each message once ...
+        assert len({m.message_id for m in received}) == 20
+        assert b.stats().duplicates == 20  # ... the second copies were only acknowledged
+        assert router.stats().failovers == 20

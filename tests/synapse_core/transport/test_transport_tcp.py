@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from transport_support import free_port, msg
+from transport_support import RawClient, free_port, msg
 
+from chaos import ToxiproxyClient
 from synapse_core import CircuitBreakerConfig, CircuitOpenError, CircuitState, VirtualClock
 from synapse_core.transport import (
     DeliveryError,
@@ -442,3 +443,153 @@ def test_add_peer_validation() -> None:
         transport.add_peer("", "127.0.0.1", 1)
     with pytest.raises(ValueError, match="port"):
         transport.add_peer("x", "127.0.0.1", 0)
+
+
+# ---------------------------------------------------------------- under attack and failure
+
+
+async def _squat(address: tuple[str, int], source: str, seq: int = 1) -> RawClient:
+    """A connection that only ever pings (9-byte frames), from *source*, answered once."""
+    client = await RawClient.connect(address, source)
+    client.send(encode_frame(FrameKind.PING, seq))
+    assert [kind for kind, _, _ in await client.replies(1)] == [FrameKind.PONG]
+    return client
+
+
+@pytest.mark.asyncio
+async def test_connections_that_only_ping_cannot_lock_a_real_peer_out(clock: VirtualClock) -> None:
+    """256 connections each pinging now and then locked every new client out indefinitely,
+    and a peer whose pooled connection had idled out could not reconnect."""
+    squatters: list[RawClient] = []
+    async with (
+        TcpTransport(node_id="b", max_connections=8) as b,
+        TcpTransport(node_id="a", clock=clock) as a,
+    ):
+        a.add_peer("b", *b.address)
+        try:
+            for i in range(8):  # four sources, two each: within the per-source limit of 4
+                squatters.append(await _squat(b.address, f"127.0.0.{2 + i % 4}"))
+            await a.send_message("b", msg("b", "a"))  # served: a squatter made room
+            for i in range(8):  # more squatters push each other out, never the useful one
+                squatters.append(await _squat(b.address, f"127.0.0.{2 + i % 4}"))
+            await a.send_message("b", msg("b", "a"))
+            assert a.stats().connections_opened == 1  # its connection was never closed
+            assert b.stats().connections_evicted == 9
+            assert [await squatter.closed_by_server(2.0) for squatter in squatters[:9]] == [
+                True
+            ] * 9  # the oldest squatters went first
+            assert len(await b.receive_messages()) == 2
+        finally:
+            for squatter in squatters:
+                await squatter.close()
+
+
+@pytest.mark.asyncio
+async def test_one_source_holds_at_most_its_share_of_connections(clock: VirtualClock) -> None:
+    squatters: list[RawClient] = []
+    async with (
+        TcpTransport(node_id="b", max_connections=8, max_connections_per_source=3) as b,
+        TcpTransport(node_id="a", clock=clock) as a,
+    ):
+        a.add_peer("b", *b.address)
+        await a.send_message("b", msg("b", "a"))
+        try:
+            for seq in range(6):
+                squatters.append(await _squat(b.address, "127.0.0.2", seq))
+            goaway = (FrameKind.GOAWAY, 0, b"closed to make room for a new connection")
+            for squatter in squatters[:3]:  # the oldest of that source, each told why
+                assert await squatter.closed_by_server(2.0)
+                assert await squatter.replies(1) == [goaway]
+            for seq, squatter in enumerate(squatters[3:]):
+                squatter.send(encode_frame(FrameKind.PING, 100 + seq))
+                assert [k for k, _, _ in await squatter.replies(1)] == [FrameKind.PONG]
+            await a.send_message("b", msg("b", "a"))  # another source: untouched
+            assert a.stats().connections_opened == 1
+            assert b.stats().connections_evicted == 3
+        finally:
+            for squatter in squatters:
+                await squatter.close()
+    with pytest.raises(ValueError, match="max_connections_per_source"):
+        TcpTransport(max_connections=4, max_connections_per_source=5)
+
+
+@pytest.mark.asyncio
+async def test_a_send_crossing_the_receivers_idle_close_goes_again_quietly(
+    toxiproxy: ToxiproxyClient, clock: VirtualClock
+) -> None:
+    """A periodic sender whose period is near the receiver's idle_timeout failed every time
+    (each failure counted against its breaker): the frame was on its way while the receiver
+    closed. Now the receiver says GOAWAY, and the unprocessed send goes once more."""
+    idle, delay = 0.5, 0.3
+    async with (
+        TcpTransport(node_id="b", idle_timeout=idle) as b,
+        TcpTransport(node_id="a", clock=clock, send_timeout=5.0) as a,
+    ):
+        toxiproxy.create_proxy("b", upstream="{}:{}".format(*b.address))
+        listen = toxiproxy.proxies()["b"]
+        a.add_peer("b", listen.listen_host, listen.listen_port)
+        # Frames from a reach b `delay` late: one written between `idle - delay` and `idle`
+        # after the last ack leaves on a connection that still looks alive, and arrives after
+        # b closed it for idleness.
+        toxiproxy.add_toxic(
+            "b", "latency", stream="upstream", attributes={"latency": int(delay * 1000)}
+        )
+        await a.send_message("b", msg("b", "a"))
+        for _ in range(2):
+            await asyncio.sleep(idle - delay / 2)
+            await a.send_message("b", msg("b", "a"))
+        stats = a.get_circuit_stats("b")
+        assert (stats.success_count, stats.failure_count) == (3, 0)
+        assert a.stats().connections_opened == 3  # the crossing sends went on new ones
+        assert len(await b.receive_messages()) == 3
+
+
+@pytest.mark.asyncio
+async def test_state_kept_for_passing_targets_is_bounded(clock: VirtualClock) -> None:
+    """Every distinct "host:port" target kept a breaker and metrics (~14.7 KB) forever:
+    5,000 targets cost 72 MB, and only remove_peer freed them."""
+    by_default = TcpTransport(node_id="a", clock=clock)
+    for i in range(1100):  # the default bound, without a network round trip for each
+        by_default.get_circuit_breaker(f"10.0.{i // 250}.{i % 250}:80")
+    assert len(by_default.circuit_breakers) == 1024
+    port = free_port()
+    async with TcpTransport(node_id="a", clock=clock, target_cache_size=64) as a:
+        a.add_peer("known", "127.0.0.1", port)
+        with pytest.raises(DeliveryError):
+            await a.send_message("known", msg("known", "a"))
+        targets = [f"127.0.0.{i}:{port}" for i in range(1, 101)]  # all refused, all distinct
+        for target in targets:
+            with pytest.raises(DeliveryError):
+                await a.send_message(target, msg(target, "a"))
+        breakers = a.circuit_breakers
+        assert set(breakers) == {"known", *targets[-64:]}  # the least recently used went
+        assert set(a._links) == set(breakers)
+        assert a.stats().targets_forgotten == 100 - 64
+
+
+@pytest.mark.asyncio
+async def test_the_inbound_queue_is_bounded_in_bytes(clock: VirtualClock) -> None:
+    """One unauthenticated client grew a receiver from 27 to 841 MB with 1,024 messages of
+    about 1 MiB: the queue was counted in messages only."""
+    limit = 3 * 1024 * 1024
+    async with (
+        TcpTransport(node_id="b", inbound_queue_bytes=limit) as b,
+        TcpTransport(node_id="a", clock=clock) as a,
+    ):
+        a.add_peer("b", *b.address)
+        big = b"x" * (700 * 1024)  # about 0.9 MiB once encoded
+        for _ in range(3):
+            await a.send_message("b", msg("b", "a", big))
+        with pytest.raises(MessageRejectedError, match="busy"):
+            await a.send_message("b", msg("b", "a", big))
+        assert 0 < b.inbound_bytes <= limit
+        assert len(await b.receive_messages()) == 3
+        assert b.inbound_bytes == 0
+        await a.send_message("b", msg("b", "a", big))  # room again
+    async with TcpTransport(node_id="b", inbound_queue_bytes=1024) as small:
+        a2 = TcpTransport(node_id="a", clock=clock)
+        async with a2:
+            a2.add_peer("b", *small.address)
+            await a2.send_message("b", msg("b", "a", big))  # larger than the limit, queue empty
+            with pytest.raises(MessageRejectedError, match="busy"):
+                await a2.send_message("b", msg("b", "a"))

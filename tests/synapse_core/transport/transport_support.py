@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from synapse_core.transport import Message, NackCode, PeerUnknownError, Transport
+from synapse_core.transport import (
+    FrameDecoder,
+    FrameKind,
+    Message,
+    NackCode,
+    PeerUnknownError,
+    Transport,
+)
+
+Frame = tuple[FrameKind, int, bytes]
 
 Behaviour = str | BaseException | Callable[[], Any]
 
@@ -87,3 +97,64 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class RawClient:
+    """A bare frame-protocol client on a real socket (optionally from a given source address)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._decoder = FrameDecoder()
+        self._frames: list[Frame] = []
+
+    @classmethod
+    async def connect(cls, address: tuple[str, int], source: str | None = None) -> RawClient:
+        local = None if source is None else (source, 0)
+        reader, writer = await asyncio.open_connection(*address, local_addr=local)
+        return cls(reader, writer)
+
+    def send(self, *frames: bytes) -> None:
+        self.writer.write(b"".join(frames))
+
+    async def replies(self, count: int, timeout: float = 10.0) -> list[Frame]:  # noqa: ASYNC109
+        """The next *count* frames from the server (fewer if it closes first)."""
+        async with asyncio.timeout(timeout):
+            while len(self._frames) < count:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                self._frames += self._decoder.feed(data)
+        got, self._frames = self._frames[:count], self._frames[count:]
+        return got
+
+    async def closed_by_server(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109
+        """Whether the server ends the stream within *timeout* (frames before it are kept)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while data := await self.reader.read(65536):
+                    self._frames += self._decoder.feed(data)
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            pass
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+async def exchange(
+    address: tuple[str, int],
+    *frames: bytes,
+    timeout: float = 10.0,  # noqa: ASYNC109 - a default for every raw exchange
+) -> list[Frame]:
+    """Send *frames* on a fresh raw connection and return the replies to all of them."""
+    client = await RawClient.connect(address)
+    try:
+        client.send(*frames)
+        return await client.replies(len(frames), timeout)
+    finally:
+        await client.close()
