@@ -135,7 +135,9 @@ class PeerInfo:
     """A peer found by mDNS (from its SRV, TXT and address records).
 
     ``host``/``port`` is where messages go (the address it advertises); ``discovered_at`` is on
-    the transport's ``discovery_clock`` (``time.monotonic`` by default).
+    the transport's ``discovery_clock`` (``time.monotonic`` by default). ``instance`` is a
+    random token the peer picks when it is created (TXT ``instance``; ``""`` from a peer that
+    predates it): a new value means the peer restarted.
     """
 
     entity_id: str
@@ -147,6 +149,7 @@ class PeerInfo:
     transport_types: frozenset[str]
     service_name: str
     discovered_at: float
+    instance: str = ""
 
 
 def _tokens(raw: bytes | None) -> frozenset[str]:
@@ -158,6 +161,15 @@ def _tokens(raw: bytes | None) -> frozenset[str]:
     except UnicodeDecodeError:
         return frozenset()
     return frozenset(t for t in (part.strip() for part in text.split(",")) if TOKEN.fullmatch(t))
+
+
+def _token(raw: bytes | None) -> str:
+    """One token of a TXT value, or ``""`` if missing or bogus."""
+    try:
+        text = (raw or b"").decode("ascii")
+    except UnicodeDecodeError:
+        return ""
+    return text if TOKEN.fullmatch(text) else ""
 
 
 def peer_from_txt(
@@ -209,4 +221,5 @@ def peer_from_txt(
         transport_types=_tokens(properties.get(b"transport_types")),
         service_name=service_name,
         discovered_at=now,
+        instance=_token(properties.get(b"instance")),
     )

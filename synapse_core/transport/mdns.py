@@ -10,6 +10,12 @@ never sends mDNS goodbyes, so a partition is noticed by failing sends and probes
 peer's breaker. The cache only forgets a peer on a goodbye, when zeroconf's records expire, or
 when nothing was heard from it for ``peer_timeout``; an answer the peer sent before its goodbye
 but that arrives after it does not bring it back (see ``_on_goodbye``).
+
+Discovery is not authenticated: anything on the network can announce a valid service. So each
+newly found peer is pinged once (outside its breaker), and the cache prefers peers that answer:
+when it is full, a newcomer takes the place of a peer that never answered a ping, and a peer
+that never answers is forgotten after ``peer_timeout``. A peer that restarts (a new ``instance``
+token in its TXT record) or moves to a new address gets a fresh breaker at once.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -41,6 +48,11 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from synapse_core.breaker import CircuitBreakerConfig, CircuitBreakerManager
 from synapse_core.clock import Clock, check_clock, monotonic_clock
 from synapse_core.transport.auth import MessageAuthenticator
+from synapse_core.transport.base import (
+    DEFAULT_DEDUP_WINDOW,
+    DEFAULT_INBOUND_QUEUE_BYTES,
+    DEFAULT_TARGET_CACHE_SIZE,
+)
 from synapse_core.transport.discovery import (
     PROTOCOL_VERSION,
     TOKEN,
@@ -55,8 +67,9 @@ from synapse_core.transport.errors import (
     DiscoveryTimeoutError,
     PeerUnknownError,
     TransportClosedError,
+    TransportError,
 )
-from synapse_core.transport.framing import DEFAULT_MAX_FRAME_SIZE
+from synapse_core.transport.framing import DEFAULT_MAX_FRAME_SIZE, FrameKind
 from synapse_core.transport.tcp import Address, TcpTransport, check_port
 
 logger = logging.getLogger("synapse_core.transport.mdns")
@@ -80,6 +93,11 @@ _PROBE_WAIT = 0.25
 _GOODBYE_GRACE = 2.0
 # One TXT string is a length byte and at most 255 bytes of "key=value" (RFC 6763 section 6.1).
 _MAX_TXT_STRING = 255
+# Pinging newly found peers: at most this many at once, and this many tries per peer (spaced
+# 0.5 s, 1 s, 2 s... apart) before it counts as one that never answers.
+_VERIFY_CONCURRENCY = 8
+_VERIFY_TRIES = 4
+_VERIFY_FIRST_RETRY = 0.5
 
 
 def _check_advertised(host: object, port: object) -> tuple[str | None, int | None]:
@@ -163,6 +181,7 @@ class MdnsTransport(TcpTransport):
         send_timeout: float = 5.0,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_connections: int = 256,
+        max_connections_per_source: int | None = None,
         idle_timeout: float | None = 30.0,
         authenticator: MessageAuthenticator | None = None,
         breaker_config: CircuitBreakerConfig | None = None,
@@ -170,6 +189,9 @@ class MdnsTransport(TcpTransport):
         clock: Clock | None = None,
         discovery_clock: Clock | None = None,
         inbound_queue_size: int = 1024,
+        inbound_queue_bytes: int = DEFAULT_INBOUND_QUEUE_BYTES,
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        target_cache_size: int = DEFAULT_TARGET_CACHE_SIZE,
     ) -> None:
         self.entity_id = check_entity_id(entity_id)
         self.config = config if config is not None else MdnsConfig()
@@ -183,12 +205,16 @@ class MdnsTransport(TcpTransport):
             send_timeout=send_timeout,
             max_frame_size=max_frame_size,
             max_connections=max_connections,
+            max_connections_per_source=max_connections_per_source,
             idle_timeout=idle_timeout,
             authenticator=authenticator,
             breaker_config=breaker_config,
             breaker_manager=breaker_manager,
             clock=clock,
             inbound_queue_size=inbound_queue_size,
+            inbound_queue_bytes=inbound_queue_bytes,
+            dedup_window=dedup_window,
+            target_cache_size=target_cache_size,
         )
         self._discovery_clock: Clock = (
             monotonic_clock if discovery_clock is None else check_clock(discovery_clock)
@@ -202,6 +228,8 @@ class MdnsTransport(TcpTransport):
         if bad:
             raise ValueError(f"capabilities must be tokens of [A-Za-z0-9._-], got {bad}")
         self._extra_capabilities = extra
+        self.instance = secrets.token_hex(8)
+        """This peer's instance token (TXT ``instance``): peers see a restart by its change."""
         self._check_txt()
         self._shared_zc = zeroconf
         self._zc: AsyncZeroconf | None = None
@@ -224,8 +252,19 @@ class MdnsTransport(TcpTransport):
         self._gone: dict[str, asyncio.TimerHandle] = {}
         self._heard_while_gone: set[str] = set()
         self._changed: asyncio.Future[None] | None = None
+        # Discovered peers that answered a ping or a send, and the pings of those not yet known
+        # to (with how many tries failed so far).
+        self._answered: set[str] = set()
+        self._verify_failures: dict[str, int] = {}
+        self._verifying: dict[str, asyncio.Task[None]] = {}
+        self._verify_slots = asyncio.Semaphore(_VERIFY_CONCURRENCY)
+        # Services whose peer never answered -> when that was found: they cannot take the place
+        # of another such peer when the cache is full (no churn among impostors).
+        self._unanswering: dict[str, float] = {}
         self.peers_ignored = 0
         """Peers not added because ``max_peers`` were already known."""
+        self.peers_replaced = 0
+        """Peers dropped because they never answered: for a newcomer, or after ``peer_timeout``."""
 
     # ------------------------------------------------------------------ identity
 
@@ -251,6 +290,7 @@ class MdnsTransport(TcpTransport):
             "entity_id": self.entity_id,
             "capabilities": ",".join(sorted(self.capabilities)),
             "transport_types": "tcp",
+            "instance": self.instance,
         }
 
     def _check_txt(self) -> None:
@@ -359,9 +399,11 @@ class MdnsTransport(TcpTransport):
         if self._maintenance is not None:
             self._maintenance.cancel()
             await asyncio.gather(self._maintenance, return_exceptions=True)
-        for task in self._resolving.values():
+        for task in (*self._resolving.values(), *self._verifying.values()):
             task.cancel()
-        await asyncio.gather(*self._resolving.values(), return_exceptions=True)
+        await asyncio.gather(
+            *self._resolving.values(), *self._verifying.values(), return_exceptions=True
+        )
         for handle in self._gone.values():
             handle.cancel()
         self._gone.clear()
@@ -528,20 +570,9 @@ class MdnsTransport(TcpTransport):
 
     def _add(self, peer: PeerInfo) -> None:
         known = self._discovered.get(peer.entity_id)
-        if known is None and len(self._discovered) >= self.config.max_peers:
-            refused = self._refused
-            if peer.service_name not in refused:
-                # Counted and logged once; it is resolved again when a slot frees up.
-                self.peers_ignored += 1
-                logger.warning(
-                    "%s: ignoring peer %r: max_peers=%d reached",
-                    self,
-                    peer.entity_id,
-                    self.config.max_peers,
-                )
-                if len(refused) >= 4 * self.config.max_peers:
-                    del refused[next(iter(refused))]  # bounded memory: forget the oldest
-            refused[peer.service_name] = self._discovery_clock()
+        full = known is None and len(self._discovered) >= self.config.max_peers
+        if full and not self._make_room_for(peer):
+            self._refuse(peer.service_name, peer.entity_id)
             return
         self._refused.pop(peer.service_name, None)
         if known is not None:
@@ -554,30 +585,152 @@ class MdnsTransport(TcpTransport):
                     known.service_name,
                 )
                 self._by_service.pop(known.service_name, None)
-            if (known.host, known.port) != (peer.host, peer.port):
-                self._drop_connection((known.host, known.port), "peer moved")
+            moved = (known.host, known.port) != (peer.host, peer.port)
+            if moved or known.instance != peer.instance:
+                self._renewed(known, peer, moved)
             peer = dataclasses.replace(peer, discovered_at=known.discovered_at)
         else:
             logger.info("%s: discovered %r at %s:%d", self, peer.entity_id, peer.host, peer.port)
         self._discovered[peer.entity_id] = peer
         self._by_service[peer.service_name] = peer.entity_id
         self._last_seen[peer.entity_id] = self._discovery_clock()
+        if peer.entity_id not in self._answered:
+            self._verify(peer.entity_id)
         self._notify()
 
-    def _drop(self, entity_id: str, why: str) -> None:
+    def _renewed(self, known: PeerInfo, peer: PeerInfo, moved: bool) -> None:
+        """*known* restarted or moved (now *peer*): what we learnt about the old one is void.
+
+        Its breaker would go on rejecting sends for the rest of its recovery timeout although
+        a new instance is there, so it starts afresh, like its metrics; and the new instance
+        must answer a ping again to count as a peer that answers.
+        """
+        entity_id = peer.entity_id
+        logger.info(
+            "%s: peer %r %s; its breaker starts afresh",
+            self,
+            entity_id,
+            f"moved to {peer.host}:{peer.port}" if moved else "restarted",
+        )
+        self._drop_connection((known.host, known.port), "peer moved or restarted")
+        breaker = self._peer_breakers.get(entity_id)
+        if breaker is not None:
+            breaker.reset()
+        self._links.pop(entity_id, None)
+        self._answered.discard(entity_id)
+        self._verify_failures.pop(entity_id, None)
+        self._unanswering.pop(peer.service_name, None)
+
+    def _refuse(self, service_name: str, entity_id: str) -> None:
+        refused = self._refused
+        if service_name not in refused:
+            # Counted and logged once; it is resolved again when a slot frees up.
+            self.peers_ignored += 1
+            logger.warning(
+                "%s: ignoring peer %r: max_peers=%d reached",
+                self,
+                entity_id,
+                self.config.max_peers,
+            )
+            if len(refused) >= 4 * self.config.max_peers:
+                del refused[next(iter(refused))]  # bounded memory: forget the oldest
+        refused[service_name] = self._discovery_clock()
+
+    def _make_room_for(self, peer: PeerInfo) -> bool:
+        """Drop a peer that never answered, so that *peer* gets its place; ``False`` if none.
+
+        Only a peer that failed a ping and never answered can go, the one with the most failed
+        pings first, then the earliest found. A newcomer that itself never answered before
+        takes nobody's place.
+        """
+        if peer.service_name in self._unanswering:
+            return False
+        failures = self._verify_failures
+        candidates = [
+            known
+            for entity_id, known in self._discovered.items()
+            if failures.get(entity_id, 0) > 0 and entity_id not in self._answered
+        ]
+        if not candidates:
+            return False
+        victim = max(candidates, key=lambda p: (failures[p.entity_id], -p.discovered_at))
+        self._replace(victim, f"it never answered; {peer.entity_id!r} takes its place")
+        self._refuse(victim.service_name, victim.entity_id)
+        return True
+
+    def _replace(self, peer: PeerInfo, why: str) -> None:
+        """Forget *peer*, which never answered; its service takes nobody's place later."""
+        self.peers_replaced += 1
+        unanswering = self._unanswering
+        if len(unanswering) >= 4 * self.config.max_peers:
+            del unanswering[next(iter(unanswering))]  # bounded memory: forget the oldest
+        unanswering[peer.service_name] = self._discovery_clock()
+        self._drop(peer.entity_id, why, reresolve=False)
+
+    # ------------------------------------------------------------------ pinging new peers
+
+    def _verify(self, entity_id: str) -> None:
+        """Ping a newly found peer (outside its breaker) to learn whether it answers."""
+        if entity_id in self._verifying or (self._state not in ("running", "starting")):
+            return
+        task = asyncio.get_running_loop().create_task(self._verify_peer(entity_id))
+        self._verifying[entity_id] = task
+        task.add_done_callback(partial(self._verify_done, entity_id))
+
+    def _verify_done(self, entity_id: str, task: asyncio.Task[None]) -> None:
+        if self._verifying.get(entity_id) is task:
+            del self._verifying[entity_id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("pinging %r failed: %r", entity_id, task.exception())
+
+    async def _verify_peer(self, entity_id: str) -> None:
+        wait = _VERIFY_FIRST_RETRY
+        for attempt in range(1, _VERIFY_TRIES + 1):
+            if entity_id not in self._discovered or entity_id in self._answered:
+                return
+            try:
+                async with self._verify_slots:
+                    await self._probe(entity_id)  # _request marks it answered
+                return
+            except (TransportError, TimeoutError, OSError) as exc:
+                if self._state != "running" or entity_id not in self._discovered:
+                    return
+                self._verify_failures[entity_id] = attempt
+                logger.debug("%s: %r did not answer a ping (%d): %s", self, entity_id, attempt, exc)
+            if attempt == 1:
+                self._retry_refused()  # it may now give its place to a peer that answers
+            await asyncio.sleep(wait)
+            wait *= 2
+
+    async def _request(self, target: str, kind: FrameKind, body: bytes) -> tuple[FrameKind, bytes]:
+        reply = await super()._request(target, kind, body)
+        if target in self._discovered and target not in self._answered:
+            self._answered.add(target)
+            self._verify_failures.pop(target, None)
+        return reply
+
+    def _drop(self, entity_id: str, why: str, *, reresolve: bool = True) -> None:
         peer = self._discovered.pop(entity_id, None)
         if peer is None:
             return
         logger.info("%s: forgetting peer %r: %s", self, entity_id, why)
         self._by_service.pop(peer.service_name, None)
         self._last_seen.pop(entity_id, None)
+        self._answered.discard(entity_id)
+        self._verify_failures.pop(entity_id, None)
+        verifying = self._verifying.pop(entity_id, None)
+        if verifying is not None:
+            verifying.cancel()
         if entity_id not in self._peers:
             self._forget_peer(entity_id)
         self._drop_connection((peer.host, peer.port), f"peer {entity_id!r} gone")
-        # A slot is free: give the peers refused for lack of one another chance.
+        if reresolve:
+            self._retry_refused()  # a slot is free: another chance for the refused peers
+        self._notify()
+
+    def _retry_refused(self) -> None:
         for name in list(self._refused):
             self._schedule_resolve(name, restart=False)
-        self._notify()
 
     def _heard_from(self, service_names: set[str]) -> None:
         now = self._discovery_clock()
@@ -606,9 +759,20 @@ class MdnsTransport(TcpTransport):
         for name, seen in list(self._refused.items()):
             if seen <= limit:
                 del self._refused[name]
+        for name, since in list(self._unanswering.items()):
+            if since <= limit:
+                del self._unanswering[name]
         for entity_id, seen in list(self._last_seen.items()):
             if seen <= limit:
                 self._drop(entity_id, f"not heard from for {self.config.peer_timeout:g}s")
+        for entity_id, peer in list(self._discovered.items()):
+            if (
+                peer.discovered_at <= limit
+                and entity_id not in self._answered
+                and self._verify_failures.get(entity_id, 0) > 0
+            ):
+                self._replace(peer, f"it never answered in {self.config.peer_timeout:g}s")
+                self._retry_refused()
 
     def _notify(self) -> None:
         changed = self._changed
@@ -635,6 +799,9 @@ class MdnsTransport(TcpTransport):
     def last_seen(self, entity_id: str) -> float | None:
         """When *entity_id* was last heard from (``discovery_clock``), or ``None`` if unknown."""
         return self._last_seen.get(entity_id)
+
+    def _pinned(self, target: str) -> bool:
+        return target in self._peers or target in self._discovered
 
     def resolve(self, target: str) -> Address:
         static = self._peers.get(target)

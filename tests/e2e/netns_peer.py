@@ -1,7 +1,8 @@
 """One mDNS peer driven over stdin/stdout, for the network-namespace tests.
 
-Run inside a namespace: ``python netns_peer.py ENTITY_ID LISTEN_IP SERVICE_TYPE``. It prints
-``{"ready": ...}`` once started, then answers one JSON line per JSON command line:
+Run inside a namespace: ``python netns_peer.py ENTITY_ID LISTEN_IP SERVICE_TYPE [PORT]`` (port
+7000 by default; the transport tests also run it on loopback). It prints ``{"ready": ...}`` once
+started, then answers one JSON line per JSON command line:
 
 * ``{"cmd": "wait_peer", "id": "b", "timeout": 10}`` -> ``{"ok": true, "host": .., "port": ..}``
 * ``{"cmd": "send", "to": "b", "text": "hi"}`` -> ``{"ok": bool, "error": name, "elapsed": s}``
@@ -61,16 +62,16 @@ async def _handle(peer: MdnsTransport, request: dict[str, Any]) -> dict[str, Any
     return {"error": f"unknown command {cmd!r}"}
 
 
-async def main(entity_id: str, listen_ip: str, service_type: str) -> None:
+async def main(entity_id: str, listen_ip: str, service_type: str, port: str = "7000") -> None:
     config = MdnsConfig(
         interfaces=[listen_ip], service_type=service_type, probe_name=False, query_interval=1.0
     )
     breaker = CircuitBreakerConfig(recovery_timeout=1.0)
     peer = MdnsTransport(
-        entity_id, 7000, config, breaker_config=breaker, connect_timeout=0.5, send_timeout=0.5
+        entity_id, int(port), config, breaker_config=breaker, connect_timeout=0.5, send_timeout=0.5
     )
     async with peer:
-        _reply({"ready": True, "address": list(peer.address)})
+        _reply({"ready": True, "address": list(peer.address), "instance": peer.instance})
         reader = await _lines()
         while line := await reader.readline():
             request = json.loads(line)
@@ -83,4 +84,4 @@ async def main(entity_id: str, listen_ip: str, service_type: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:5]))

@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from transport_support import msg
+from transport_support import PeerProcess, free_port, msg
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from synapse_core import CircuitBreakerConfig, VirtualClock
+from synapse_core import CircuitBreakerConfig, CircuitState, VirtualClock
 from synapse_core.transport import (
+    DeliveryError,
     DiscoveryError,
     DiscoveryTimeoutError,
     EnhancedMdnsTransport,
@@ -251,3 +252,80 @@ def test_validation() -> None:
     transport = MdnsTransport("a", extra_capabilities=["gpu"])
     assert "gpu" in transport.capabilities
     assert transport.config.interfaces == ("127.0.0.1",)
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_peer_gets_a_fresh_breaker_as_soon_as_it_is_announced(
+    start_peer: Factory, config: MdnsConfig
+) -> None:
+    """After a peer was killed and restarted, sends kept failing with CircuitOpenError for
+    about 4.7 s after the new instance was announced (until the breaker's recovery timeout)."""
+    clock = VirtualClock()  # the breaker's recovery never comes by itself
+    breaker = CircuitBreakerConfig(failure_threshold=2, minimum_requests=2, recovery_timeout=30)
+    a = await start_peer(
+        "a", clock=clock, breaker_config=breaker, connect_timeout=1.0, send_timeout=1.0
+    )
+    port = free_port()  # the new instance comes back on the same address: only its TXT differs
+    first = await PeerProcess.start("b", config.service_type, port)
+    second: PeerProcess | None = None
+    try:
+        await a.wait_for_peer("b")
+        await a.send_message("b", msg("b", "a"))
+        await first.kill()  # no goodbye: a's cache keeps the peer
+        for _ in range(2):
+            with pytest.raises(DeliveryError):
+                await a.send_message("b", msg("b", "a"))
+        assert a.get_circuit_breaker("b").state is CircuitState.OPEN
+
+        second = await PeerProcess.start("b", config.service_type, port)
+        assert second.ready["instance"] != first.ready["instance"]
+        for _ in range(200):
+            if a.discovered_peers["b"].instance == second.ready["instance"]:
+                break
+            await asyncio.sleep(0.05)
+        assert a.discovered_peers["b"].instance == second.ready["instance"]
+        await a.send_message("b", msg("b", "a"))  # at once, not after the recovery timeout
+        assert a.get_circuit_breaker("b").state is CircuitState.CLOSED
+    finally:
+        await first.kill()
+        if second is not None:
+            await second.kill()
+
+
+@pytest.mark.asyncio
+async def test_fake_services_filling_max_peers_do_not_keep_a_real_peer_out(
+    start_peer: Factory, config: MdnsConfig, raw_zeroconf: AsyncZeroconf
+) -> None:
+    """70 fake but valid services filled max_peers=64, and a real node started afterwards was
+    never discovered."""
+    config = config.replace(max_peers=6)
+    a = await start_peer("a", config=config)
+    fakes = [
+        AsyncServiceInfo(
+            config.service_type,
+            f"fake-{i}.{config.service_type}",
+            port=free_port(),  # nothing answers there
+            properties={"version": "1", "protocol": "synapse", "entity_id": f"fake-{i}"},
+            server=f"fake-{i}.local.",
+            parsed_addresses=["127.0.0.1"],
+        )
+        for i in range(9)
+    ]
+    for announced in await asyncio.gather(
+        *(raw_zeroconf.async_register_service(info, cooperating_responders=True) for info in fakes)
+    ):
+        await announced
+    for _ in range(200):
+        if len(a.discovered_peers) == 6 and a.peers_ignored >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert len(a.discovered_peers) == 6  # full of fakes ...
+    assert a.peers_ignored >= 3  # ... and more of them waiting
+
+    c = await start_peer("c", config=config)
+    await a.wait_for_peer("c", timeout=10)
+    await a.send_message("c", msg("c", "a"))
+    assert a.peers_replaced >= 1
+    await asyncio.sleep(1.0)  # refused fakes come back, but only in the place of fakes
+    assert "c" in a.discovered_peers
+    assert len(await c.receive_messages()) == 1

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import secrets
 import socket
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from synapse_core.transport import (
@@ -158,3 +162,52 @@ async def exchange(
         return await client.replies(len(frames), timeout)
     finally:
         await client.close()
+
+
+PEER_SCRIPT = Path(__file__).parents[2] / "e2e" / "netns_peer.py"
+
+
+class PeerProcess:
+    """An mDNS peer in its own process (``tests/e2e/netns_peer.py``) on loopback.
+
+    ``await PeerProcess.start(entity_id, service_type, port)`` returns once it is announced;
+    ``kill()`` ends it with SIGKILL: no goodbye, no closing handshake, like a crashed host.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process, ready: dict[str, Any]) -> None:
+        self.proc = proc
+        self.ready = ready
+
+    @classmethod
+    async def start(cls, entity_id: str, service_type: str, port: int) -> PeerProcess:
+        repo = str(Path(__file__).parents[3])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(PEER_SCRIPT),
+            entity_id,
+            "127.0.0.1",
+            service_type,
+            str(port),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": repo},
+        )
+        peer = cls(proc, {})
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(20):
+                line = await proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"peer {entity_id!r} exited before it was ready")
+            peer.ready = json.loads(line)
+        except BaseException:
+            await peer.kill()
+            raise
+        return peer
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
