@@ -1,8 +1,9 @@
 """One mDNS peer driven over stdin/stdout, for the network-namespace tests.
 
-Run inside a namespace: ``python netns_peer.py ENTITY_ID LISTEN_IP SERVICE_TYPE [PORT]`` (port
-7000 by default; the transport tests also run it on loopback). It prints ``{"ready": ...}`` once
-started, then answers one JSON line per JSON command line:
+Run inside a namespace: ``python netns_peer.py ENTITY_ID LISTEN_IP SERVICE_TYPE [PORT
+[RECOVERY]]`` (port 7000 and a breaker recovery of 1 s by default; the transport tests also run it
+on loopback). It prints ``{"ready": ...}`` once started, then answers one JSON line per JSON
+command line:
 
 * ``{"cmd": "wait_peer", "id": "b", "timeout": 10}`` -> ``{"ok": true, "host": .., "port": ..}``
 * ``{"cmd": "send", "to": "b", "text": "hi"}`` -> ``{"ok": bool, "error": name, "elapsed": s}``
@@ -10,7 +11,8 @@ started, then answers one JSON line per JSON command line:
 * ``{"cmd": "received"}`` -> ``{"texts": [...]}``
 * ``{"cmd": "quit"}`` -> stops the transport and exits
 
-The breaker recovers after 1 s of real time and timeouts are 0.5 s, so a test stays short.
+By default the breaker recovers after 1 s of real time and timeouts are 0.5 s, so a test stays
+short.
 """
 
 from __future__ import annotations
@@ -62,11 +64,13 @@ async def _handle(peer: MdnsTransport, request: dict[str, Any]) -> dict[str, Any
     return {"error": f"unknown command {cmd!r}"}
 
 
-async def main(entity_id: str, listen_ip: str, service_type: str, port: str = "7000") -> None:
+async def main(
+    entity_id: str, listen_ip: str, service_type: str, port: str = "7000", recovery: str = "1.0"
+) -> None:
     config = MdnsConfig(
         interfaces=[listen_ip], service_type=service_type, probe_name=False, query_interval=1.0
     )
-    breaker = CircuitBreakerConfig(recovery_timeout=1.0)
+    breaker = CircuitBreakerConfig(recovery_timeout=float(recovery))
     peer = MdnsTransport(
         entity_id, int(port), config, breaker_config=breaker, connect_timeout=0.5, send_timeout=0.5
     )
@@ -84,4 +88,4 @@ async def main(entity_id: str, listen_ip: str, service_type: str, port: str = "7
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:5]))
+    asyncio.run(main(*sys.argv[1:6]))

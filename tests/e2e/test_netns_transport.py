@@ -4,7 +4,8 @@ Each peer is its own process in its own namespace (``ip netns``), linked by veth
 bridge in a third namespace, so nothing touches the host's interfaces. The peers discover each
 other across the bridge, exchange a message, then the test downs b's link: a's sends time out,
 its breaker for b opens and rejects at once (no goodbye ever arrives: discovery still lists b),
-and once the link is back up the breaker closes again. Needs root and iproute2; skipped otherwise.
+and once the link is back up the breaker closes again. Another test kills b and brings it back
+on a new address. Needs root and iproute2; skipped otherwise.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class Namespaces:
             _ip("-n", ns, "addr", "add", f"{self.ip_of(which)}/24", "dev", "v" + which)
             _ip("-n", ns, "link", "set", "v" + which, "up")
 
+    def add_address(self, which: str, host: int) -> str:
+        """Give *which*'s link one more address (``<subnet>.<host>``) and return it."""
+        address = f"{self.subnet}.{host}"
+        _ip("-n", self.name(which), "addr", "add", f"{address}/24", "dev", "v" + which)
+        return address
+
     def set_link(self, which: str, up: bool) -> None:
         _ip("-n", self.name("br"), "link", "set", f"v{which}-br", "up" if up else "down")
 
@@ -86,10 +93,11 @@ class Namespaces:
 class Peer:
     """A netns_peer.py process; ``call`` sends one command and returns its JSON answer."""
 
-    def __init__(self, ns: str, entity_id: str, ip: str, service_type: str) -> None:
+    def __init__(self, ns: str, entity_id: str, ip: str, service_type: str, *options: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        command = ["ip", "netns", "exec", ns, sys.executable, str(PEER)]
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, str(PEER), entity_id, ip, service_type],
+            [*command, entity_id, ip, service_type, *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -124,6 +132,11 @@ class Peer:
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         return self._read(reply_within)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no closed connections, like a crashed host."""
+        self.proc.kill()
+        self.proc.communicate(timeout=10)
 
     def close(self) -> None:
         if self.proc.poll() is None and self.proc.stdin is not None:
@@ -203,3 +216,37 @@ def test_discovery_partition_and_heal_across_namespaces(
         time.sleep(0.2)
     assert a.call(cmd="state", to="b")["state"] == "closed"
     assert "after" in b.call(cmd="received")["texts"]
+
+
+def test_a_peer_restarted_on_a_new_address_is_reachable_at_once(namespaces: Namespaces) -> None:
+    """After a peer was killed and restarted, sends kept failing with CircuitOpenError until
+    the breaker's recovery timeout although the new instance was announced: its breaker is now
+    reset when its address (or instance) changes. a's breaker would recover after 60 s here."""
+    service_type = f"_syn{secrets.token_hex(4)}._tcp.local."
+    started: list[Peer] = []
+    try:
+        a = Peer(namespaces.name("a"), "a", namespaces.ip_of("a"), service_type, "7000", "60")
+        started.append(a)
+        first = Peer(namespaces.name("b"), "b", namespaces.ip_of("b"), service_type)
+        started.append(first)
+        assert a.call(cmd="wait_peer", id="b", timeout=10)["host"] == namespaces.ip_of("b")
+        assert a.call(cmd="send", to="b", text="before")["ok"]
+
+        first.kill()  # no goodbye: a still lists b at its old address
+        errors = [a.call(cmd="send", to="b", text="lost")["error"] for _ in range(4)]
+        assert errors[-1] == "CircuitOpenError", errors
+        assert a.call(cmd="state", to="b")["state"] == "open"
+
+        new_ip = namespaces.add_address("b", 3)
+        second = Peer(namespaces.name("b"), "b", new_ip, service_type)
+        started.append(second)
+        deadline = time.monotonic() + 10
+        while a.call(cmd="wait_peer", id="b", timeout=1)["host"] != new_ip:
+            assert time.monotonic() < deadline, "a never saw b's new address"
+            time.sleep(0.05)
+        result = a.call(cmd="send", to="b", text="after")
+        assert result["ok"], result  # at once: not 60 s later
+        assert second.call(cmd="received")["texts"] == ["after"]
+    finally:
+        for peer in started:
+            peer.close()
