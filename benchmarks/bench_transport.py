@@ -3,7 +3,10 @@
 * TCP, small messages (64-byte content, about 300 bytes framed): one sender, the receiver in a
   separate process (so both sides get a core). Sequential sends give p50/p99 round-trip
   latency (send until ack) and their rate; pipelined sends (64 in flight on one connection)
-  give the throughput.
+  give the throughput. The same again with a ``MessageAuthenticator`` on both sides: messages
+  are signed and verified, and so are the receiver's ACKs (a receipt proves delivery to a holder
+  of the key); the cost of the signed ACK alone (tag on the receiver, check on the sender) is
+  timed on its own.
 * mDNS discovery: two MdnsTransports started together on 127.0.0.1; time from ``start()`` to
   the first discovery of the other peer (median of several runs), with and without name probing.
 * Fail-fast: a send while the peer's breaker is open (rejected without touching the network)
@@ -27,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,9 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from synapse_core import CircuitBreakerConfig, CircuitOpenError
 from synapse_core.transport import (
     DeliveryError,
+    FrameKind,
     MdnsConfig,
     MdnsTransport,
     Message,
+    MessageAuthenticator,
     TcpTransport,
 )
 
@@ -54,9 +60,15 @@ def pct(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------------------------- receiver
 
 
-async def serve() -> None:
+def authenticator(key: str | None) -> MessageAuthenticator | None:
+    return None if key is None else MessageAuthenticator(bytes.fromhex(key), max_age=30)
+
+
+async def serve(key: str | None) -> None:
     """Receiver process: print the port, drain messages until stdin closes."""
-    async with TcpTransport(node_id="receiver", inbound_queue_size=1_000_000) as receiver:
+    async with TcpTransport(
+        node_id="receiver", inbound_queue_size=1_000_000, authenticator=authenticator(key)
+    ) as receiver:
         print(json.dumps({"port": receiver.address[1]}), flush=True)
 
         async def drain() -> None:
@@ -72,10 +84,10 @@ async def serve() -> None:
 
 
 @contextlib.contextmanager
-def receiver_process() -> Iterator[int]:
+def receiver_process(key: str | None) -> Iterator[int]:
     """Start the receiver process (before the timed part) and yield its port."""
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve"],
+        [sys.executable, __file__, "--serve", *(["--key", key] if key else [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -98,13 +110,17 @@ def receiver_process() -> Iterator[int]:
 # ---------------------------------------------------------------------------------- TCP
 
 
-async def bench_tcp(sequential: int, pipelined: int, window: int) -> dict[str, float]:
-    with receiver_process() as port:
-        return await _bench_tcp(port, sequential, pipelined, window)
+async def bench_tcp(
+    sequential: int, pipelined: int, window: int, key: str | None = None
+) -> dict[str, float]:
+    with receiver_process(key) as port:
+        return await _bench_tcp(port, sequential, pipelined, window, key)
 
 
-async def _bench_tcp(port: int, sequential: int, pipelined: int, window: int) -> dict[str, float]:
-    async with TcpTransport(node_id="sender") as sender:
+async def _bench_tcp(
+    port: int, sequential: int, pipelined: int, window: int, key: str | None
+) -> dict[str, float]:
+    async with TcpTransport(node_id="sender", authenticator=authenticator(key)) as sender:
         sender.add_peer("receiver", "127.0.0.1", port)
         for _ in range(200):  # warm up: connection, caches
             await sender.send_message("receiver", Message("receiver", "sender", CONTENT))
@@ -142,6 +158,18 @@ async def _bench_tcp(port: int, sequential: int, pipelined: int, window: int) ->
         "pipelined_rate": pipelined_rate,
         "frame_bytes": size,
     }
+
+
+def bench_ack_signature(rounds: int) -> float:
+    """Seconds per signed ACK: the receiver's tag plus the sender's check, on one message."""
+    auth = MessageAuthenticator(secrets.token_bytes(32))
+    message = auth.sign(Message("receiver", "sender", CONTENT))
+
+    def one() -> None:
+        tag = auth.reply_tag(FrameKind.ACK, message, b"\x01")
+        auth.reply_is_valid(FrameKind.ACK, message, b"\x01", tag)
+
+    return min(timeit.repeat(one, number=rounds, repeat=5)) / rounds
 
 
 # ---------------------------------------------------------------------------------- mDNS
@@ -229,9 +257,14 @@ async def bench_fail_fast(rejections: int, timeouts: int) -> dict[str, float]:
 
 
 async def main(quick: bool) -> None:
-    tcp = await bench_tcp(
-        sequential=1000 if quick else 5000, pipelined=5000 if quick else 30000, window=64
-    )
+    counts = {
+        "sequential": 1000 if quick else 5000,
+        "pipelined": 5000 if quick else 30000,
+        "window": 64,
+    }
+    tcp = await bench_tcp(**counts)
+    signed = await bench_tcp(**counts, key=secrets.token_hex(32))
+    ack_cost = bench_ack_signature(20_000 if quick else 100_000)
     discovery = await bench_discovery(runs=3 if quick else 5)
     fail = await bench_fail_fast(rejections=2000 if quick else 20000, timeouts=2 if quick else 3)
 
@@ -242,6 +275,16 @@ async def main(quick: bool) -> None:
         ("TCP messages/s, sequential", f"{tcp['sequential_rate']:,.0f}"),
         ("TCP messages/s, 64 in flight", f"{tcp['pipelined_rate']:,.0f}"),
         ("  (message size on the wire)", f"{tcp['frame_bytes']:.0f} bytes"),
+        ("HMAC, signed ACKs: send -> ack, p50", f"{signed['p50'] * 1e6:,.0f} us"),
+        ("HMAC, signed ACKs: send -> ack, p99", f"{signed['p99'] * 1e6:,.0f} us"),
+        ("HMAC, signed ACKs: messages/s, sequential", f"{signed['sequential_rate']:,.0f}"),
+        ("HMAC, signed ACKs: messages/s, 64 in flight", f"{signed['pipelined_rate']:,.0f}"),
+        (
+            "  plain / HMAC rate, 64 in flight",
+            f"{tcp['pipelined_rate'] / signed['pipelined_rate']:.2f}x",
+        ),
+        ("  ACK signature (tag + check) per message", f"{ack_cost * 1e6:,.1f} us"),
+        ("  its share of the HMAC send -> ack p50", f"{ack_cost / signed['p50']:.1%}"),
         ("mDNS start -> first discovery", f"{discovery['plain'] * 1000:,.0f} ms"),
         ("  with name probing", f"{discovery['probed'] * 1000:,.0f} ms"),
         ("send while breaker open, p50", f"{fail['open_p50'] * 1e6:,.1f} us"),
@@ -260,5 +303,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(serve() if args.serve else main(args.quick))
+    asyncio.run(serve(args.key) if args.serve else main(args.quick))

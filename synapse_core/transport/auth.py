@@ -80,7 +80,7 @@ class MessageAuthenticator:
             timestamped more than this before or after now is refused, and the id of a message
             accepted within the window is remembered until the message is too old anyway, so
             a replay is recognised for exactly as long as it could otherwise be accepted. The
-            memory is bounded by the age, not by a count: about 150 bytes per id, so
+            memory is bounded by the age, not by a count: about 185 bytes per id, so
             ``rate x 2 x max_age`` ids at most (a timestamp may be ``max_age`` ahead of this
             clock). ``None`` turns freshness and replay checks off: a captured message is then
             valid forever (only a transport's de-duplication window still catches repeats).

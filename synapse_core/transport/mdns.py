@@ -695,8 +695,12 @@ class MdnsTransport(TcpTransport):
             except (TransportError, TimeoutError, OSError) as exc:
                 if self._state != "running" or entity_id not in self._discovered:
                     return
-                self._verify_failures[entity_id] = attempt
-                logger.debug("%s: %r did not answer a ping (%d): %s", self, entity_id, attempt, exc)
+                failures = self._verify_failures[entity_id] = (
+                    self._verify_failures.get(entity_id, 0) + 1
+                )
+                logger.debug(
+                    "%s: %r did not answer a ping (%d): %s", self, entity_id, failures, exc
+                )
             if attempt == 1:
                 self._retry_refused()  # it may now give its place to a peer that answers
             await asyncio.sleep(wait)
