@@ -301,8 +301,8 @@ class BreakerChaosMachine(RuleBasedStateMachine):
         for _ in range(1000):  # bounded even when a bug keeps the breaker open
             if self.breaker.state is CircuitState.CLOSED or self.clock() > deadline:
                 break
-            wait = self.breaker.retry_after
-            self.clock.advance(min(max(wait, 0.1), 3600.0))
+            wait = self.breaker.retry_after  # None: probes in flight (none here), or a trigger
+            self.clock.advance(min(max(wait or 0.0, 0.1), 3600.0))
             for _ in range(self.breaker.config.half_open_max_calls):
                 self._request()
         assert self.breaker.state is CircuitState.CLOSED, (

@@ -18,8 +18,11 @@ class CircuitOpenError(CircuitBreakerError):
     Attributes:
         breaker_name: the breaker that rejected the call.
         state: the breaker's state at the time (``OPEN`` or ``HALF_OPEN``).
-        retry_after: seconds until the breaker will admit a probe (``math.inf`` when it was
-            forced open and stays open until ``force_close()``/``reset()``).
+        retry_after: seconds until the breaker will admit a call if nothing else happens;
+            ``math.inf`` when it was forced open and stays open until
+            ``force_close()``/``reset()``; ``None`` when waiting alone will not do: probes in
+            flight must report, or an external trigger must recover (see
+            ``breaker.stats().waiting_for``).
         last_failure: the last exception recorded as a failure, or ``None``.
 
     A new instance is raised on every rejection; its message is only built when read.
@@ -27,7 +30,7 @@ class CircuitOpenError(CircuitBreakerError):
 
     # Rejection is a hot path: the fields live in ``args`` (set in C by Exception.__new__) and
     # the message is formatted lazily in __str__.
-    args: tuple[str, CircuitState, float, BaseException | None]
+    args: tuple[str, CircuitState, float | None, BaseException | None]
 
     @property
     def breaker_name(self) -> str:
@@ -40,8 +43,9 @@ class CircuitOpenError(CircuitBreakerError):
         return self.args[1]
 
     @property
-    def retry_after(self) -> float:
-        """Seconds until a probe will be admitted (``math.inf`` while forced open)."""
+    def retry_after(self) -> float | None:
+        """Seconds until a call will be admitted (``math.inf`` while forced open, ``None``:
+        not by time alone)."""
         return self.args[2]
 
     @property
@@ -50,7 +54,12 @@ class CircuitOpenError(CircuitBreakerError):
         return self.args[3]
 
     def __str__(self) -> str:
-        if self.retry_after == float("inf"):
+        if self.retry_after is None:
+            when = (
+                "no retry time: it waits for probes in flight to report or for an external "
+                "trigger to recover; see breaker.stats().waiting_for"
+            )
+        elif self.retry_after == float("inf"):
             when = "it was forced open; call force_close() or reset() to admit calls again"
         else:
             when = f"retry after {self.retry_after:.3f}s"

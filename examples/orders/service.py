@@ -71,8 +71,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             stock = self.server.breaker.call(self.server.check_stock, item)
         except CircuitOpenError as exc:
-            retry = "1" if math.isinf(exc.retry_after) else str(max(1, math.ceil(exc.retry_after)))
-            wait = None if math.isinf(exc.retry_after) else round(exc.retry_after, 3)
+            # None: no time is known (probes in flight must report first); inf: forced open.
+            after = exc.retry_after
+            if after is None or math.isinf(after):
+                retry, wait = "1", None
+            else:
+                retry, wait = str(max(1, math.ceil(after))), round(after, 3)
             return self._reply(
                 503, {"error": "inventory unavailable", "retry_after": wait}, {"Retry-After": retry}
             )

@@ -12,7 +12,7 @@ import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from itertools import count
-from typing import Any, Final, ParamSpec, TypeVar, overload
+from typing import Any, Final, ParamSpec, TypeVar, cast, overload
 
 from synapse_core.breaker.config import CircuitBreakerConfig, ExceptionMatcher
 from synapse_core.breaker.events import (
@@ -30,6 +30,7 @@ from synapse_core.breaker.events import (
 from synapse_core.breaker.metrics import TransportMetrics
 from synapse_core.breaker.permit import CallPermit, current_permit
 from synapse_core.breaker.registry import announce
+from synapse_core.breaker.rule import TripRule
 from synapse_core.breaker.state import CircuitState, RequestOutcome
 from synapse_core.breaker.stats import CircuitStats
 from synapse_core.breaker.triggers import CircuitTrigger
@@ -57,6 +58,7 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 _SUCCESS = RequestOutcome.SUCCESS
 _FAILURE = RequestOutcome.FAILURE
 _TIMEOUT = RequestOutcome.TIMEOUT
+_IGNORED: Final = object()  # _classify: the exception matches ignore_exceptions
 
 
 class CircuitBreaker:
@@ -82,6 +84,7 @@ class CircuitBreaker:
         "_clock",
         "_consecutive_opens",
         "_delivering",
+        "_due",
         "_epoch",
         "_failure_exceptions",
         "_failures",
@@ -105,6 +108,7 @@ class CircuitBreaker:
         "_probes_high",
         "_rejections",
         "_result_check",
+        "_rule",
         "_slow_after",
         "_state",
         "_timeouts",
@@ -142,6 +146,7 @@ class CircuitBreaker:
         self._result_check = config.is_failure_result
         self._slow_after = config.slow_call_duration
         self._window = SlidingWindow(config.failure_window)
+        self._rule = TripRule(config)
         # Neither slow-call timing nor result inspection: successes take the lock-free path.
         self._plain = self._slow_after is None and self._result_check is None and _LOCK_FREE
         self._reset_counters(self._clock())
@@ -153,6 +158,9 @@ class CircuitBreaker:
         # The epoch when calls may take the lock-free path (closed, untimed), else -1.
         self._fast_epoch = 0 if self._plain else -1
         self._forced = False
+        # When ageing alone will trip the closed breaker: (bucket index, outcomes, failures,
+        # slow calls) of the window then, or None. See TripRule.assess.
+        self._due: tuple[float, int, int, int] | None = None
         self._tripped_by: tuple[CircuitTrigger, ...] = ()
         self._open_until = 0.0
         self._consecutive_opens = 0
@@ -176,29 +184,98 @@ class CircuitBreaker:
         return self._state
 
     @property
-    def retry_after(self) -> float:
-        """Seconds until a call would be admitted (0.0 when it would be now). A pure read."""
+    def retry_after(self) -> float | None:
+        """Seconds until the next call would be admitted, if nothing else happens. A pure read.
+
+        ``0.0`` when a call made now would be admitted (``would_admit()``), ``math.inf`` while
+        forced open, and ``None`` when no amount of waiting will do by itself: probes in flight
+        must report first, or an external trigger must recover (``stats().waiting_for`` says
+        which). Probe reports and trigger metrics can make the wait shorter.
+        """
         with self._lock:
             return self._retry_after(self._clock())
 
-    def _retry_after(self, now: float) -> float:
+    def _ahead(self, now: float) -> tuple[CircuitState, float]:
+        """The state a call made at *now* would find, with its ``open_until``.
+
+        Time-driven changes (ageing out of the window, the half-open deadline) are applied at
+        the next call, dated when they happened; this computes their effect without applying it.
+        """
         state = self._state
+        config = self.config
+        if state is _CLOSED:
+            due = self._due
+            if due is not None and now // self._window.width >= due[0]:
+                return _OPEN, min(due[0] * self._window.width, now) + config.open_duration(0)
+        elif state is _HALF_OPEN:
+            wait = config.max_half_open_wait
+            if wait is not None and now - self._half_open_since >= wait:
+                reopen = self._half_open_since + wait
+                return _OPEN, reopen + config.open_duration(self._consecutive_opens + 1)
+        return state, self._open_until
+
+    def _retry_after(self, now: float) -> float | None:
+        state, open_until = self._ahead(now)
         if state is _CLOSED:
             return 0.0
         if state is _OPEN:
-            return math.inf if self._forced else max(0.0, self._open_until - now)
-        if self._half_open_admitted < self.config.half_open_max_calls:
+            if self._forced:
+                return math.inf
+            if now < open_until:
+                return open_until - now
+            return None if self._holding() else 0.0
+        config = self.config
+        if self._half_open_admitted < config.half_open_max_calls:
             return 0.0
-        wait = self.config.max_half_open_wait
-        if wait is not None:
-            return max(0.0, self._half_open_since + wait - now)
-        return self.config.recovery_timeout
+        wait = config.max_half_open_wait
+        if wait is None:
+            return None  # only a probe's report can free a slot or end the episode
+        # Unless a probe reports, the episode ends at the deadline and re-opens from then.
+        reopen = self._half_open_since + wait
+        return reopen + config.open_duration(self._consecutive_opens + 1) - now
+
+    def _waiting_for(self, now: float, retry_after: float | None) -> str | None:
+        if retry_after == math.inf:
+            return "force_close() or reset(): it was forced open"
+        if retry_after is not None:
+            return None
+        if self._ahead(now)[0] is _OPEN:
+            names = ", ".join(repr(t.description) for t in self._holding())
+            return f"external trigger {names} to recover"
+        in_flight = self._half_open_admitted - self._half_open_successes - self._half_open_failures
+        return f"{in_flight} half-open probe(s) in flight to report"
+
+    def _holding(self) -> tuple[CircuitTrigger, ...]:
+        """The triggers that opened the breaker and have not recovered yet."""
+        held = []
+        for trigger in self._tripped_by:
+            try:
+                if not trigger.should_recover(_HALF_OPEN):
+                    held.append(trigger)
+            except Exception:
+                logger.exception("trigger %r failed in should_recover", trigger)
+                held.append(trigger)
+        return tuple(held)
+
+    @property
+    def held_by(self) -> tuple[CircuitTrigger, ...]:
+        """External triggers that opened this (open) breaker and have not recovered yet.
+
+        While this is not empty, the breaker admits no probe even after its recovery timeout
+        (``retry_after`` is then ``None``): feed the triggers metrics until they recover.
+        Empty unless a call made now would find the breaker open. A pure read.
+        """
+        with self._lock:
+            if self._ahead(self._clock())[0] is not _OPEN:
+                return ()
+            return self._holding()
 
     def stats(self) -> CircuitStats:
         """A consistent snapshot of the counters. A pure read."""
         with self._lock:
             now = self._clock()
             total, failures, slow = self._window.counts_at(now)
+            retry_after = self._retry_after(now)
             return CircuitStats(
                 name=self.name,
                 state=self._state,
@@ -224,8 +301,9 @@ class CircuitBreaker:
                 ),
                 max_half_open_in_flight=self._probes_high,
                 consecutive_opens=self._consecutive_opens,
-                retry_after=self._retry_after(now),
+                retry_after=retry_after,
                 forced=self._forced,
+                waiting_for=self._waiting_for(now, retry_after),
             )
 
     @property
@@ -234,18 +312,12 @@ class CircuitBreaker:
         return self._last_failure
 
     def would_admit(self) -> bool:
-        """Whether a call made now would be admitted. A pure read: nothing is counted."""
+        """Whether a call made now would be admitted. A pure read: nothing is counted.
+
+        The same as ``retry_after == 0.0``.
+        """
         with self._lock:
-            state = self._state
-            if state is _CLOSED:
-                return True
-            now = self._clock()
-            if state is _OPEN:
-                return not self._forced and now >= self._open_until and self._triggers_recovered()
-            wait = self.config.max_half_open_wait
-            if wait is not None and now - self._half_open_since >= wait:
-                return False
-            return self._half_open_admitted < self.config.half_open_max_calls
+            return self._retry_after(self._clock()) == 0.0
 
     # ------------------------------------------------------------------------ call forms
 
@@ -260,7 +332,7 @@ class CircuitBreaker:
                 now = self._clock()
                 if now < self._open_until:
                     raise self._rejection(now)
-            if state is not _CLOSED:
+            if state is not _CLOSED or self._due is not None:
                 epoch = self._admit()  # raises CircuitOpenError when rejected
             return self._call_general(epoch, fn, *args, **kwargs)
         try:
@@ -305,7 +377,7 @@ class CircuitBreaker:
                 now = self._clock()
                 if now < self._open_until:
                     raise self._rejection(now)
-            if state is not _CLOSED:
+            if state is not _CLOSED or self._due is not None:
                 epoch = self._admit()
             start = self._clock() if self._slow_after is not None else None
             try:
@@ -418,7 +490,7 @@ class CircuitBreaker:
     def acquire(self) -> CallPermit:
         """Ask to make one call; returns a :class:`CallPermit` or raises ``CircuitOpenError``."""
         epoch = self._epoch
-        if self._state is not _CLOSED:
+        if self._state is not _CLOSED or self._due is not None:
             epoch = self._admit()
         return CallPermit(self, epoch, self._clock())
 
@@ -433,7 +505,7 @@ class CircuitBreaker:
         epoch = self._fast_epoch
         if epoch < 0:
             epoch = self._epoch
-            if self._state is not _CLOSED:
+            if self._state is not _CLOSED or self._due is not None:
                 epoch = self._admit()
             # The block's start time only matters to slow-call detection: skip the clock else.
             started = self._clock() if self._slow_after is not None else 0.0
@@ -475,10 +547,17 @@ class CircuitBreaker:
     # ------------------------------------------------------------------------ admission
 
     def _admit(self) -> int:
-        """Admission for a breaker that was not closed at the fast-path check."""
+        """Admission for a breaker that was not closed, or had ageing due, at the first check."""
         now = self._clock()
-        if self._state is _OPEN and now < self._open_until:
-            raise self._rejection(now)
+        state = self._state
+        if state is _OPEN:
+            if now < self._open_until:
+                raise self._rejection(now)
+        elif state is _CLOSED:
+            epoch = self._epoch
+            due = self._due
+            if due is None or now // self._window.width < due[0]:
+                return epoch
         return self._admit_locked()
 
     def _rejection(self, now: float) -> CircuitOpenError:
@@ -503,29 +582,21 @@ class CircuitBreaker:
         admitted: int | None = None
         error: CircuitOpenError | None = None
         with self._lock:
+            now = self._clock()
+            self._catch_up(now, admitting=True)
             state = self._state
             if state is _CLOSED:
-                return self._epoch
-            now = self._clock()
-            config = self.config
-            if state is _OPEN:
-                if not self._forced and now >= self._open_until and self._triggers_recovered():
+                admitted = self._epoch
+            elif state is _OPEN:
+                if not self._forced and now >= self._open_until and not self._holding():
                     self._to_half_open(now)
                     self._half_open_admitted = 1
                     self._probes_high = max(self._probes_high, 1)
                     admitted = self._epoch
-            else:
-                wait = config.max_half_open_wait
-                if wait is not None and now - self._half_open_since >= wait:
-                    self._to_open(
-                        now,
-                        f"half-open probes gave no verdict within max_half_open_wait={wait:g}s",
-                        self._half_open_failures,
-                    )
-                elif self._half_open_admitted < config.half_open_max_calls:
-                    self._half_open_admitted += 1
-                    self._probes_high = max(self._probes_high, self._half_open_admitted)
-                    admitted = self._epoch
+            elif self._half_open_admitted < self.config.half_open_max_calls:
+                self._half_open_admitted += 1
+                self._probes_high = max(self._probes_high, self._half_open_admitted)
+                admitted = self._epoch
             if admitted is None:
                 next(self._rejections)
                 state = self._state
@@ -539,15 +610,31 @@ class CircuitBreaker:
             raise error
         return admitted  # type: ignore[return-value]
 
-    def _triggers_recovered(self) -> bool:
-        for trigger in self._tripped_by:
-            try:
-                if not trigger.should_recover(_HALF_OPEN):
-                    return False
-            except Exception:
-                logger.exception("trigger %r failed in should_recover", trigger)
-                return False
-        return True
+    def _catch_up(self, now: float, *, admitting: bool) -> None:
+        """Apply the time-driven changes due by *now*, dated when they happened (lock held).
+
+        Ageing out of the window is applied before anything else is recorded; the half-open
+        deadline only at an admission attempt (a probe that reports before it still counts).
+        """
+        state = self._state
+        if state is _CLOSED:
+            due = self._due
+            if due is not None and now // self._window.width >= due[0]:
+                index, outcomes, failures, slow = due
+                reason = self._rule.reason(outcomes, failures, slow)
+                self._to_open(
+                    min(index * self._window.width, now),
+                    f"{reason} (as older calls left the window)",
+                    failures,
+                )
+        elif admitting and state is _HALF_OPEN:
+            wait = self.config.max_half_open_wait
+            if wait is not None and now - self._half_open_since >= wait:
+                self._to_open(
+                    self._half_open_since + wait,
+                    f"half-open probes gave no verdict within max_half_open_wait={wait:g}s",
+                    self._half_open_failures,
+                )
 
     # ------------------------------------------------------------------------ outcomes
 
@@ -577,27 +664,38 @@ class CircuitBreaker:
             self._release(epoch)  # interrupted inside a predicate: free the slot, no verdict
             raise
         if outcome is None:
-            self._release(epoch, ignored=isinstance(exc, Exception))
+            self._release(epoch)
+        elif outcome is _IGNORED:
+            self._release(epoch, ignored=True)
         elif outcome is _SUCCESS:
             self._record_success(epoch, duration)
         else:
-            self._record_failure(epoch, exc, outcome, duration)
+            self._record_failure(epoch, exc, cast(RequestOutcome, outcome), duration)
 
-    def _classify(self, exc: BaseException) -> RequestOutcome | None:
-        """None for 'no verdict' (ignored, cancelled, interrupted)."""
+    def _classify(self, exc: BaseException) -> RequestOutcome | object | None:
+        """``_IGNORED`` (matches ignore_exceptions), ``None`` (no verdict) or an outcome."""
         if not isinstance(exc, Exception):
-            return None  # CancelledError, KeyboardInterrupt, SystemExit: not the dependency's fault
-        if self._ignore_exceptions and _matches(self._ignore_exceptions, exc):
+            # CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit, a BaseException of
+            # the user's: the call was stopped, the dependency did not answer. Neither success
+            # nor failure, unless its class is listed (predicates are not asked: they expect
+            # the dependency's errors, not a cancellation).
+            if _lists(self._ignore_exceptions, exc):
+                return _IGNORED
+            if _lists(self._failure_exceptions, exc):
+                return _FAILURE
             return None
+        if self._ignore_exceptions and _matches(self._ignore_exceptions, exc):
+            return _IGNORED
         if _matches(self._failure_exceptions, exc):
             return _TIMEOUT if isinstance(exc, TimeoutError) else _FAILURE
         return _SUCCESS
 
     def _record_success(self, epoch: int, duration: float | None) -> None:
         if duration is None and _LOCK_FREE:
-            # Lock-free fast path. The bucket carries the epoch it was created in, and a
-            # transition bumps the epoch before it replaces the window, so a success that passes
-            # the check lands in its own epoch's window or in a discarded one, never a later one.
+            # Lock-free fast path. The current bucket carries the epoch only while a success
+            # cannot change the verdict (see _assess), and a transition bumps the epoch before
+            # it replaces the window, so a success that passes the check lands in its own
+            # epoch's window or in a discarded one, never a later one.
             end, counter, tag = self._window.current
             if tag == epoch and self._clock() < end:
                 next(counter)
@@ -607,12 +705,13 @@ class CircuitBreaker:
         )
         now = self._clock()
         with self._lock:
+            if self._due is not None:
+                self._catch_up(now, admitting=False)
             if epoch != self._epoch:
-                return  # admitted in an earlier state: says nothing about this one
-            if self._state is _CLOSED:
-                self._window.add(now, False, slow, epoch)
-                if slow:
-                    self._check_trip(now)
+                self._ignored += 1  # admitted in an earlier state: says nothing about this one
+            elif self._state is _CLOSED:
+                self._window.add(now, False, slow)
+                self._assess(now)
             elif self._state is _HALF_OPEN:
                 self._half_open_success_total += 1
                 if slow:
@@ -630,18 +729,21 @@ class CircuitBreaker:
         )
         now = self._clock()
         with self._lock:
+            if self._due is not None:
+                self._catch_up(now, admitting=False)
             if epoch != self._epoch:
-                return
-            self._failures += 1
-            if outcome is _TIMEOUT:
-                self._timeouts += 1
-            self._last_failure = exc
-            self._last_failure_time = now
-            if self._state is _CLOSED:
-                self._window.add(now, True, slow, epoch)
-                self._check_trip(now)
-            elif self._state is _HALF_OPEN:
-                self._probe_failed(now, f"probe call failed ({outcome.value})")
+                self._ignored += 1  # admitted in an earlier state: says nothing about this one
+            else:
+                self._failures += 1
+                if outcome is _TIMEOUT:
+                    self._timeouts += 1
+                self._last_failure = exc
+                self._last_failure_time = now
+                if self._state is _CLOSED:
+                    self._window.add(now, True, slow)
+                    self._assess(now)
+                elif self._state is _HALF_OPEN:
+                    self._probe_failed(now, f"probe call failed ({outcome.value})")
         if self._pending:
             self._deliver()
 
@@ -652,38 +754,24 @@ class CircuitBreaker:
             if epoch == self._epoch and self._state is _HALF_OPEN:
                 self._half_open_admitted -= 1
 
-    def _check_trip(self, now: float) -> None:
+    def _assess(self, now: float) -> None:
+        """The window changed: trip now, or note when ageing will trip it (lock held).
+
+        Successes stay lock-free only while one more success cannot change that verdict;
+        admissions stay lock-free only while ageing cannot trip the breaker.
+        """
         window = self._window
-        config = self.config
-        total = window.total
-        if total < config.minimum_requests:
+        reason, due, armed = self._rule.assess(window)
+        if reason is not None:
+            self._to_open(now, reason, window.failures)
             return
-        failures = window.failures
-        if failures >= config.failure_threshold:
-            reason = (
-                f"{failures} failures in {total} calls within "
-                f"{config.failure_window:g}s (threshold {config.failure_threshold})"
-            )
-        elif (
-            config.failure_rate_threshold is not None
-            and failures >= config.failure_rate_threshold * total
-        ):
-            reason = (
-                f"failure rate {failures}/{total} >= "
-                f"{config.failure_rate_threshold:.0%} within {config.failure_window:g}s"
-            )
-        elif (
-            config.slow_call_rate_threshold is not None
-            and window.slow >= config.slow_call_rate_threshold * total
-        ):
-            reason = (
-                f"slow-call rate {window.slow}/{total} >= "
-                f"{config.slow_call_rate_threshold:.0%} (calls >= "
-                f"{config.slow_call_duration:g}s) within {config.failure_window:g}s"
-            )
+        self._due = due
+        if due is None:
+            self._fast_epoch = self._epoch if self._plain else -1
+            window.allow_lock_free(-1 if armed else self._epoch)
         else:
-            return
-        self._to_open(now, reason, failures)
+            self._fast_epoch = -1
+            window.allow_lock_free(-1)
 
     def _probe_succeeded(self, now: float) -> None:
         self._half_open_successes += 1
@@ -715,6 +803,7 @@ class CircuitBreaker:
         self._state = _OPEN
         self._epoch += 1
         self._fast_epoch = -1
+        self._due = None
         self._last_state_change = now
         self._window.clear()
         if self._listeners:
@@ -737,6 +826,7 @@ class CircuitBreaker:
         self._state = _CLOSED
         self._epoch += 1
         self._fast_epoch = self._epoch if self._plain else -1
+        self._due = None
         self._last_state_change = now
         self._forced = False
         self._tripped_by = ()
@@ -772,6 +862,7 @@ class CircuitBreaker:
         """Open now and stay open (no probes) until :meth:`force_close` or :meth:`reset`."""
         with self._lock:
             now = self._clock()
+            self._catch_up(now, admitting=False)
             if self._state is _OPEN:
                 self._forced = True
                 self._open_until = math.inf
@@ -783,8 +874,11 @@ class CircuitBreaker:
         """Close now, forgetting the window; the breaker then trips again on new failures."""
         with self._lock:
             now = self._clock()
+            self._catch_up(now, admitting=False)
             if self._state is _CLOSED:
                 self._window.clear()
+                self._due = None
+                self._fast_epoch = self._epoch if self._plain else -1
             else:
                 self._to_closed(now, "forced closed")
         self._deliver()
@@ -793,6 +887,7 @@ class CircuitBreaker:
         """Back to a new breaker's state: closed, every counter and the window cleared."""
         with self._lock:
             now = self._clock()
+            self._catch_up(now, admitting=False)
             previous = self._state
             epoch = self._epoch
             self._reset_counters(now)
@@ -848,19 +943,20 @@ class CircuitBreaker:
         if not fired:
             return False
         with self._lock:
-            if self._state is not _CLOSED:
-                return False
             now = self._clock()
-            if self._listeners:
-                for trigger in fired:
-                    self._pending.append(
-                        ExternalTriggerActivated(self.name, now, trigger.description)
-                    )
-            names = ", ".join(t.description for t in fired)
-            self._to_open(now, f"external trigger: {names}", self._window.failures)
-            self._tripped_by = tuple(fired)
+            self._catch_up(now, admitting=False)
+            opened = self._state is _CLOSED
+            if opened:
+                if self._listeners:
+                    for trigger in fired:
+                        self._pending.append(
+                            ExternalTriggerActivated(self.name, now, trigger.description)
+                        )
+                names = ", ".join(t.description for t in fired)
+                self._to_open(now, f"external trigger: {names}", self._window.failures)
+                self._tripped_by = tuple(fired)
         self._deliver()
-        return True
+        return opened
 
     # ------------------------------------------------------------------------ events
 
@@ -894,6 +990,11 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} state={self._state.value}>"
+
+
+def _lists(matchers: tuple[ExceptionMatcher, ...], exc: BaseException) -> bool:
+    """Whether one of the exception classes among *matchers* matches (predicates not asked)."""
+    return any(isinstance(m, type) and isinstance(exc, m) for m in matchers)
 
 
 def _matches(matchers: tuple[ExceptionMatcher, ...], exc: BaseException) -> bool:

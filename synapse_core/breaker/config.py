@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from typing import Any, TypeAlias
 
 from synapse_core.clock import to_seconds
@@ -24,25 +25,33 @@ class CircuitBreakerConfig:
     A bad value raises ``ValueError`` (or ``TypeError`` for a wrong type) naming the field and
     its allowed range.
 
-    Tripping (closed -> open) happens when, inside the sliding ``failure_window``, at least
-    ``minimum_requests`` outcomes were recorded and any of these holds:
+    Tripping (closed -> open) happens as soon as, inside the sliding ``failure_window``, at
+    least ``minimum_requests`` outcomes were recorded and any of these holds:
 
     * failures >= ``failure_threshold``;
     * ``failure_rate_threshold`` is set and failures / outcomes >= it;
     * ``slow_call_rate_threshold`` is set and slow calls / outcomes >= it, where a call is slow
       when it took at least ``slow_call_duration``.
 
-    Recovery: after ``recovery_timeout`` the next call is admitted as the first of
+    The rule is judged whenever the window changes (after every outcome, successes included,
+    and as outcomes age out of it); rates compare exactly against the decimal written
+    (7 failures in 25 meet 0.28).
+
+    Recovery: at or after ``recovery_timeout`` the next call is admitted as the first of
     ``half_open_max_calls`` probes. The breaker closes once
     ``ceil(success_threshold * half_open_max_calls)`` probes succeeded and re-opens as soon as
     that can no longer happen. Each consecutive re-open multiplies the open time by
     ``open_backoff_multiplier``, up to ``max_recovery_timeout``. A half-open episode that lasts
-    ``max_half_open_wait`` without reaching a verdict (probes that never report back) re-opens.
+    ``max_half_open_wait`` without reaching a verdict (probes that never report back) re-opens,
+    dated at that deadline, at the next call.
 
     Classification: an exception matching ``ignore_exceptions`` counts as neither success nor
     failure (it frees its probe slot and leaves the window untouched). Otherwise an exception
     matching ``failure_exceptions`` is a failure (``TimeoutError`` is recorded as a timeout), and
-    any other exception counts as a success: the dependency answered, the caller's input was bad.
+    any other ``Exception`` counts as a success: the dependency answered, the caller's input was
+    bad. A ``BaseException`` that is not an ``Exception`` (cancellation, ``KeyboardInterrupt``,
+    ``SystemExit``...) counts as neither unless its class is listed in one of the two tuples
+    (predicates are only asked about ``Exception``s).
     ``is_failure_result`` marks returned values as failures (e.g. HTTP 503 responses). A
     predicate (exception matcher or ``is_failure_result``) that raises is logged on the
     ``synapse_core.breaker`` logger and counts as "no match"; the caller's call is unaffected.
@@ -88,8 +97,8 @@ class CircuitBreakerConfig:
         _set(self, "ignore_exceptions", _matchers("ignore_exceptions", self.ignore_exceptions))
         if self.is_failure_result is not None and not callable(self.is_failure_result):
             raise TypeError("is_failure_result must be a callable taking the call's return value")
-        # Guard against 0.7 * 10 == 7.000000000000001 rounding up to 8.
-        target = math.ceil(self.success_threshold * self.half_open_max_calls - 1e-9)
+        # Exact: 0.7 * 10 is 7.000000000000001 in floats, which would round up to 8.
+        target = math.ceil(exact_fraction(self.success_threshold) * self.half_open_max_calls)
         _set(self, "half_open_success_target", max(1, target))
 
     def _check_ranges(self) -> None:
@@ -176,6 +185,15 @@ class CircuitBreakerConfig:
             raise TypeError(f"unknown CircuitBreakerConfig field(s): {', '.join(sorted(unknown))}")
         current.update(changes)
         return CircuitBreakerConfig(**current)
+
+
+def exact_fraction(value: float) -> Fraction:
+    """The decimal a float threshold was written as, as an exact fraction (0.28 -> 7/25).
+
+    ``Fraction(0.28)`` would be the binary float's value, a hair above 28/100; the shortest
+    decimal that round-trips (``repr``) is what the user typed.
+    """
+    return Fraction(repr(float(value)))
 
 
 def _set(config: CircuitBreakerConfig, name: str, value: object) -> None:

@@ -53,11 +53,11 @@ class CircuitClosed(CircuitEvent):
 
 @dataclass(frozen=True, slots=True)
 class RequestRejected(CircuitEvent):
-    """A call was rejected without running."""
+    """A call was rejected without running; ``retry_after`` as ``breaker.retry_after`` says it."""
 
     kind: ClassVar[str] = "request_rejected"
     state: CircuitState
-    retry_after: float
+    retry_after: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,14 +13,19 @@ class CircuitStats:
     """What a breaker has seen, read without side effects by ``breaker.stats()``.
 
     Lifetime counters (since creation or the last ``reset()``): ``failure_count`` (failures,
-    timeouts included), ``success_count``, ``timeout_count``, ``ignored_count`` (calls whose
-    exception matched ``ignore_exceptions``), ``total_requests`` (calls that ran and were
+    timeouts included), ``success_count``, ``timeout_count``, ``ignored_count`` (outcomes that
+    counted as neither: exceptions matching ``ignore_exceptions``, and late reports of calls
+    admitted before the breaker last changed state), ``total_requests`` (calls that ran and were
     recorded: successes + failures), ``rejection_count``.
 
     Window figures describe the sliding ``failure_window`` ending now: ``window_requests``,
     ``window_failures``, ``window_failure_rate`` (0.0 when empty) and ``window_slow_calls``.
 
     ``max_half_open_in_flight`` is the most probes ever admitted at once in a half-open episode.
+
+    ``retry_after`` is ``breaker.retry_after`` at the time of the snapshot: seconds until a call
+    would be admitted, ``math.inf`` while forced open, ``None`` while only an event can admit
+    one; ``waiting_for`` then says which (``None`` while time alone will do).
 
     Times are on the breaker's clock (monotonic seconds); ``last_failure_time`` is ``None``
     until a failure is recorded.
@@ -44,8 +49,9 @@ class CircuitStats:
     half_open_calls_in_flight: int
     max_half_open_in_flight: int
     consecutive_opens: int
-    retry_after: float
+    retry_after: float | None
     forced: bool
+    waiting_for: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the state as its string value)."""

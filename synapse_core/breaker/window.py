@@ -43,8 +43,9 @@ class SlidingWindow:
     Successes in the current bucket are counted lock-free: a caller reads :attr:`current`
     (``(bucket end time, counter, tag)``) and, if *now* is before the end and the tag is the one
     it expects, advances the counter with ``next()``, which CPython does atomically. The tag is
-    whatever the last locked :meth:`add` passed (the breaker passes its epoch). Everything else
-    runs under the breaker's lock.
+    whatever the owner last set with :meth:`allow_lock_free` (the breaker sets its epoch while
+    a success cannot change its verdict, -1 otherwise), and -1 in a new bucket until then.
+    Everything else runs under the breaker's lock.
     :attr:`lifetime_successes` and :meth:`counts_at` read every counter live and are exact;
     :attr:`total`, used for trip decisions, fixes a bucket's successes when the bucket stops
     being current, so a success racing that roll is missed there (not in the other figures).
@@ -56,6 +57,7 @@ class SlidingWindow:
         "_lifetime_closed",
         "current",
         "failures",
+        "generation",
         "slow",
         "width",
     )
@@ -68,14 +70,17 @@ class SlidingWindow:
         self._lifetime_closed = 0
         self.failures = 0
         self.slow = 0
+        # Bumped whenever the closed (older) buckets change: a cache key for suffixes().
+        self.generation = 0
 
-    def add(self, now: float, failed: bool, slow: bool, tag: int = 0) -> None:
-        """Record one outcome at time *now* (caller holds the breaker's lock)."""
+    def add(self, now: float, failed: bool, slow: bool) -> None:
+        """Record one outcome at time *now* (caller holds the breaker's lock).
+
+        A new bucket starts with the lock-free path closed (see :meth:`allow_lock_free`).
+        """
         index = now // self.width
         if not self._buckets or self._buckets[-1].index != index:
-            self._roll(index, tag)
-        elif self.current[2] != tag:
-            self.current = (self.current[0], self.current[1], tag)
+            self._roll(index)
         bucket = self._buckets[-1]
         if failed:
             bucket.failures += 1
@@ -86,12 +91,19 @@ class SlidingWindow:
             bucket.slow += 1
             self.slow += 1
 
-    def _roll(self, index: float, tag: int) -> None:
+    def allow_lock_free(self, tag: int) -> None:
+        """Let callers holding *tag* count successes lock-free in the current bucket (-1: none)."""
+        current = self.current
+        if current[2] != tag and self._buckets:
+            self.current = (current[0], current[1], tag)
+
+    def _roll(self, index: float) -> None:
         buckets = self._buckets
         if buckets:
             newest = buckets[-1]
             if newest.index > index:
                 # The injected clock went backwards: keep counting in the newest bucket.
+                self.current = (self.current[0], self.current[1], -1)
                 return
             newest.closed = count_value(newest.successes)
             self._closed_successes += newest.closed
@@ -105,7 +117,8 @@ class SlidingWindow:
             self.slow -= expired.slow
         bucket = _Bucket(index)
         buckets.append(bucket)
-        self.current = ((index + 1) * self.width, bucket.successes, tag)
+        self.generation += 1
+        self.current = ((index + 1) * self.width, bucket.successes, -1)
 
     @property
     def lifetime_successes(self) -> int:
@@ -140,5 +153,30 @@ class SlidingWindow:
         else:
             self._lifetime_closed += sum(b.live_successes() for b in self._buckets)
         self._buckets.clear()
+        self.generation += 1
         self.current = (-math.inf, count(), -1)
         self._closed_successes = self.failures = self.slow = 0
+
+    def suffixes(self) -> tuple[list[float], list[int], list[int], list[int]]:
+        """What the window loses as time passes, if nothing new is recorded.
+
+        Returns ``(indexes, outcomes, failures, slow)``: ``indexes[k]`` is the bucket index at
+        which the ``k + 1`` oldest buckets have all left the window, and the three count lists
+        hold what those ``k + 1`` buckets contain in total (cumulative, oldest first). The
+        newest bucket is never included: it is the last to leave, and by then the window is
+        empty. Only closed buckets are summed, so the result changes with :attr:`generation`.
+        """
+        indexes: list[float] = []
+        outcomes: list[int] = []
+        failures: list[int] = []
+        slow: list[int] = []
+        total = bad = late = 0
+        for bucket in list(self._buckets)[:-1]:
+            total += bucket.closed + bucket.failures
+            bad += bucket.failures
+            late += bucket.slow
+            indexes.append(bucket.index + WINDOW_BUCKETS)
+            outcomes.append(total)
+            failures.append(bad)
+            slow.append(late)
+        return indexes, outcomes, failures, slow

@@ -666,7 +666,7 @@ class Transport(ABC):
         try:
             permit = breaker.acquire()
         except CircuitOpenError as exc:
-            if exc.retry_after == 0.0 and breaker.triggers:
+            if exc.retry_after is None and breaker.held_by:
                 return await self._measure_for_triggers(target, breaker)
             self._counters.rejected_by_breaker += 1
             raise

@@ -188,5 +188,6 @@ def _skip_reason(transport: Transport, target: str) -> str:
     breaker = transport.circuit_breakers.get(target)
     if breaker is not None and not breaker.would_admit():
         wait = breaker.retry_after
-        return f"breaker {breaker.name!r} is {breaker.state.value} (retry after {wait:.3f}s)"
+        when = "no retry time yet" if wait is None else f"retry after {wait:.3f}s"
+        return f"breaker {breaker.name!r} is {breaker.state.value} ({when})"
     return "peer unknown to this transport"

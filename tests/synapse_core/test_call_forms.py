@@ -276,6 +276,61 @@ def test_keyboard_interrupt_is_not_a_failure(make_breaker: MakeBreaker) -> None:
     assert breaker.state is CircuitState.CLOSED
 
 
+class Halt(BaseException):
+    """A BaseException of the user's that is not an Exception."""
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), GeneratorExit(), Halt()], ids=type)
+def test_a_base_exception_that_is_not_an_exception_counts_as_nothing(
+    make_breaker: MakeBreaker, clock: VirtualClock, exc: BaseException
+) -> None:
+    """They used to count as nothing while the README said "any other exception is a success";
+    now the README says they are neither, like a cancellation, and frees a probe's slot."""
+    breaker = make_breaker(failure_threshold=1, minimum_requests=1, half_open_max_calls=1)
+    with pytest.raises(type(exc)):
+        breaker.call(_raise, exc)
+    stats = breaker.stats()
+    assert (stats.success_count, stats.failure_count, stats.ignored_count) == (0, 0, 0)
+    assert stats.window_requests == 0
+    fail_times(breaker, 1)
+    clock.advance(10)
+    with pytest.raises(type(exc)):
+        breaker.call(_raise, exc)  # the only probe: no verdict, and its slot is free again
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.call(ok) == "ok"
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_listed_base_exception_is_a_failure_or_ignored(make_breaker: MakeBreaker) -> None:
+    """``failure_exceptions=(Halt,)`` with a BaseException subclass was accepted but never
+    recorded a failure."""
+    failing = make_breaker("a", failure_threshold=2, failure_exceptions=(ConnectionError, Halt))
+    for _ in range(2):
+        with pytest.raises(Halt):
+            failing.call(_raise, Halt())
+    assert failing.state is CircuitState.OPEN
+    assert isinstance(failing.last_failure, Halt)
+    ignoring = make_breaker("b", ignore_exceptions=(Halt,))
+    with pytest.raises(Halt):
+        ignoring.call(_raise, Halt())
+    assert ignoring.stats().ignored_count == 1
+
+
+def test_predicates_are_not_asked_about_cancellations(make_breaker: MakeBreaker) -> None:
+    """A predicate expects the dependency's errors (``exc.status``...), not a KeyboardInterrupt."""
+    asked: list[BaseException] = []
+
+    def predicate(exc: BaseException) -> bool:
+        asked.append(exc)
+        return True
+
+    breaker = make_breaker(failure_exceptions=(predicate,), ignore_exceptions=(predicate,))
+    with pytest.raises(KeyboardInterrupt):
+        breaker.call(_raise, KeyboardInterrupt())
+    assert asked == []
+    assert breaker.stats().ignored_count == 0
+
+
 def test_decorating_a_non_callable_is_a_type_error(make_breaker: MakeBreaker) -> None:
     with pytest.raises(TypeError, match="decorates a function"):
         make_breaker()(42)  # type: ignore[call-overload]

@@ -101,6 +101,121 @@ def test_slow_call_rate_threshold(make_breaker: MakeBreaker, clock: VirtualClock
     assert breaker.stats().failure_count == 0
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"failure_threshold": 1, "minimum_requests": 2},
+        {"failure_threshold": 1000, "minimum_requests": 2, "failure_rate_threshold": 0.5},
+    ],
+    ids=["count", "rate"],
+)
+@pytest.mark.parametrize("order", ["FS", "SF"])
+def test_the_verdict_does_not_depend_on_the_order_of_outcomes(
+    make_breaker: MakeBreaker, fields: dict[str, object], order: str
+) -> None:
+    """The rule was checked only after a failure: F then S stayed closed, S then F opened."""
+    breaker = make_breaker(**fields)
+    for outcome in order:
+        if outcome == "F":
+            fail_times(breaker, 1)
+        else:
+            breaker.call(ok)
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_the_success_that_completes_minimum_requests_trips_through_the_lock_free_path(
+    make_breaker: MakeBreaker,
+) -> None:
+    """The decorator and ``with`` take the lock-free path too; it must not skip the verdict."""
+    breaker = make_breaker(failure_threshold=2, minimum_requests=5)
+    guarded = breaker(ok)
+    fail_times(breaker, 2)
+    guarded()
+    with breaker:
+        pass
+    assert breaker.state is CircuitState.CLOSED
+    breaker.call(ok)  # the fifth outcome
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_failure_rate_compares_exactly(make_breaker: MakeBreaker) -> None:
+    """7 failures in 25 calls is exactly 28%; 0.28 * 25 is 7.000000000000001 in floats."""
+    breaker = make_breaker(failure_threshold=1000, minimum_requests=25, failure_rate_threshold=0.28)
+    for _ in range(18):
+        breaker.call(ok)
+    fail_times(breaker, 6)
+    assert breaker.state is CircuitState.CLOSED
+    fail_times(breaker, 1)
+    assert breaker.state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize(("threshold", "slow"), [(0.55, 55), (0.07, 7)])
+def test_slow_call_rate_compares_exactly(
+    make_breaker: MakeBreaker, threshold: float, slow: int
+) -> None:
+    breaker = make_breaker(
+        failure_threshold=1000,
+        minimum_requests=100,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=threshold,
+    )
+    for _ in range(100 - slow):
+        breaker.acquire().success(duration=0.01)
+    for _ in range(slow):
+        breaker.acquire().success(duration=2.0)
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_the_window_is_judged_again_as_old_outcomes_leave_it(
+    make_breaker: MakeBreaker, clock: VirtualClock
+) -> None:
+    """3 successes then 2 failures is 40% < 50%; once the successes age out, the 2 failures
+    alone are 100%: the breaker opened then, not at the next outcome."""
+    breaker = make_breaker(failure_threshold=1000, failure_rate_threshold=0.5, failure_window=12.5)
+    seen = []
+    breaker.subscribe(seen.append)
+    for _ in range(3):
+        breaker.call(ok)  # at t=1000: slice 8000 of 0.125 s, which leaves the window at 1012.5
+    clock.advance(5)
+    fail_times(breaker, 2)
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.would_admit()
+    clock.advance(7.375)  # t=1012.375: the successes are still in
+    assert breaker.would_admit()
+    clock.advance(0.625)  # t=1013
+    assert breaker.retry_after == 9.5  # open since 1012.5, for 10 s
+    assert not breaker.would_admit()
+    with pytest.raises(CircuitOpenError):
+        breaker.call(ok)
+    assert breaker.state is CircuitState.OPEN
+    opened = seen[0]
+    assert opened.timestamp == 1012.5
+    assert "failure rate 2/2" in opened.reason
+    assert "left the window" in opened.reason
+    clock.advance(9.5)
+    breaker.call(ok)  # a probe
+    assert breaker.state is CircuitState.HALF_OPEN
+
+
+def test_ageing_that_trips_a_breaker_nobody_called_is_dated_when_it_happened(
+    make_breaker: MakeBreaker, clock: VirtualClock
+) -> None:
+    """A call long after the window tripped by ageing meets a breaker whose open period is over:
+    it is admitted as the first probe."""
+    breaker = make_breaker(failure_threshold=1000, failure_rate_threshold=0.5, failure_window=12.5)
+    for _ in range(3):
+        breaker.call(ok)
+    clock.advance(5)
+    fail_times(breaker, 2)
+    clock.advance(17.375)  # opened at 1012.5 until 1022.5
+    assert breaker.retry_after == 0.125
+    clock.advance(0.125)
+    assert breaker.would_admit()
+    breaker.call(ok)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.stats().last_state_change == 1022.5
+
+
 # Rule 2: open rejects at once, without calling, counting and emitting each rejection.
 
 
@@ -245,6 +360,75 @@ def test_max_half_open_wait_ends_a_wedged_episode(
     assert breaker.state is CircuitState.CLOSED
 
 
+def test_retry_after_in_half_open_counts_the_deadline_and_the_reopening(
+    make_breaker: MakeBreaker, clock: VirtualClock
+) -> None:
+    """With the only probe running it said 4.0 at t=11 (the call then is rejected, and the
+    deadline re-opens the breaker for 20 s), and 0.0 at the deadline while would_admit() was
+    False. Now it says when a call would be admitted, and waiting that long works."""
+    breaker = make_breaker(
+        recovery_timeout=10.0,
+        open_backoff_multiplier=2.0,
+        half_open_max_calls=1,
+        max_half_open_wait=5.0,
+    )
+    fail_times(breaker, 3)  # t=1000, open until 1010
+    clock.advance(10)
+    breaker.acquire()  # the only probe, never reported; the episode ends at 1015
+    clock.advance(1)
+    assert breaker.retry_after == 24.0  # 4 s to the deadline, then re-opened for 20 s
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.call(ok)
+    assert info.value.retry_after == 24.0
+    clock.advance(4)  # the deadline
+    assert not breaker.would_admit()
+    assert breaker.retry_after == 20.0
+    clock.advance(1)
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.call(ok)  # re-opens, dated at the deadline
+    assert (info.value.state, info.value.retry_after) == (CircuitState.OPEN, 19.0)
+    assert breaker.stats().last_state_change == 1015.0
+    clock.advance(19)
+    assert breaker.retry_after == 0.0
+    breaker.call(ok)
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_probe_that_reports_after_the_deadline_but_before_the_next_call_still_counts(
+    make_breaker: MakeBreaker, clock: VirtualClock
+) -> None:
+    breaker = make_breaker(half_open_max_calls=1, max_half_open_wait=5.0)
+    fail_times(breaker, 3)
+    clock.advance(10)
+    probe = breaker.acquire()
+    clock.advance(6)
+    assert not breaker.would_admit()  # a call now would end the episode
+    probe.success()
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_half_open_with_every_probe_out_has_no_retry_time(
+    make_breaker: MakeBreaker, clock: VirtualClock
+) -> None:
+    """Without max_half_open_wait only a probe's report admits the next call: it used to say
+    recovery_timeout, as if the next call were admitted then."""
+    breaker = make_breaker()
+    fail_times(breaker, 3)
+    clock.advance(10)
+    probes = [breaker.acquire(), breaker.acquire()]
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.call(ok)
+    assert info.value.retry_after is None
+    assert "no retry time" in str(info.value)
+    stats = breaker.stats()
+    assert stats.retry_after is None
+    assert stats.waiting_for == "2 half-open probe(s) in flight to report"
+    probes[0].release()
+    assert breaker.retry_after == 0.0
+    assert breaker.stats().waiting_for is None
+    probes[1].success()
+
+
 def test_without_max_half_open_wait_lost_probes_wedge_half_open(
     make_breaker: MakeBreaker, clock: VirtualClock
 ) -> None:
@@ -288,6 +472,19 @@ def test_closing_clears_the_window(make_breaker: MakeBreaker, clock: VirtualCloc
 
 
 # Rule 6: outcomes of calls admitted in an earlier state are ignored.
+
+
+def test_late_outcomes_are_counted_as_ignored(
+    make_breaker: MakeBreaker, clock: VirtualClock
+) -> None:
+    breaker = make_breaker()
+    late = [breaker.acquire() for _ in range(3)]
+    fail_times(breaker, 3)
+    late[0].success()
+    late[1].failure(Boom("late"))
+    late[2].release()  # no outcome: nothing to count
+    stats = breaker.stats()
+    assert (stats.success_count, stats.failure_count, stats.ignored_count) == (0, 3, 2)
 
 
 def test_late_outcome_from_before_the_trip_is_ignored(

@@ -121,6 +121,37 @@ def test_latency_tripped_breaker_waits_for_latency_to_recover(
     assert breaker.triggers == ()
 
 
+def test_a_breaker_held_open_by_a_trigger_has_no_retry_time(
+    make_breaker: MakeBreaker, clock: VirtualClock
+) -> None:
+    """Past its recovery timeout, a breaker whose trigger has not recovered said
+    ``retry_after == 0.0`` while rejecting every call; it now says when it will next look, then
+    ``None``, with the trigger named in ``stats().waiting_for``."""
+    breaker = make_breaker()
+    trigger = LatencyTrigger(0.1, samples_required=1)
+    breaker.add_trigger(trigger)
+    assert breaker.check_external_triggers(TransportMetrics(latency=0.3))
+    assert breaker.held_by == (trigger,)
+    clock.advance(4)
+    assert breaker.retry_after == 6.0  # when it will next look
+    clock.advance(6)
+    assert breaker.retry_after is None
+    assert not breaker.would_admit()
+    stats = breaker.stats()
+    assert stats.retry_after is None
+    assert stats.waiting_for == f"external trigger {trigger.description!r} to recover"
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.call(ok)
+    assert info.value.retry_after is None
+    assert "external trigger" in str(info.value)
+    breaker.check_external_triggers(TransportMetrics(latency=0.01))
+    assert breaker.held_by == ()
+    assert breaker.retry_after == 0.0
+    assert breaker.stats().waiting_for is None
+    breaker.call(ok)
+    assert breaker.state is CircuitState.HALF_OPEN
+
+
 def test_add_trigger_rejects_non_triggers(make_breaker: MakeBreaker) -> None:
     with pytest.raises(TypeError, match="should_trip"):
         make_breaker().add_trigger(object())  # type: ignore[arg-type]
