@@ -41,6 +41,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_breaker.py
 	$(PY) benchmarks/bench_proxy.py
+	$(PY) benchmarks/bench_chaos_tests.py
 	$(PY) benchmarks/bench_transport.py
 
 serve: $(STAMP)

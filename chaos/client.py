@@ -3,6 +3,7 @@
 Each :class:`ToxiproxyClient` talks to one server, so several servers can be driven from one
 process (``toxiproxy-python`` keeps its address in a class attribute and cannot). Every request
 has a timeout; failures raise :mod:`chaos.errors` exceptions carrying the status and message.
+Connections are kept alive and reused (:mod:`chaos.httppool`): ``close()`` ends them.
 
 >>> client = ToxiproxyClient("http://127.0.0.1:8474")
 >>> redis = client.create_proxy("redis", upstream="127.0.0.1:6379")   # doctest: +SKIP
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.client
 import json
 import math
 import time
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from chaos.errors import NotFound, ToxiproxyError, ToxiproxyUnavailable, error_for_status
+from chaos.httppool import ConnectionPool
 from chaos.livefaults import DEFAULT_OWNER
 from chaos.proxy import Proxy
 from chaos.traffic import ProxyTraffic, TrafficUnavailable
@@ -130,9 +131,24 @@ class ToxiproxyClient:
         self.timeout = timeout
         self._host = parsed.hostname
         self._port = port or 80
+        self._pool = ConnectionPool(self._host, self._port, timeout)
 
     def __repr__(self) -> str:
         return f"ToxiproxyClient({self.url!r}, timeout={self.timeout})"
+
+    def close(self) -> None:
+        """Close the kept-alive connections to the server (the client stays usable).
+
+        Requests reuse connections; they are closed by this, by ``with client:``, or when the
+        client is garbage-collected.
+        """
+        self._pool.close()
+
+    def __enter__(self) -> ToxiproxyClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- transport -------------------------------------------------------------------------------
 
@@ -146,11 +162,8 @@ class ToxiproxyClient:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if payload is not None:
             headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
+            status, raw, content_type = self._pool.request(method, path, payload, headers)
         except TimeoutError:
             raise ToxiproxyUnavailable(
                 f"no answer within {self.timeout} s; is the server busy or stopped?",
@@ -165,9 +178,7 @@ class ToxiproxyClient:
                 method=method,
                 url=url,
             ) from None
-        finally:
-            conn.close()
-        return self._decode(method, url, response.status, raw, response.getheader("Content-Type"))
+        return self._decode(method, url, status, raw, content_type)
 
     @staticmethod
     def _decode(method: str, url: str, status: int, raw: bytes, content_type: str | None) -> Any:

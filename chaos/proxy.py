@@ -70,6 +70,8 @@ class Proxy:
         self.owner = check_owner(owner)
         self._faults: list[Fault] = []
         self._faults_lock = threading.Lock()
+        self.deleted = False
+        """True once :meth:`delete` removed the proxy from the server (through this handle)."""
 
     def __repr__(self) -> str:
         return f"<chaos.Proxy {self.name!r} {self.listen} -> {self.upstream}>"
@@ -219,12 +221,14 @@ class Proxy:
             raise first_error
 
     def delete(self) -> None:
-        """Heal, then delete the proxy from the server (its connections close)."""
+        """Heal, then delete the proxy from the server (its connections close); once."""
         try:
             self.heal()
         finally:
-            with contextlib.suppress(NotFound):  # already gone: nothing left to delete
-                self.client.delete_proxy(self.name)
+            if not self.deleted:  # a second delete() (a backend's cleanup) sends nothing
+                with contextlib.suppress(NotFound):  # already gone: nothing left to delete
+                    self.client.delete_proxy(self.name)
+                self.deleted = True
 
     def remove_stale_faults(self) -> list[str]:
         """Remove toxics of this owner left by a dead process; return their names.

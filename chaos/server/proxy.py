@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import Iterator
 from typing import Final
@@ -12,6 +13,16 @@ from chaos.server.config import ProxyConfig, join_address, listen_error, split_a
 from chaos.server.link import Connection, PlaneContext
 from chaos.server.toxics import STREAMS, Stream, ToxicSpec, parse_new_toxic, parse_toxic_update
 from chaos.server.traffic import TrafficLog
+
+
+def _ip_literal(host: str) -> tuple[socket.AddressFamily, str] | None:
+    """``(family, address)`` when *host* is an IP address, else ``None`` (a name to resolve)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
+
 
 # Bursts of connects (a pool warming up, the 1,000-connection test) must not overflow the queue.
 LISTEN_BACKLOG: Final = 4096
@@ -46,12 +57,17 @@ class Proxy:
         host, port = split_address(self.listen, "listen", allow_zero_port=True)
         loop = self.ctx.loop
         try:
-            # Resolve first so a name such as localhost binds one socket, not one per family.
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            family, _, _, _, sockaddr = infos[0]
+            literal = _ip_literal(host)
+            if literal is not None:  # the common case: no resolver round trip through a thread
+                family, address = literal
+            else:
+                # Resolve first so a name such as localhost binds one socket, not one per family.
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                family, _, _, _, sockaddr = infos[0]
+                address = str(sockaddr[0])
             server = await loop.create_server(
                 lambda: Connection(self, self.ctx).client,
-                str(sockaddr[0]),
+                address,
                 port,
                 family=family,
                 backlog=LISTEN_BACKLOG,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import http.server
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 from chaos_helpers import EchoServer, connect, recv_exactly, round_trip
@@ -179,3 +182,89 @@ def test_bad_url_is_rejected(url: str) -> None:
 def test_bad_timeout_is_rejected() -> None:
     with pytest.raises(ValueError, match="timeout"):
         ToxiproxyClient(timeout=0)
+
+
+class _KeepAliveApi(http.server.BaseHTTPRequestHandler):
+    """An HTTP/1.1 API that counts connections and can drop one after answering."""
+
+    protocol_version = "HTTP/1.1"
+    connections: ClassVar[list[int]] = []
+    drop_after_next: ClassVar[threading.Event] = threading.Event()
+
+    def setup(self) -> None:
+        super().setup()
+        self.connections.append(1)
+
+    def do_GET(self) -> None:
+        body = b'{"version": "2.12.0"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        if self.drop_after_next.is_set():  # as a server ending an idle connection does
+            self.drop_after_next.clear()
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def keepalive_api() -> Iterator[str]:
+    _KeepAliveApi.connections = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveApi)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_requests_reuse_one_connection_and_survive_the_server_closing_it(
+    keepalive_api: str,
+) -> None:
+    """A connection per request cost a connect and an accept each time (half of every request
+    on the embedded server); a connection the server closed while idle is replaced silently."""
+    with ToxiproxyClient(keepalive_api) as client:
+        for _ in range(5):
+            assert client.version() == "2.12.0"
+        assert len(_KeepAliveApi.connections) == 1
+        _KeepAliveApi.drop_after_next.set()
+        assert client.version() == "2.12.0"  # answered, then the server closes the connection
+        time.sleep(0.05)
+        assert client.version() == "2.12.0"  # sent again on a new connection
+        assert len(_KeepAliveApi.connections) == 2
+
+
+def test_a_client_dropped_with_idle_connections_leaves_no_socket_to_the_collector(
+    toxiproxy: EmbeddedToxiproxy,
+) -> None:
+    """Under filterwarnings=error a socket left for the garbage collector fails a later test."""
+    client = toxiproxy.client()
+    client.version()
+    del client
+    gc.collect()  # the finalizer closed the kept-alive socket: no ResourceWarning
+
+
+def test_deleting_a_proxy_twice_sends_one_request(
+    client: ToxiproxyClient, echo_server: EchoServer
+) -> None:
+    """chaos_proxy deletes its proxies at teardown and the backend again at session end: that
+    second DELETE was one wasted request per chaos test."""
+    proxy = client.create_proxy("once", upstream=echo_server.address)
+    sent: list[str] = []
+    original = client.request
+
+    def counting(method: str, path: str, body: object = None) -> object:
+        sent.append(f"{method} {path}")
+        return original(method, path, body)
+
+    client.request = counting  # type: ignore[method-assign]
+    proxy.delete()
+    proxy.delete()
+    assert sent == ["DELETE /proxies/once"]
