@@ -190,23 +190,22 @@ class _InboundIterator:
 class _RecentIds:
     """The last *capacity* message ids received (a de-duplication window of fixed size)."""
 
-    __slots__ = ("_capacity", "_ids", "_order")
+    __slots__ = ("_capacity", "_order", "ids")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._ids: set[int] = set()
+        self.ids: set[int] = set()  # read directly on the hot path
         self._order: deque[int] = deque()
 
-    def __contains__(self, key: int) -> bool:
-        return key in self._ids
-
     def add(self, key: int) -> None:
-        if key in self._ids:
+        ids = self.ids
+        if key in ids:
             return
-        self._ids.add(key)
-        self._order.append(key)
-        if len(self._order) > self._capacity:
-            self._ids.discard(self._order.popleft())
+        ids.add(key)
+        order = self._order
+        order.append(key)
+        if len(order) > self._capacity:
+            ids.discard(order.popleft())
 
 
 class Transport(ABC):
@@ -462,19 +461,22 @@ class Transport(ABC):
         kept: the least recently used is forgotten (with its metrics) to make room.
         """
         breaker = self._peer_breakers.get(target)
-        self._touch(target)
-        if breaker is None:
-            name = self.breaker_name(target)
-            if self._manager is not None:
-                existing = self._manager.get_breaker(name)
-                if existing is None:
-                    existing = self._manager.add_breaker(
-                        name, CircuitBreaker(name, self._breaker_config, clock=self._clock)
-                    )
-                breaker = existing
-            else:
-                breaker = CircuitBreaker(name, self._breaker_config, clock=self._clock)
-            self._peer_breakers[target] = breaker
+        if breaker is not None:
+            unpinned = self._unpinned
+            if unpinned and target in unpinned:
+                unpinned.move_to_end(target)
+            return breaker
+        name = self.breaker_name(target)
+        if self._manager is not None:
+            breaker = self._manager.get_breaker(name)
+            if breaker is None:
+                breaker = self._manager.add_breaker(
+                    name, CircuitBreaker(name, self._breaker_config, clock=self._clock)
+                )
+        else:
+            breaker = CircuitBreaker(name, self._breaker_config, clock=self._clock)
+        self._peer_breakers[target] = breaker
+        self._track(target)
         return breaker
 
     @property
@@ -535,18 +537,24 @@ class Transport(ABC):
 
     def _link(self, target: str) -> LinkEstimator:
         link = self._links.get(target)
-        self._touch(target)
         if link is None:
             link = self._links[target] = LinkEstimator()
+            self._track(target)
+        else:
+            unpinned = self._unpinned
+            if unpinned and target in unpinned:
+                unpinned.move_to_end(target)
         return link
 
-    def _touch(self, target: str) -> None:
-        """Note a use of *target*'s state; forget the least recent unpinned targets if too many."""
-        unpinned = self._unpinned
+    def _track(self, target: str) -> None:
+        """*target* has new state: if it is not a known peer, count it against
+        ``target_cache_size``, forgetting the least recently used such targets beyond it.
+
+        A target that becomes a known peer later is taken out by :meth:`_now_pinned`.
+        """
         if self._pinned(target):
-            if unpinned:
-                unpinned.pop(target, None)
             return
+        unpinned = self._unpinned
         unpinned[target] = None
         unpinned.move_to_end(target)
         while len(unpinned) > self._target_cache_size:
@@ -770,7 +778,8 @@ class Transport(ABC):
         """Check, de-duplicate and queue an inbound message; return why it was refused, or
         ``None`` (acknowledge it: queued now, or delivered already)."""
         counters = self._counters
-        if not self._addressed_to_me(message.to_global_id):
+        to = message.to_global_id
+        if to != self.node_id and not self._addressed_to_me(to):
             counters.misaddressed += 1
             logger.warning(
                 "%s refused a message from %r addressed to %r",
@@ -795,7 +804,7 @@ class Transport(ABC):
         else:
             authenticator = None
             recent = self._recent
-            duplicate = recent is not None and message.message_id.int in recent
+            duplicate = recent is not None and message.message_id.int in recent.ids
         if duplicate:
             # Delivered before (a retry whose ack was lost, a failover, a replay): acknowledge
             # it again so the sender stops, but never hand it to the application twice.
@@ -803,8 +812,9 @@ class Transport(ABC):
             logger.debug("%s: message %s arrived again", self, message.message_id)
             return None
         queue = self._inbound
-        if queue.qsize() >= self._inbound_limit or (
-            self._inbound_bytes + size > self._inbound_bytes_limit and queue.qsize()
+        queued = queue.qsize()
+        if queued >= self._inbound_limit or (
+            queued and self._inbound_bytes + size > self._inbound_bytes_limit
         ):
             # Not remembered as received: the sender may (and should) retry the same message.
             counters.inbound_dropped += 1
@@ -832,6 +842,10 @@ class Transport(ABC):
     def _pinned(self, target: str) -> bool:
         """Whether *target* is a known peer, whose breaker is kept until the peer goes."""
         return False
+
+    def _now_pinned(self, target: str) -> None:
+        """*target* became a known peer: its state no longer counts as a passing target's."""
+        self._unpinned.pop(target, None)
 
     def _target_forgotten(self, target: str) -> None:  # noqa: B027 - optional hook
         """*target*'s breaker and metrics were dropped (``target_cache_size``): free the rest."""

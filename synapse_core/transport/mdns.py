@@ -592,6 +592,7 @@ class MdnsTransport(TcpTransport):
         else:
             logger.info("%s: discovered %r at %s:%d", self, peer.entity_id, peer.host, peer.port)
         self._discovered[peer.entity_id] = peer
+        self._now_pinned(peer.entity_id)
         self._by_service[peer.service_name] = peer.entity_id
         self._last_seen[peer.entity_id] = self._discovery_clock()
         if peer.entity_id not in self._answered:

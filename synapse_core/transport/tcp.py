@@ -456,6 +456,7 @@ class TcpTransport(Transport):
         if not isinstance(peer_id, str) or not peer_id:
             raise TypeError(f"peer_id must be a non-empty str, got {peer_id!r}")
         self._peers[peer_id] = (host, check_port(port))
+        self._now_pinned(peer_id)
 
     def remove_peer(self, peer_id: str) -> None:
         """Forget *peer_id*, its breaker and its metrics (no error if unknown)."""
@@ -558,8 +559,9 @@ class TcpTransport(Transport):
         kind, body = await self._request(target, FrameKind.MESSAGE, data)
         auth = self._authenticator
         if kind is FrameKind.ACK:
-            signed_part, tag = split_reply(kind, body)
-            if auth is not None and not auth.reply_is_valid(kind, message, signed_part, tag):
+            if auth is not None and not auth.reply_is_valid(
+                kind, message, *split_reply(kind, body)
+            ):
                 # A receipt must prove that a holder of the key queued the message. Discovery
                 # is not authenticated: anyone can announce a peer's id and take its messages.
                 raise DeliveryError(
@@ -840,12 +842,13 @@ class TcpTransport(Transport):
         accept = self._accept_inbound
         auth = self._authenticator
         writer = inbound.writer
+        delivered = False
         for kind, seq, body in frames:
             if kind is FrameKind.MESSAGE:
                 message = Message.from_bytes(body)
                 code = accept(message, len(body))
                 if code is None:
-                    inbound.delivered()
+                    delivered = True
                     tag = None
                     if auth is not None:
                         tag = auth.reply_tag(FrameKind.ACK, message, ack_signed_part())
@@ -862,6 +865,8 @@ class TcpTransport(Transport):
                 writer.write(encode_frame(FrameKind.PONG, seq, body, self.max_frame_size))
             else:
                 raise FrameError(f"unexpected {kind.name} frame from a client")
+        if delivered:
+            inbound.delivered()
 
     def _refusal(self, code: NackCode, message: Message) -> str:
         if code is NackCode.MISADDRESSED:
