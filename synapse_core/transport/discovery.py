@@ -71,7 +71,8 @@ class MdnsConfig:
         peer_timeout: forget a peer not heard from for this long.
         discovery_timeout: default wait of :meth:`MdnsTransport.wait_for_peer`.
         resolve_timeout: how long to wait for a service's SRV/TXT/address records.
-        max_peers: peers kept at most; more are ignored (and counted).
+        max_peers: peers kept at most; more are ignored (and counted), except that a newcomer
+            takes the place of a peer that never answered a ping.
         probe_name: before announcing, ask three times (250 ms apart) whether another peer
             already announces this entity id, and refuse to start if one does (``DiscoveryError``).
             Turn off only where ids are known to be unique: it adds 1.25 s to ``start()``.
