@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
-# Debian packages the tests drive for real (redis-server, debootstrap); a no-op once present.
+# Debian packages the tests drive for real (redis-server, debootstrap, chromium); a no-op once present.
 system-deps:
 	@scripts/system-deps.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real (servers it starts on loopback,
-# tools that build the offline Docker images). Idempotent: does nothing when every command is
-# already there. Needs root and apt-get; elsewhere it says what is missing and the tests that
+# tools that build the offline Docker images, the headless browser of the dashboard test).
+# Idempotent: does nothing when every command is already there. Needs root and apt-get; elsewhere it says what is missing and the tests that
 # need it skip with that reason.
 set -euo pipefail
 
@@ -9,6 +9,7 @@ set -euo pipefail
 declare -A NEEDED=(
     [redis-server]=redis-server
     [debootstrap]=debootstrap
+    [chromium]=chromium
 )
 
 missing=()

@@ -26,12 +26,14 @@ from synapse_core.breaker import (
     ReliabilityTrigger,
     RequestOutcome,
     RequestRejected,
+    TransitionWatcher,
     TransportMetrics,
     Unsubscribe,
     default_manager,
     get_breaker,
     live_breakers,
     watch_breakers,
+    watch_transitions,
 )
 from synapse_core.clock import Clock, VirtualClock, monotonic_clock
 from synapse_core.errors import CircuitBreakerError, CircuitOpenError
@@ -137,6 +139,7 @@ __all__ = [
     "TcpTransport",
     "Timeline",
     "Transport",
+    "TransitionWatcher",
     "TransportError",
     "TransportMetrics",
     "TransportStats",
@@ -147,4 +150,5 @@ __all__ = [
     "live_breakers",
     "monotonic_clock",
     "watch_breakers",
+    "watch_transitions",
 ]

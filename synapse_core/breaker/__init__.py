@@ -19,6 +19,7 @@ from synapse_core.breaker.manager import (
     get_breaker,
 )
 from synapse_core.breaker.metrics import TransportMetrics
+from synapse_core.breaker.observers import TransitionWatcher, watch_transitions
 from synapse_core.breaker.permit import CallPermit
 from synapse_core.breaker.registry import live_breakers, watch_breakers
 from synapse_core.breaker.state import CircuitState, RequestOutcome
@@ -51,10 +52,12 @@ __all__ = [
     "ReliabilityTrigger",
     "RequestOutcome",
     "RequestRejected",
+    "TransitionWatcher",
     "TransportMetrics",
     "Unsubscribe",
     "default_manager",
     "get_breaker",
     "live_breakers",
     "watch_breakers",
+    "watch_transitions",
 ]

@@ -28,6 +28,8 @@ from synapse_core.breaker.events import (
     dispatch,
 )
 from synapse_core.breaker.metrics import TransportMetrics
+from synapse_core.breaker.observers import notify as _notify
+from synapse_core.breaker.observers import observed as _observed
 from synapse_core.breaker.permit import CallPermit, current_permit
 from synapse_core.breaker.registry import announce
 from synapse_core.breaker.rule import TripRule
@@ -112,6 +114,7 @@ class CircuitBreaker:
         "_slow_after",
         "_state",
         "_timeouts",
+        "_transitions",
         "_triggers",
         "_tripped_by",
         "_window",
@@ -149,6 +152,8 @@ class CircuitBreaker:
         self._rule = TripRule(config)
         # Neither slow-call timing nor result inspection: successes take the lock-free path.
         self._plain = self._slow_after is None and self._result_check is None and _LOCK_FREE
+        # (from, to) -> how many times; only transitions touch it, and reset() keeps it.
+        self._transitions: dict[tuple[CircuitState, CircuitState], int] = {}
         self._reset_counters(self._clock())
         announce(self)
 
@@ -305,6 +310,16 @@ class CircuitBreaker:
                 forced=self._forced,
                 waiting_for=self._waiting_for(now, retry_after),
             )
+
+    def transition_counts(self) -> dict[tuple[CircuitState, CircuitState], int]:
+        """How often it went from one state to another, by ``(from, to)``. A pure read.
+
+        Counted since the breaker was created; ``reset()`` does not clear it (a reset from open
+        or half-open counts as a transition to closed). What ``synapse_core.metrics`` exports
+        as ``synapse_circuit_breaker_transitions_total``.
+        """
+        with self._lock:
+            return dict(self._transitions)
 
     @property
     def last_failure(self) -> BaseException | None:
@@ -806,7 +821,8 @@ class CircuitBreaker:
         self._due = None
         self._last_state_change = now
         self._window.clear()
-        if self._listeners:
+        self._count_transition(previous, _OPEN)
+        if self._listeners or _observed():
             self._pending.append(
                 CircuitOpened(self.name, now, reason, failure_count, previous, self._open_until)
             )
@@ -818,7 +834,8 @@ class CircuitBreaker:
         self._last_state_change = now
         self._half_open_since = now
         self._half_open_admitted = self._half_open_successes = self._half_open_failures = 0
-        if self._listeners:
+        self._count_transition(_OPEN, _HALF_OPEN)
+        if self._listeners or _observed():
             self._pending.append(CircuitHalfOpened(self.name, now))
 
     def _to_closed(self, now: float, reason: str) -> None:
@@ -832,8 +849,13 @@ class CircuitBreaker:
         self._tripped_by = ()
         self._consecutive_opens = 0
         self._window.clear()  # rule: a call right after recovery never re-trips on old failures
-        if self._listeners:
+        self._count_transition(previous, _CLOSED)
+        if self._listeners or _observed():
             self._pending.append(CircuitClosed(self.name, now, previous, reason))
+
+    def _count_transition(self, source: CircuitState, target: CircuitState) -> None:
+        key = (source, target)
+        self._transitions[key] = self._transitions.get(key, 0) + 1
 
     def _deliver(self) -> None:
         """Hand queued events to the listeners, in order, outside the lock.
@@ -852,6 +874,7 @@ class CircuitBreaker:
                 listeners = self._listeners
                 for event in batch:
                     dispatch(listeners, event)
+                    _notify(self, event)
             finally:
                 with self._lock:
                     self._delivering = False
@@ -893,8 +916,10 @@ class CircuitBreaker:
             self._reset_counters(now)
             self._epoch = epoch + 1
             self._fast_epoch = self._epoch if self._plain else -1
-            if previous is not _CLOSED and self._listeners:
-                self._pending.append(CircuitClosed(self.name, now, previous, "reset"))
+            if previous is not _CLOSED:
+                self._count_transition(previous, _CLOSED)
+                if self._listeners or _observed():
+                    self._pending.append(CircuitClosed(self.name, now, previous, "reset"))
         self._deliver()
 
     # ------------------------------------------------------------------------ triggers

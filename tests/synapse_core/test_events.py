@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 
@@ -90,9 +91,12 @@ def test_listener_may_call_the_breaker(make_breaker: MakeBreaker) -> None:
 def test_no_event_object_is_built_without_listeners(
     make_breaker: MakeBreaker, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Nobody listens: no listener, no transition watcher, and the synapse.breaker log off."""
+
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("an event was built with nobody listening")
 
+    monkeypatch.setattr(logging.getLogger("synapse.breaker"), "disabled", True)
     for name in ("CircuitOpened", "CircuitHalfOpened", "CircuitClosed", "RequestRejected"):
         monkeypatch.setattr(breaker_module, name, forbidden)
     breaker = make_breaker()

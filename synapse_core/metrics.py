@@ -1,0 +1,156 @@
+"""Prometheus metrics of circuit breakers (and transports), computed when they are scraped.
+
+Register a collector with any ``prometheus_client`` registry; nothing is counted per call, the
+figures are read from the breakers' own counters at scrape time::
+
+    from prometheus_client import REGISTRY
+    from synapse_core.metrics import BreakerCollector
+
+    REGISTRY.register(BreakerCollector())  # every breaker in default_manager
+
+Series (label ``breaker`` is the breaker's name in the manager):
+
+* ``synapse_circuit_breaker_state{breaker,state}``: 1 for the current state, 0 for the two
+  others (``closed``, ``open``, ``half_open``);
+* ``synapse_circuit_breaker_calls_total{breaker,outcome}``: recorded outcomes, ``success``,
+  ``failure`` (not timeouts), ``timeout`` and ``ignored``;
+* ``synapse_circuit_breaker_rejected_calls_total{breaker}``: calls rejected without running;
+* ``synapse_circuit_breaker_transitions_total{breaker,from_state,to_state}``: state changes
+  (every possible pair is present, from 0);
+* ``synapse_circuit_breaker_failure_rate{breaker}``: failures / outcomes in the current window;
+* ``synapse_circuit_breaker_retry_after_seconds{breaker}``: seconds until a call would be
+  admitted (0 when it would be now, ``+Inf`` while forced open, ``NaN`` when no time is known).
+
+Call counters restart from 0 after ``breaker.reset()`` (Prometheus treats that as a counter
+reset); transition counters do not. For transports see :class:`TransportCollector`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from synapse_core.breaker import CircuitBreakerManager, CircuitState, default_manager
+
+__all__ = ["BreakerCollector", "metrics_registry", "render_metrics"]
+
+_STATES = tuple(CircuitState)
+# Every transition a breaker can make: the series exist from the start, at 0.
+_TRANSITIONS = (
+    (CircuitState.CLOSED, CircuitState.OPEN),
+    (CircuitState.OPEN, CircuitState.HALF_OPEN),
+    (CircuitState.HALF_OPEN, CircuitState.CLOSED),
+    (CircuitState.HALF_OPEN, CircuitState.OPEN),
+    (CircuitState.OPEN, CircuitState.CLOSED),
+)
+
+
+class BreakerCollector(Collector):
+    """The ``synapse_circuit_breaker_*`` series of every breaker in *manager*.
+
+    *manager* defaults to ``synapse_core.default_manager``. Breakers added to or removed from
+    the manager appear in or leave the next scrape.
+    """
+
+    def __init__(self, manager: CircuitBreakerManager | None = None) -> None:
+        if manager is not None and not isinstance(manager, CircuitBreakerManager):
+            raise TypeError(f"manager must be a CircuitBreakerManager, got {manager!r}")
+        self._manager = default_manager if manager is None else manager
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric families, without samples (registration does not scrape)."""
+        return iter(_BreakerFamilies().all())
+
+    def collect(self) -> Iterator[Metric]:
+        families = _BreakerFamilies()
+        for name in self._manager.names():
+            breaker = self._manager.get_breaker(name)
+            if breaker is None:
+                continue  # removed since names() was read
+            stats = breaker.stats()
+            transitions = breaker.transition_counts()
+            for state in _STATES:
+                families.state.add_metric([name, state.value], 1.0 if stats.state is state else 0.0)
+            failures = stats.failure_count - stats.timeout_count
+            for outcome, value in (
+                ("success", stats.success_count),
+                ("failure", failures),
+                ("timeout", stats.timeout_count),
+                ("ignored", stats.ignored_count),
+            ):
+                families.calls.add_metric([name, outcome], value)
+            families.rejected.add_metric([name], stats.rejection_count)
+            for source, target in _TRANSITIONS:
+                families.transitions.add_metric(
+                    [name, source.value, target.value], transitions.get((source, target), 0)
+                )
+            families.failure_rate.add_metric([name], stats.window_failure_rate)
+            retry_after = stats.retry_after
+            families.retry_after.add_metric(
+                [name], math.nan if retry_after is None else retry_after
+            )
+        return iter(families.all())
+
+
+class _BreakerFamilies:
+    def __init__(self) -> None:
+        self.state = GaugeMetricFamily(
+            "synapse_circuit_breaker_state",
+            "Current state of a circuit breaker: 1 for the state it is in, 0 for the others.",
+            labels=["breaker", "state"],
+        )
+        self.calls = CounterMetricFamily(
+            "synapse_circuit_breaker_calls",
+            "Calls a circuit breaker admitted, by recorded outcome.",
+            labels=["breaker", "outcome"],
+        )
+        self.rejected = CounterMetricFamily(
+            "synapse_circuit_breaker_rejected_calls",
+            "Calls a circuit breaker rejected without running them.",
+            labels=["breaker"],
+        )
+        self.transitions = CounterMetricFamily(
+            "synapse_circuit_breaker_transitions",
+            "State changes of a circuit breaker.",
+            labels=["breaker", "from_state", "to_state"],
+        )
+        self.failure_rate = GaugeMetricFamily(
+            "synapse_circuit_breaker_failure_rate",
+            "Failures / recorded outcomes in the circuit breaker's current window (0 if none).",
+            labels=["breaker"],
+        )
+        self.retry_after = GaugeMetricFamily(
+            "synapse_circuit_breaker_retry_after_seconds",
+            "Seconds until the circuit breaker admits a call (+Inf: forced open; NaN: unknown).",
+            labels=["breaker"],
+        )
+
+    def all(self) -> list[Metric]:
+        return [
+            self.state,
+            self.calls,
+            self.rejected,
+            self.transitions,
+            self.failure_rate,
+            self.retry_after,
+        ]
+
+
+def metrics_registry(
+    manager: CircuitBreakerManager | None = None, *collectors: Collector
+) -> CollectorRegistry:
+    """A registry of its own with a :class:`BreakerCollector` over *manager* and *collectors*."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(BreakerCollector(manager))
+    for collector in collectors:
+        registry.register(collector)
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition (format 0.0.4) of *registry*."""
+    return generate_latest(registry)
