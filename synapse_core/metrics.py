@@ -28,15 +28,24 @@ reset); transition counters do not. For transports see :class:`TransportCollecto
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from synapse_core.breaker import CircuitBreakerManager, CircuitState, default_manager
 
-__all__ = ["BreakerCollector", "metrics_registry", "render_metrics"]
+if TYPE_CHECKING:
+    from synapse_core.transport import Transport
+
+__all__ = ["BreakerCollector", "TransportCollector", "metrics_registry", "render_metrics"]
 
 _STATES = tuple(CircuitState)
 # Every transition a breaker can make: the series exist from the start, at 0.
@@ -96,6 +105,11 @@ class BreakerCollector(Collector):
         return iter(families.all())
 
 
+def _seconds(value: float | None) -> float:
+    """``NaN`` for a time that is not known (``None``)."""
+    return math.nan if value is None else value
+
+
 class _BreakerFamilies:
     def __init__(self) -> None:
         self.state = GaugeMetricFamily(
@@ -137,6 +151,99 @@ class _BreakerFamilies:
             self.transitions,
             self.failure_rate,
             self.retry_after,
+        ]
+
+
+class TransportCollector(Collector):
+    """The ``synapse_transport_*`` series, per transport and peer.
+
+    *transports* is a list of transports, or a callable returning the current ones (a service
+    whose transports come and go). Labels: ``transport`` (its kind, ``tcp``/``mdns``), ``node``
+    (its ``node_id``) and ``peer``.
+
+    * ``synapse_transport_messages_sent_total{...,peer}`` /
+      ``synapse_transport_messages_failed_total{...,peer}``: messages delivered to a peer, and
+      those that failed (timeouts and refusals of an overloaded peer included);
+    * ``synapse_transport_round_trips_total{...,peer,outcome}``: sends and probes to a peer that
+      succeeded or failed (a refused message is a successful round trip);
+    * ``synapse_transport_round_trip_seconds{...,peer}``: a summary (``_count``, ``_sum``) of
+      the successful round trips to a peer;
+    * ``synapse_transport_reliability_score{...,peer}``: 0 to 1, falls with each failure and
+      rises with each success;
+    * ``synapse_transport_latency_seconds{...,peer}``: the smoothed round-trip latency the
+      transport's triggers judge.
+    """
+
+    def __init__(self, transports: Iterable[Transport] | Callable[[], Iterable[Transport]]) -> None:
+        self._transports = transports
+
+    def _current(self) -> list[Transport]:
+        source = self._transports
+        return list(source() if callable(source) else source)
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric families, without samples."""
+        return iter(_TransportFamilies().all())
+
+    def collect(self) -> Iterator[Metric]:
+        families = _TransportFamilies()
+        for transport in self._current():
+            base = [transport.kind, transport.node_id]
+            for peer, link in transport.link_stats().items():
+                labels = [*base, peer]
+                families.sent.add_metric(labels, link.messages_sent)
+                families.failed.add_metric(labels, link.messages_failed)
+                families.round_trips.add_metric([*labels, "success"], link.successes)
+                families.round_trips.add_metric([*labels, "failure"], link.failures)
+                families.round_trip_seconds.add_metric(
+                    labels, count_value=link.successes, sum_value=link.latency_sum
+                )
+                families.reliability.add_metric(labels, link.reliability)
+                families.latency.add_metric(labels, link.latency)
+        return iter(families.all())
+
+
+class _TransportFamilies:
+    def __init__(self) -> None:
+        node = ["transport", "node"]
+        peer = [*node, "peer"]
+        self.sent = CounterMetricFamily(
+            "synapse_transport_messages_sent", "Messages delivered to a peer.", labels=peer
+        )
+        self.failed = CounterMetricFamily(
+            "synapse_transport_messages_failed",
+            "Messages that failed to reach a peer (timeouts included).",
+            labels=peer,
+        )
+        self.round_trips = CounterMetricFamily(
+            "synapse_transport_round_trips",
+            "Sends and probes to a peer, by outcome.",
+            labels=[*peer, "outcome"],
+        )
+        self.round_trip_seconds = SummaryMetricFamily(
+            "synapse_transport_round_trip_seconds",
+            "Duration of the successful round trips to a peer.",
+            labels=peer,
+        )
+        self.reliability = GaugeMetricFamily(
+            "synapse_transport_reliability_score",
+            "Reliability of the link to a peer, 0 (every recent round trip failed) to 1.",
+            labels=peer,
+        )
+        self.latency = GaugeMetricFamily(
+            "synapse_transport_latency_seconds",
+            "Smoothed round-trip latency to a peer.",
+            labels=peer,
+        )
+
+    def all(self) -> list[Metric]:
+        return [
+            self.sent,
+            self.failed,
+            self.round_trips,
+            self.round_trip_seconds,
+            self.reliability,
+            self.latency,
         ]
 
 

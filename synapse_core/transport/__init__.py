@@ -22,7 +22,7 @@ from synapse_core.transport.errors import (
     TransportClosedError,
     TransportError,
 )
-from synapse_core.transport.estimator import LinkEstimator
+from synapse_core.transport.estimator import LinkEstimator, LinkStats
 from synapse_core.transport.framing import (
     DEFAULT_MAX_FRAME_SIZE,
     FrameDecoder,
@@ -52,6 +52,7 @@ __all__ = [
     "FrameKind",
     "FrameTooLargeError",
     "LinkEstimator",
+    "LinkStats",
     "MdnsConfig",
     "MdnsTransport",
     "Message",

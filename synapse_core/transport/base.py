@@ -37,7 +37,7 @@ from synapse_core.transport.errors import (
     MessageRejectedError,
     TransportClosedError,
 )
-from synapse_core.transport.estimator import LinkEstimator
+from synapse_core.transport.estimator import LinkEstimator, LinkStats
 from synapse_core.transport.framing import NackCode
 from synapse_core.transport.message import Message
 
@@ -503,6 +503,10 @@ class Transport(ABC):
         link = self._links.get(target)
         return link.snapshot() if link is not None else LinkEstimator().snapshot()
 
+    def link_stats(self) -> dict[str, LinkStats]:
+        """Per-peer round-trip and message counters with the current estimates (a snapshot)."""
+        return {target: link.stats() for target, link in list(self._links.items())}
+
     @property
     def estimated_latency(self) -> float:
         """Smoothed round-trip latency in seconds across all peers (0.05 before any sample)."""
@@ -612,6 +616,7 @@ class Transport(ABC):
                 # An overloaded peer is unhealthy, and a node that is not the target means the
                 # target is not there; any other refusal proves the link to it works.
                 counters.send_failures += 1
+                link.messages_failed += 1
                 self._failed(link)
                 permit.failure(exc, elapsed)
                 self._judge(breaker, link, None)
@@ -623,6 +628,7 @@ class Transport(ABC):
         except Exception as exc:
             elapsed = _perf() - started
             counters.send_failures += 1
+            link.messages_failed += 1
             if isinstance(exc, TimeoutError):
                 counters.send_timeouts += 1
             permit.error(exc, elapsed)
@@ -635,6 +641,7 @@ class Transport(ABC):
         elapsed = _perf() - started
         permit.success(elapsed)
         counters.messages_sent += 1
+        link.messages_sent += 1
         counters.bytes_sent += len(data)
         self._succeeded(link, elapsed, len(data))
         self._judge(breaker, link, elapsed)

@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from synapse_core.breaker.metrics import TransportMetrics
 
 _DEFAULTS = TransportMetrics()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """Counters and estimates of one link, read by ``Transport.link_stats()`` (for metrics).
+
+    ``successes``/``failures`` count round trips (sends and probes); ``messages_sent`` and
+    ``messages_failed`` only sends (delivered; failed, timeouts included); ``latency_sum`` adds
+    up the successful round trips' seconds (``latency_sum / successes`` is their mean);
+    ``latency`` is the smoothed estimate the triggers judge.
+    """
+
+    successes: int
+    failures: int
+    messages_sent: int
+    messages_failed: int
+    latency_sum: float
+    latency: float
+    jitter_ms: float
+    reliability: float
+    packet_loss: float
 
 
 class LinkEstimator:
@@ -33,6 +55,9 @@ class LinkEstimator:
         "_step",
         "_throughput",
         "failures",
+        "latency_sum",
+        "messages_failed",
+        "messages_sent",
         "successes",
     )
 
@@ -58,12 +83,17 @@ class LinkEstimator:
         self._outcomes: deque[bool] = deque(maxlen=loss_window)
         self.successes = 0
         self.failures = 0
+        self.latency_sum = 0.0
+        # Counted by the transport: only it knows a send from a probe.
+        self.messages_sent = 0
+        self.messages_failed = 0
 
     def record_success(self, latency: float, nbytes: int = 0) -> None:
         """A round trip that worked, taking *latency* seconds and carrying *nbytes*."""
         latency = max(0.0, latency)
         a = self._smoothing
         self.successes += 1
+        self.latency_sum += latency
         self._outcomes.append(True)
         self._reliability += self._step * (1.0 - self._reliability)
         self._latency = (
@@ -106,6 +136,20 @@ class LinkEstimator:
         if not outcomes:
             return 0.0
         return (len(outcomes) - sum(outcomes)) / len(outcomes)
+
+    def stats(self) -> LinkStats:
+        """The counters and current estimates."""
+        return LinkStats(
+            successes=self.successes,
+            failures=self.failures,
+            messages_sent=self.messages_sent,
+            messages_failed=self.messages_failed,
+            latency_sum=self.latency_sum,
+            latency=self.latency,
+            jitter_ms=_DEFAULTS.jitter_ms if self._jitter_ms is None else self._jitter_ms,
+            reliability=self.reliability,
+            packet_loss=self.packet_loss,
+        )
 
     def snapshot(self, latency: float | None = None) -> TransportMetrics:
         """The current estimates; *latency* overrides the smoothed latency (a fresh sample).
