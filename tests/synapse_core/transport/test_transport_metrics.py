@@ -49,9 +49,10 @@ async def test_transport_series_per_peer(tcp_pair: tuple[TcpTransport, TcpTransp
     assert found[("synapse_transport_round_trip_seconds_count", "b")] == 5
     mean = found[("synapse_transport_round_trip_seconds_sum", "b")] / 5
     assert 0 < mean < 1.0
-    assert found[("synapse_transport_reliability_score", "b")] > found[
-        ("synapse_transport_reliability_score", "c")
-    ]
+    assert (
+        found[("synapse_transport_reliability_score", "b")]
+        > found[("synapse_transport_reliability_score", "c")]
+    )
     assert found[("synapse_transport_latency_seconds", "b")] > 0
 
 
