@@ -45,6 +45,13 @@ __all__ = [
 ]
 
 
+_NO_FAILURE_COUNT = (
+    "breaker {name!r}: failure counts are only known for in-process breakers and for those "
+    "watched with breaker_timeline.watch_remote(url), not for states polled with poll(fetch); "
+    "use seconds="
+)
+
+
 def _last_heal(timeline: Timeline) -> float | None:
     ends = [s.end for s in timeline.faults if s.end is not None]
     return max(ends) if ends else None
@@ -73,11 +80,8 @@ def assert_trips_within(
     tl = timeline_of(timeline)
     name = name_of(breaker)
     pollers = poll_now(tl, breaker)
-    if pollers and failures is not None:
-        raise TypeError(
-            f"breaker {name!r}: failure counts are only known for in-process breakers; "
-            "use seconds= for breakers polled from another process"
-        )
+    if pollers and failures is not None and not any(p.detailed for p in pollers):
+        raise TypeError(_NO_FAILURE_COUNT.format(name=name))
     opened = breaker_events(tl, breaker, "opened")
     if not opened and pollers and seconds is not None:
         onset = earliest_active_onset(tl.faults, tl.clock())
@@ -105,10 +109,7 @@ def assert_trips_within(
     if failures is not None:
         count = first.detail.get("failure_count")
         if count is None:
-            raise TypeError(
-                f"breaker {name!r}: failure counts are only known for in-process breakers; "
-                "use seconds= for breakers polled from another process"
-            )
+            raise TypeError(_NO_FAILURE_COUNT.format(name=name))
         if count > failures:
             raise failure(
                 f"breaker {name!r} opened after {count} failures; required within {failures}",
@@ -120,22 +121,32 @@ def assert_trips_within(
 
 
 def assert_half_open_probes_at_most(breaker: CircuitBreaker | str, k: int) -> int:
-    """No half-open episode admitted more than *k* probes at once (in-process breakers)."""
+    """No half-open episode admitted more than *k* probes at once.
+
+    For a breaker in this process, or one given by name that ``watch_remote`` reads (its
+    ``max_half_open_in_flight``, since the remote breaker was created or reset).
+    """
     __tracebackhide__ = True
-    if isinstance(breaker, str):
-        raise TypeError(
-            "probe counts are only known for in-process breakers; pass the CircuitBreaker"
-        )
     check_count("k", k, minimum=0)
-    seen = breaker.stats().max_half_open_in_flight
     tl = timeline_of(None) if current_run() is not None else Timeline()
+    name = name_of(breaker)
+    if isinstance(breaker, str):
+        stats = [p.stats[name] for p in poll_now(tl, breaker) if name in p.stats]
+        if not stats:
+            raise TypeError(
+                f"breaker {name!r}: probe counts are known for in-process breakers (pass the "
+                "CircuitBreaker) and for breakers watched with breaker_timeline.watch_remote(url)"
+            )
+        seen = max(int(s.get("max_half_open_in_flight", 0)) for s in stats)
+    else:
+        seen = breaker.stats().max_half_open_in_flight
     if seen > k:
         raise failure(
-            f"breaker {breaker.name!r} admitted {seen} half-open probes at once; required <= {k}",
+            f"breaker {name!r} admitted {seen} half-open probes at once; required <= {k}",
             tl,
-            breaker.name,
+            name,
         )
-    note("half_open_probes", breaker=breaker.name, max_in_flight=seen)
+    note("half_open_probes", breaker=name, max_in_flight=seen)
     return seen
 
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_synapse import assertions
-from pytest_synapse.poller import BreakerStatePoller
+from pytest_synapse.poller import BreakerStatePoller, PolledState
+from pytest_synapse.remote import RemoteBreakers
 from pytest_synapse.render import side_by_side
 from pytest_synapse.run import MeasuredBreaker, TestRun, current_run
 from synapse_core import CircuitBreaker, CircuitBreakerConfig, Timeline, VirtualClock
@@ -99,7 +100,8 @@ class BreakerTimeline:
 
     Every breaker made by ``circuit_breaker``, every breaker in ``synapse_core.default_manager``
     and every breaker created during the test is recorded automatically; :meth:`watch` adds
-    others. :meth:`poll` records the states of breakers in another process.
+    others. :meth:`watch_remote` records the breakers of a service in another process (its
+    ``synapse_core.health`` endpoints); :meth:`poll` the states any ``fetch`` reads.
     """
 
     def __init__(self, run: TestRun) -> None:
@@ -128,7 +130,7 @@ class BreakerTimeline:
         return self.timeline.upstream_call(upstream)
 
     def poll(
-        self, fetch: Callable[[], Mapping[str, str]], *, interval: float = 0.05
+        self, fetch: Callable[[], Mapping[str, str | PolledState]], *, interval: float = 0.05
     ) -> BreakerStatePoller:
         """Start recording breaker states polled from *fetch*; stopped when the test ends."""
         poller = BreakerStatePoller(
@@ -141,6 +143,24 @@ class BreakerTimeline:
         )
         self._pollers.append(poller)
         return poller.start()
+
+    def watch_remote(
+        self, url: str, *, interval: float = 0.05, timeout: float = 2.0
+    ) -> RemoteBreakers:
+        """Record every breaker of the service at *url*; stopped when the test ends.
+
+        *url* is where the service serves ``synapse_core.health``'s endpoints
+        (``http://127.0.0.1:8000``, or ``.../ops`` when mounted under a prefix); its
+        ``/breakers`` is polled every *interval* seconds. Each transition is recorded once,
+        dated, with the failures that tripped it, even several between two polls. The
+        assertions then take those breakers by name (``assert_trips_within("inventory",
+        failures=3)``, ``assert_half_open_probes_at_most("inventory", 1)``...), and the report
+        and gates count them. A URL that does not answer like ``/breakers`` is an error now.
+        """
+        remote = RemoteBreakers(url, timeout=timeout)
+        remote.document()  # a wrong URL fails here, with the reason
+        remote.poller = self.poll(remote.fetch, interval=interval)
+        return remote
 
     def render(self, breaker: CircuitBreaker | str | None = None) -> str:
         """Faults and breaker events side by side, as text."""
@@ -168,7 +188,7 @@ class BreakerTimeline:
             breaker, *args, timeline=self.timeline, **kwargs
         )
 
-    def assert_half_open_probes_at_most(self, breaker: CircuitBreaker, k: int) -> int:
+    def assert_half_open_probes_at_most(self, breaker: CircuitBreaker | str, k: int) -> int:
         """See :func:`pytest_synapse.assert_half_open_probes_at_most`."""
         __tracebackhide__ = True
         return assertions.assert_half_open_probes_at_most(breaker, k)
@@ -202,6 +222,21 @@ def breaker_timeline(request: pytest.FixtureRequest) -> Iterator[BreakerTimeline
         yield view
     finally:
         view.close()
+
+
+RemoteFactory = Callable[..., RemoteBreakers]
+
+
+@pytest.fixture
+def remote_breakers(breaker_timeline: BreakerTimeline) -> RemoteFactory:
+    """Factory: ``remote_breakers(url, interval=0.05, timeout=2.0) -> RemoteBreakers``.
+
+    The same as ``breaker_timeline.watch_remote(url)``: the breakers of the service at *url*
+    are recorded on the test's timeline (the breaker assertions take them by name) until the
+    test ends. The handle reads them meanwhile: ``.states``, ``.stats(name)``, ``.poll()``,
+    ``.wait_for_state(name, "closed", within=3)``.
+    """
+    return breaker_timeline.watch_remote
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from synapse_core import BreakerRecord, Timeline
 
@@ -21,6 +22,34 @@ class StateRun:
     state: str
     first_seen: float
     last_seen: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PolledTransition:
+    """A state change the remote side reported itself (it knows what happened between polls).
+
+    *age* is how many seconds before the poll it happened; *detail* goes on the record
+    (``reason``, ``failure_count``...).
+    """
+
+    from_state: str
+    to_state: str
+    age: float = 0.0
+    detail: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolledState:
+    """What a fetch can say of one breaker beyond its state.
+
+    *transitions*: the changes since the previous poll, oldest first (each is recorded, so a
+    trip and a recovery between two polls are both seen); *stats*: the breaker's own figures
+    (``max_half_open_in_flight``...), kept in :attr:`BreakerStatePoller.stats`.
+    """
+
+    state: str
+    transitions: tuple[PolledTransition, ...] = ()
+    stats: Mapping[str, Any] | None = None
 
 
 # The pollers recording onto each timeline, so an assertion on a polled name can poll once more.
@@ -41,7 +70,9 @@ class BreakerStatePoller:
     """Poll ``fetch() -> {breaker name: state}`` and put each state change on a timeline.
 
     ``fetch`` can read anything: a service's health endpoint, a file, a queue. States are the
-    strings ``closed``, ``open`` and ``half_open`` (``CircuitState`` values). The poller runs in a
+    strings ``closed``, ``open`` and ``half_open`` (``CircuitState`` values); a fetch that knows
+    more gives a :class:`PolledState` instead (the transitions since the last poll, and the
+    breaker's stats), as ``breaker_timeline.watch_remote`` does. The poller runs in a
     daemon thread every *interval* seconds from :meth:`start` until :meth:`stop` (or the ``with``
     block ends); a failing fetch is counted in :attr:`errors` and retried. The breaker
     assertions then work on the recorded names exactly as on in-process breakers.
@@ -59,7 +90,7 @@ class BreakerStatePoller:
 
     def __init__(
         self,
-        fetch: Callable[[], Mapping[str, str]],
+        fetch: Callable[[], Mapping[str, str | PolledState]],
         timeline: Timeline,
         *,
         interval: float = 0.05,
@@ -79,6 +110,11 @@ class BreakerStatePoller:
         self.initial_states: dict[str, str] = {}
         self.history: dict[str, list[StateRun]] = {}
         """name -> the :class:`StateRun` of each state seen, oldest first."""
+        self.stats: dict[str, Mapping[str, Any]] = {}
+        """name -> the last stats a :class:`PolledState` carried."""
+        self.detailed = False
+        """Whether the fetch reports transitions itself (:class:`PolledState`), with the
+        failures that tripped a breaker."""
         self.errors = 0
         self.polls = 0
         with _POLLERS_LOCK:
@@ -107,20 +143,33 @@ class BreakerStatePoller:
             return
         self.polls += 1
         seen_at = self._timeline.real_clock()
-        for name, state in states.items():
+        for name, polled in states.items():
+            transitions: tuple[PolledTransition, ...] = ()
+            if isinstance(polled, PolledState):
+                self.detailed = True
+                state, transitions = polled.state, polled.transitions
+                if polled.stats is not None:
+                    self.stats[name] = polled.stats
+            else:
+                state = polled
             runs = self.history.setdefault(name, [])
             if runs and runs[-1].state == state:
                 runs[-1].last_seen = seen_at
             else:
                 runs.append(StateRun(state, seen_at, seen_at))
             previous = self._states.get(name)
-            if state == previous:
+            if state == previous and not transitions:
                 continue
             self._states[name] = state
             if previous is None and self._baseline:
                 self.initial_states[name] = state
             if previous is None and self._on_new is not None:
                 self._on_new(name)
+            if transitions and not (previous is None and self._baseline):
+                self._record_transitions(name, transitions, seen_at)
+                continue
+            if state == previous:
+                continue
             if previous is None and (self._baseline or state == "closed"):
                 continue  # where it started, or a new healthy breaker: not an event
             kind = _KIND_FOR_STATE.get(state)
@@ -136,6 +185,32 @@ class BreakerStatePoller:
                     now,
                     {"reason": "polled", "from": previous},
                     source=f"poll:{name}",
+                )
+            )
+
+    def _record_transitions(
+        self, name: str, transitions: tuple[PolledTransition, ...], seen_at: float
+    ) -> None:
+        """Record each reported transition, dated *age* before the poll (real clocks only)."""
+        timeline = self._timeline
+        now = timeline.clock()
+        real = timeline.clock is timeline.real_clock
+        for change in transitions:
+            kind = _KIND_FOR_STATE.get(change.to_state)
+            if kind is None:
+                continue
+            age = max(0.0, change.age)
+            at = max(timeline.started_at, now - age) if real else now
+            timeline.add(
+                BreakerRecord(
+                    name,
+                    kind,
+                    change.to_state,
+                    at,
+                    at,
+                    {"reason": "polled", "from": change.from_state, **change.detail},
+                    source=f"poll:{name}",
+                    real_at=max(timeline.real_started_at, seen_at - age),
                 )
             )
 

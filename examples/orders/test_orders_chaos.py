@@ -66,4 +66,4 @@ def test_inventory_down_trips_at_once_and_heals(
     drive_until_closed(orders.url, "inventory", within=5)
     breaker_timeline.assert_closes_within("inventory", seconds=3)
     # The service's own view of its breakers agrees.
-    assert get(f"{orders.url}/breakers")[1]["inventory"] == "closed"
+    assert get(f"{orders.url}/breakers")[1]["breakers"]["inventory"]["state"] == "closed"

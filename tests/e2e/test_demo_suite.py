@@ -40,7 +40,7 @@ def test_demo_suite_passes_its_gates_and_writes_reports(tmp_path: Path) -> None:
     assert "gate PASS: all_recovered" in result.stdout
     data = json.loads(report.read_text())
     assert data["metrics"]["all_recovered"] is True
-    assert data["metrics"]["trips"] == 3
+    assert data["metrics"]["trips"] == 4  # one of them in the service's own process
     assert {f["fault"] for t in data["tests"] for f in t["faults"]} == {
         "latency",
         "partition",
@@ -59,5 +59,5 @@ def test_demo_suite_is_skipped_without_the_flag() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "4 skipped" in result.stdout
+    assert "5 skipped" in result.stdout
     assert "--synapse-chaos" in result.stdout
