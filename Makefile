@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_proxy.py
 	$(PY) benchmarks/bench_chaos_tests.py
 	$(PY) benchmarks/bench_transport.py
+	$(PY) benchmarks/bench_observability.py
 
 serve: $(STAMP)
 	$(VENV)/bin/synapse-chaos serve

@@ -37,12 +37,19 @@ and re-enables the proxy if a stale marker says the harness disabled it. Concurr
 one shared server should use different owners; a disabling fault that ends leaves the proxy
 disabled while another owner's marker is on it (that owner's fault still holds it down). The
 bookkeeping lives in :mod:`chaos.livefaults`.
+
+Faults are logged on the ``synapse.chaos`` logger at INFO, with stable messages (``fault
+latency applied to proxy 'redis'``, ``fault latency healed on proxy 'redis'``) and ``extra``
+fields ``synapse_event`` (``fault.applied`` / ``fault.healed``), ``fault``, ``proxy``,
+``params`` and ``toxics``; a fault whose removal failed is logged at WARNING
+(``fault.heal_failed``, with ``error``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import secrets
 import threading
@@ -73,6 +80,43 @@ if TYPE_CHECKING:
 # plus a counter. (Liveness is not read from the name: see _LIVE.)
 _SESSION: Final = secrets.token_hex(3)
 _COUNTER = itertools.count(1)
+
+log = logging.getLogger("synapse.chaos")
+
+
+def _log_fault(event: str, fault: Fault, error: BaseException | None = None) -> None:
+    level = logging.INFO if error is None else logging.WARNING
+    if not log.isEnabledFor(level):
+        return
+    extra = {
+        "synapse_event": f"fault.{event}",
+        "fault": fault.kind,
+        "proxy": fault.proxy.name,
+        "params": dict(fault.params),
+        "toxics": fault.toxic_names,
+    }
+    if error is None:
+        where = "to" if event == "applied" else "on"
+        log.log(
+            level,
+            "fault %s %s %s proxy %r",
+            fault.kind,
+            event,
+            where,
+            fault.proxy.name,
+            extra=extra,
+        )
+    else:
+        extra["error"] = str(error)
+        log.log(
+            level,
+            "fault %s could not be healed on proxy %r: %s",
+            fault.kind,
+            fault.proxy.name,
+            error,
+            extra=extra,
+        )
+
 
 # -- faults --------------------------------------------------------------------------------------
 
@@ -145,6 +189,7 @@ class Fault(StartStop):
             self._apply()
             self._active = True
             self._span = self._timeline.fault_started(self.kind, self.proxy.name, **self.params)
+            _log_fault("applied", self)
         self.proxy._started(self)
         try:
             self._after_start()
@@ -168,6 +213,11 @@ class Fault(StartStop):
             self._active = False
             try:
                 self._remove()
+            except BaseException as exc:
+                _log_fault("heal_failed", self, exc)
+                raise
+            else:
+                _log_fault("healed", self)
             finally:
                 if self._span is not None and self._timeline is not None:
                     self._timeline.fault_ended(self._span)

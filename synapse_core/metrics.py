@@ -40,12 +40,25 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from synapse_core.breaker import CircuitBreakerManager, CircuitState, default_manager
+from synapse_core.breaker import (
+    CircuitBreaker,
+    CircuitBreakerManager,
+    CircuitState,
+    CircuitStats,
+    default_manager,
+)
 
 if TYPE_CHECKING:
     from synapse_core.transport import Transport
 
-__all__ = ["BreakerCollector", "TransportCollector", "metrics_registry", "render_metrics"]
+__all__ = [
+    "BreakerCollector",
+    "TransportCollector",
+    "metrics_registry",
+    "named_breakers",
+    "outcome_counts",
+    "render_metrics",
+]
 
 _STATES = tuple(CircuitState)
 # Every transition a breaker can make: the series exist from the start, at 0.
@@ -56,6 +69,25 @@ _TRANSITIONS = (
     (CircuitState.HALF_OPEN, CircuitState.OPEN),
     (CircuitState.OPEN, CircuitState.CLOSED),
 )
+
+
+def named_breakers(manager: CircuitBreakerManager) -> Iterator[tuple[str, CircuitBreaker]]:
+    """``(name, breaker)`` for every breaker registered now, in registration order."""
+    for name in manager.names():
+        breaker = manager.get_breaker(name)
+        if breaker is not None:  # removed meanwhile
+            yield name, breaker
+
+
+def outcome_counts(stats: CircuitStats) -> tuple[tuple[str, int], ...]:
+    """The recorded outcomes by label: ``success``, ``failure`` (not timeouts), ``timeout``,
+    ``ignored``."""
+    return (
+        ("success", stats.success_count),
+        ("failure", stats.failure_count - stats.timeout_count),
+        ("timeout", stats.timeout_count),
+        ("ignored", stats.ignored_count),
+    )
 
 
 class BreakerCollector(Collector):
@@ -76,21 +108,12 @@ class BreakerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families = _BreakerFamilies()
-        for name in self._manager.names():
-            breaker = self._manager.get_breaker(name)
-            if breaker is None:
-                continue  # removed since names() was read
+        for name, breaker in named_breakers(self._manager):
             stats = breaker.stats()
             transitions = breaker.transition_counts()
             for state in _STATES:
                 families.state.add_metric([name, state.value], 1.0 if stats.state is state else 0.0)
-            failures = stats.failure_count - stats.timeout_count
-            for outcome, value in (
-                ("success", stats.success_count),
-                ("failure", failures),
-                ("timeout", stats.timeout_count),
-                ("ignored", stats.ignored_count),
-            ):
+            for outcome, value in outcome_counts(stats):
                 families.calls.add_metric([name, outcome], value)
             families.rejected.add_metric([name], stats.rejection_count)
             for source, target in _TRANSITIONS:

@@ -10,24 +10,17 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from synapse_core.breaker import CircuitBreaker, CircuitBreakerConfig, CircuitBreakerManager
 from synapse_core.health.journal import TransitionJournal
+from synapse_core.metrics import named_breakers as breakers_of
 
 SCHEMA_VERSION = 1
 """Version of the ``/breakers`` document (``docs/health.md``); a breaking change bumps it."""
 
 Critical = Callable[[str], bool]
-
-
-def breakers_of(manager: CircuitBreakerManager) -> Iterator[tuple[str, CircuitBreaker]]:
-    """``(name, breaker)`` for every breaker registered now, in registration order."""
-    for name in manager.names():
-        breaker = manager.get_breaker(name)
-        if breaker is not None:  # removed meanwhile
-            yield name, breaker
 
 
 def finite(value: float | None) -> float | None:
