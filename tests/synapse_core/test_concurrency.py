@@ -33,10 +33,17 @@ def test_counts_stay_exact_on_the_locked_path(monkeypatch: pytest.MonkeyPatch) -
     _hammer(CALLS // 10)
 
 
-def _hammer(calls: int) -> None:
+def test_counts_stay_exact_with_the_rate_rules_judging_every_change() -> None:
+    """With rates, every failure searches the window's future (ageing) and successes go
+    through the lock while one could change the verdict: counts stay exact all the same."""
+    _hammer(CALLS // 5, failure_rate_threshold=0.9, minimum_requests=20)
+
+
+def _hammer(calls: int, **rules: float) -> None:
     # Real clock: buckets roll over while threads race, exercising the lock-free path.
     breaker = CircuitBreaker(
-        "hot", CircuitBreakerConfig(failure_threshold=10**9, failure_window=0.5)
+        "hot",
+        CircuitBreakerConfig(failure_threshold=10**9, failure_window=0.5, **rules),  # type: ignore[arg-type]
     )
     start = threading.Barrier(THREADS)
     errors: list[BaseException] = []
