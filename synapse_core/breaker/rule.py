@@ -83,10 +83,21 @@ class TripRule:
     def assess(self, window: SlidingWindow) -> Assessment:
         """The verdict on *window* now, when ageing would trip it, and whether it is armed.
 
-        Called under the breaker's lock after every change it records; cheap in the common
-        cases (constant time unless rates are set and the window spans several buckets).
+        Called under the breaker's lock after every change it records; constant time unless
+        rates are set and the window spans several buckets, then O(log buckets).
         """
-        total, failures, slow = window.total, window.failures, window.slow
+        failures, slow = window.failures, window.slow
+        if self.failure_rate is None and self.slow_rate is None:
+            # Only the count rule: below failure_threshold nothing but a failure can trip the
+            # window, and ageing only removes failures. (Reading the total costs more than the
+            # rest together: the lock-free successes are counted in an itertools.count.)
+            if failures < self.failure_threshold:
+                return None, None, False
+            total = window.total
+            if total >= self.minimum:
+                return self.reason(total, failures, slow), None, False
+            return None, None, True  # the success that completes minimum_requests trips it
+        total = window.total
         minimum = self.minimum
         if total < minimum:
             # Ageing only shrinks a window already too small; a run of successes can bring this
@@ -94,10 +105,8 @@ class TripRule:
             return None, None, self.holds(minimum, failures, slow)
         if self.holds(total, failures, slow):
             return self.reason(total, failures, slow), None, False
-        if (self.failure_rate is None and self.slow_rate is None) or not (failures or slow):
-            # Past minimum_requests successes only dilute the rates, and ageing only removes
-            # failures: with no rate (or nothing bad) in play, nothing but a failure can trip it.
-            return None, None, False
+        if not (failures or slow):
+            return None, None, False  # rates of nothing: only a failure or a slow call can trip
         suffixes = self._suffixes(window)
         if not suffixes.indexes:
             return None, None, False  # one bucket: it leaves last, and the window is then empty
