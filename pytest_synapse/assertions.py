@@ -13,6 +13,8 @@ that deadline before they fail.
 
 from __future__ import annotations
 
+import math
+
 from pytest_synapse.leaks import assert_no_calls_while_open
 from pytest_synapse.records import earliest_active_onset
 from pytest_synapse.rejects import assert_rejects_fast, assert_rejects_fast_async
@@ -182,15 +184,28 @@ def assert_closes_within(
         wait_polled(tl, pollers, heal + seconds, lambda: bool(closed_since_heal()))
         closed = closed_since_heal()
     if not closed:
-        if isinstance(breaker, str):
-            seen = breaker_events(tl, breaker, "opened", "half_opened", "closed")
-            state = seen[-1].state if seen else "unknown"
-        else:
-            state = breaker.state.value
+        seen = breaker_events(tl, breaker, "opened", "half_opened", "closed")
+        state = breaker.state.value if isinstance(breaker, CircuitBreaker) else None
+        state = state or (seen[-1].state if seen else "unknown")
         waited = " (polled until the deadline)" if pollers else ""
+        earlier = ""
+        if seen and seen[-1].kind == "closed":
+            earlier = (
+                f"; it closed at t={seen[-1].at - tl.started_at:.3f}s, before that heal (give "
+                "after= the time the outage ended if a later fault overlapped the recovery)"
+            )
+        if isinstance(breaker, CircuitBreaker) and state == "open":
+            due = breaker.retry_after
+            if due is not None and math.isinf(due):
+                earlier = "; it is held open (force_open) until force_close() or reset()"
+            elif due is not None and due > seconds:
+                earlier = (
+                    f"; its next probe is not due for {due:.1f}s (recovery_timeout "
+                    f"{breaker.config.recovery_timeout:g}s)"
+                )
         raise failure(
             f"breaker {name!r} did not close after the heal at t={heal - tl.started_at:.3f}s "
-            f"(state now: {state}){waited}",
+            f"(state now: {state}){waited}{earlier}",
             tl,
             name,
         )
