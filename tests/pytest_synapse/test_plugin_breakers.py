@@ -177,3 +177,28 @@ def test_circuit_breaker_fields_override_single_values_of_a_config(circuit_break
         circuit_breaker("db", base)
     with pytest.raises(TypeError, match="must be a CircuitBreakerConfig"):
         circuit_breaker("cache", {"failure_threshold": 3})
+
+
+def test_closes_within_says_when_it_closed_before_the_heal_and_when_a_probe_is_due(
+    circuit_breaker, virtual_clock, breaker_timeline
+) -> None:  # type: ignore[no-untyped-def]
+    """'did not close after the heal (state now: closed)' read as a contradiction."""
+    from pytest_synapse import BreakerAssertionError
+
+    db = circuit_breaker("db", recovery_timeout=5)
+    outage = breaker_timeline.timeline.fault_started("partition", "db-proxy")
+    for _ in range(3):
+        with pytest.raises(ZeroDivisionError):
+            db.call(lambda: 1 / 0)
+    breaker_timeline.timeline.fault_ended(outage)
+    with pytest.raises(BreakerAssertionError, match=r"next probe is not due for 5\.0s"):
+        breaker_timeline.assert_closes_within(db, seconds=1)
+    slow = breaker_timeline.timeline.fault_started("latency", "db-proxy")
+    virtual_clock.advance(5)
+    db.call(lambda: 1)
+    db.call(lambda: 1)
+    virtual_clock.advance(1)
+    breaker_timeline.timeline.fault_ended(slow)
+    with pytest.raises(BreakerAssertionError, match=r"it closed at t=5\.000s, before that heal"):
+        breaker_timeline.assert_closes_within(db, seconds=1)
+    assert breaker_timeline.assert_closes_within(db, seconds=5, after=0.0) == 5.0
