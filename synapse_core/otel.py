@@ -33,12 +33,11 @@ from synapse_core.breaker import (
     CircuitBreaker,
     CircuitBreakerManager,
     CircuitEvent,
-    CircuitOpened,
     CircuitState,
     default_manager,
     watch_transitions,
 )
-from synapse_core.breaker.observers import transition_of
+from synapse_core.breaker.observers import transition_fields
 from synapse_core.metrics import named_breakers, outcome_counts
 
 try:
@@ -51,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the message only
 __all__ = ["OtelInstrumentation", "instrument"]
 
 SCOPE = "synapse_core"
+_ATTRIBUTE = {"breaker": "synapse.breaker.name"}
 
 
 class OtelInstrumentation:
@@ -94,23 +94,16 @@ class OtelInstrumentation:
         manager = self._manager
         if manager is not None and manager.get_breaker(event.breaker_name) is not breaker:
             return
-        source, target, reason = transition_of(event)
+        fields = transition_fields(event)
         self._transitions.add(
-            1,
-            {"breaker": event.breaker_name, "from_state": source.value, "to_state": target.value},
+            1, {key: fields[key] for key in ("breaker", "from_state", "to_state")}
         )
         span = trace.get_current_span()
-        if not span.is_recording():
-            return
-        attributes: dict[str, str | int] = {
-            "synapse.breaker.name": event.breaker_name,
-            "synapse.breaker.from_state": source.value,
-            "synapse.breaker.to_state": target.value,
-            "synapse.breaker.reason": reason,
-        }
-        if isinstance(event, CircuitOpened):
-            attributes["synapse.breaker.failure_count"] = event.failure_count
-        span.add_event(f"synapse.breaker.{event.kind}", attributes)
+        if span.is_recording():
+            span.add_event(
+                f"synapse.breaker.{event.kind}",
+                {_ATTRIBUTE.get(key, f"synapse.breaker.{key}"): v for key, v in fields.items()},
+            )
 
     def close(self) -> None:
         """Stop adding transitions (the observable instruments stay with their meter)."""

@@ -8,7 +8,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from synapse_core.breaker.state import CircuitState
 
@@ -90,6 +90,30 @@ class Unsubscribe:
 
     def __exit__(self, *exc_info: object) -> None:
         self()
+
+
+W = TypeVar("W", bound=Callable[..., object])
+
+
+class Watchers(Generic[W]):
+    """Process-wide callbacks, copied on write: :attr:`current` is read without a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.current: tuple[W, ...] = ()
+
+    def add(self, watcher: W) -> Unsubscribe:
+        """Add *watcher*; returns the handle that removes it."""
+        if not callable(watcher):
+            raise TypeError(f"watcher must be callable, got {watcher!r}")
+
+        def stop() -> None:
+            with self._lock:
+                self.current = tuple(w for w in self.current if w is not watcher)
+
+        with self._lock:
+            self.current = (*self.current, watcher)
+        return Unsubscribe(stop)
 
 
 def dispatch(listeners: tuple[Listener, ...], event: CircuitEvent) -> None:

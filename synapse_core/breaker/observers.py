@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from synapse_core.breaker.events import (
     CircuitClosed,
@@ -27,6 +26,7 @@ from synapse_core.breaker.events import (
     CircuitHalfOpened,
     CircuitOpened,
     Unsubscribe,
+    Watchers,
 )
 from synapse_core.breaker.state import CircuitState
 
@@ -43,13 +43,12 @@ logging.getLogger("synapse").addHandler(logging.NullHandler())
 log = logging.getLogger("synapse.breaker")
 _errors = logging.getLogger("synapse_core.breaker")
 
-_lock = threading.Lock()
-_watchers: tuple[TransitionWatcher, ...] = ()
+_watchers: Watchers[TransitionWatcher] = Watchers()
 
 
 def observed() -> bool:
     """Whether a transition must be reported (someone watches, or the log would keep it)."""
-    return bool(_watchers) or log.isEnabledFor(logging.WARNING)
+    return bool(_watchers.current) or log.isEnabledFor(logging.WARNING)
 
 
 def watch_transitions(watcher: TransitionWatcher) -> Unsubscribe:
@@ -59,18 +58,7 @@ def watch_transitions(watcher: TransitionWatcher) -> Unsubscribe:
     (it may read the breaker), and must be quick: a slow watcher slows that caller. One that
     raises is logged and the others still run. Returns a handle that stops watching.
     """
-    global _watchers
-    if not callable(watcher):
-        raise TypeError(f"watcher must be callable, got {watcher!r}")
-
-    def stop() -> None:
-        global _watchers
-        with _lock:
-            _watchers = tuple(w for w in _watchers if w is not watcher)
-
-    with _lock:
-        _watchers = (*_watchers, watcher)
-    return Unsubscribe(stop)
+    return _watchers.add(watcher)
 
 
 def notify(breaker: CircuitBreaker, event: CircuitEvent) -> None:
@@ -78,7 +66,7 @@ def notify(breaker: CircuitBreaker, event: CircuitEvent) -> None:
     if not isinstance(event, TRANSITION_EVENTS):
         return
     _log_transition(event)
-    for watcher in _watchers:
+    for watcher in _watchers.current:
         try:
             watcher(breaker, event)
         except Exception:
@@ -94,28 +82,36 @@ def transition_of(event: CircuitEvent) -> tuple[CircuitState, CircuitState, str]
     return CircuitState.OPEN, CircuitState.HALF_OPEN, "recovery timeout elapsed"
 
 
-def _log_transition(event: CircuitEvent) -> None:
-    level = logging.WARNING if isinstance(event, CircuitOpened) else logging.INFO
-    if not log.isEnabledFor(level):
-        return
+def transition_fields(event: CircuitEvent) -> dict[str, Any]:
+    """``breaker``, ``from_state``, ``to_state``, ``reason`` (and ``failure_count`` for an
+    opening) of a transition event, as the logs, the health endpoints and tracing report it."""
     source, target, reason = transition_of(event)
-    extra: dict[str, object] = {
-        "synapse_event": f"breaker.{event.kind}",
+    fields: dict[str, Any] = {
         "breaker": event.breaker_name,
         "from_state": source.value,
         "to_state": target.value,
         "reason": reason,
     }
     if isinstance(event, CircuitOpened):
-        extra["failure_count"] = event.failure_count
+        fields["failure_count"] = event.failure_count
+    return fields
+
+
+def _log_transition(event: CircuitEvent) -> None:
+    level = logging.WARNING if isinstance(event, CircuitOpened) else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    fields = transition_fields(event)
+    extra = {"synapse_event": f"breaker.{event.kind}", **fields}
+    if isinstance(event, CircuitOpened):
         wait = event.retry_at - event.timestamp
         extra["retry_after"] = None if math.isinf(wait) else round(wait, 6)
     log.log(
         level,
         "circuit breaker %r %s -> %s: %s",
-        event.breaker_name,
-        source.value,
-        target.value,
-        reason,
+        fields["breaker"],
+        fields["from_state"],
+        fields["to_state"],
+        fields["reason"],
         extra=extra,
     )

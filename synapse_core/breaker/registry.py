@@ -7,7 +7,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from synapse_core.breaker.events import Unsubscribe
+from synapse_core.breaker.events import Unsubscribe, Watchers
 
 if TYPE_CHECKING:
     from synapse_core.breaker.breaker import CircuitBreaker
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 BreakerWatcher = Callable[["CircuitBreaker"], object]
 
 _lock = threading.Lock()
-_watchers: tuple[BreakerWatcher, ...] = ()
+_watchers: Watchers[BreakerWatcher] = Watchers()
 _live: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 
@@ -23,8 +23,7 @@ def announce(breaker: CircuitBreaker) -> None:
     """Called by every new breaker: remember it weakly and tell the watchers."""
     with _lock:
         _live.add(breaker)
-        watchers = _watchers
-    for watcher in watchers:
+    for watcher in _watchers.current:
         watcher(breaker)
 
 
@@ -34,18 +33,7 @@ def watch_breakers(watcher: BreakerWatcher) -> Unsubscribe:
     Returns a handle that stops watching. Used by the pytest plugin to record the state changes
     of breakers a service creates during a test.
     """
-    global _watchers
-    if not callable(watcher):
-        raise TypeError(f"watcher must be callable, got {watcher!r}")
-
-    def stop() -> None:
-        global _watchers
-        with _lock:
-            _watchers = tuple(w for w in _watchers if w is not watcher)
-
-    with _lock:
-        _watchers = (*_watchers, watcher)
-    return Unsubscribe(stop)
+    return _watchers.add(watcher)
 
 
 def live_breakers() -> list[CircuitBreaker]:

@@ -90,8 +90,11 @@ class Subscription:
             except RuntimeError:  # its loop is closed: the reader is gone
                 self.close()
 
-    def _take(self) -> tuple[bool, bytes] | None:
-        """``(resync, queued bytes)``, or ``None`` when closed; clears the ready flags."""
+    def _take(self) -> bytes | None:
+        """What is ready to write (``b""`` if nothing), or ``None`` once closed.
+
+        Clears the ready flags; builds the snapshot when one is due.
+        """
         with self._lock:
             if self._closed:
                 return None
@@ -103,45 +106,27 @@ class Subscription:
             data = b"" if resync else b"".join(d for _, d in self._items)
             self._items.clear()
             self._size = 0
-            return resync, data
-
-    def _chunk(self, taken: tuple[bool, bytes]) -> bytes | None:
-        resync, data = taken
-        if resync:
-            return self._feed.snapshot_message()
-        return data or None
+        return self._feed.snapshot_message() if resync else data
 
     def read(self, keepalive: float) -> bytes | None:
         """Wait up to *keepalive* seconds for what to write next (see the class docstring)."""
-        taken = self._take()
-        if taken is None:
-            return None
-        chunk = self._chunk(taken)
-        if chunk is not None:
-            return chunk
-        self._ready.wait(keepalive)
-        taken = self._take()
-        if taken is None:
-            return None
-        return self._chunk(taken) or KEEPALIVE
+        chunk = self._take()
+        if chunk == b"":
+            self._ready.wait(keepalive)
+            chunk = self._take()
+        return KEEPALIVE if chunk == b"" else chunk
 
     async def read_async(self, keepalive: float) -> bytes | None:
         """:meth:`read` for asyncio: waits without blocking the event loop."""
         if self._async_ready is None:
             self._loop = asyncio.get_running_loop()
             self._async_ready = asyncio.Event()
-        taken = self._take()
-        if taken is None:
-            return None
-        chunk = self._chunk(taken)
-        if chunk is not None:
-            return chunk
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._async_ready.wait(), keepalive)
-        taken = self._take()
-        if taken is None:
-            return None
-        return self._chunk(taken) or KEEPALIVE
+        chunk = self._take()
+        if chunk == b"":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._async_ready.wait(), keepalive)
+            chunk = self._take()
+        return KEEPALIVE if chunk == b"" else chunk
 
     def close(self) -> None:
         """Stop receiving; pending and later reads return ``None``."""

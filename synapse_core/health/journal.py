@@ -14,10 +14,9 @@ from synapse_core.breaker import (
     CircuitBreaker,
     CircuitBreakerManager,
     CircuitEvent,
-    CircuitOpened,
     watch_transitions,
 )
-from synapse_core.breaker.observers import transition_of
+from synapse_core.breaker.observers import transition_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +88,7 @@ class TransitionJournal:
         name = event.breaker_name
         if self._manager.get_breaker(name) is not breaker:
             return  # another manager's breaker, or not (or no longer) registered under its name
-        source, target, reason = transition_of(event)
-        failures = event.failure_count if isinstance(event, CircuitOpened) else None
+        fields = transition_fields(event)
         with self._lock:
             history = self._histories.get(breaker)
             if history is None:
@@ -99,10 +97,10 @@ class TransitionJournal:
             entry = Transition(
                 name,
                 history.seq,
-                source.value,
-                target.value,
-                reason,
-                failures,
+                fields["from_state"],
+                fields["to_state"],
+                fields["reason"],
+                fields.get("failure_count"),
                 event.timestamp,
                 time.monotonic(),
                 time.time(),

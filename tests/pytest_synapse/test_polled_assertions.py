@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import pytest
+from timeline_support import fault_span
 
 from pytest_synapse import BreakerAssertionError
 
@@ -33,7 +34,7 @@ SLOW = 60.0  # the poller thread would not poll again during the test
 def test_a_trip_the_poller_has_not_seen_yet_is_found(breaker_timeline: Any) -> None:
     remote = RemoteService()
     breaker_timeline.poll(remote.fetch, interval=SLOW)
-    with _fault(breaker_timeline):
+    with fault_span(breaker_timeline, "partition", "postgres-proxy"):
         remote.states["postgres"] = "open"  # the tripping request just returned
         assert breaker_timeline.assert_trips_within("postgres", seconds=5) < 5
 
@@ -41,7 +42,7 @@ def test_a_trip_the_poller_has_not_seen_yet_is_found(breaker_timeline: Any) -> N
 def test_a_recovery_under_way_is_waited_for_up_to_the_deadline(breaker_timeline: Any) -> None:
     remote = RemoteService()
     breaker_timeline.poll(remote.fetch, interval=0.02)
-    with _fault(breaker_timeline):
+    with fault_span(breaker_timeline, "partition", "postgres-proxy"):
         remote.states["postgres"] = "open"
         breaker_timeline.assert_trips_within("postgres", seconds=5)
     timer = threading.Timer(0.2, remote.states.__setitem__, ("postgres", "closed"))
@@ -56,7 +57,7 @@ def test_a_recovery_under_way_is_waited_for_up_to_the_deadline(breaker_timeline:
 def test_a_breaker_that_never_closes_fails_after_the_deadline(breaker_timeline: Any) -> None:
     remote = RemoteService()
     breaker_timeline.poll(remote.fetch, interval=0.02)
-    with _fault(breaker_timeline):
+    with fault_span(breaker_timeline, "partition", "postgres-proxy"):
         remote.states["postgres"] = "open"
     fetches = remote.fetches
     with pytest.raises(BreakerAssertionError, match=r"did not close .*polled until the deadline"):
@@ -69,16 +70,3 @@ def test_failure_counts_are_refused_for_polled_breakers(breaker_timeline: Any) -
     breaker_timeline.poll(remote.fetch, interval=SLOW)
     with pytest.raises(TypeError, match="only known for in-process breakers"):
         breaker_timeline.assert_trips_within("postgres", failures=3)
-
-
-class _fault:
-    """A fault span on the test's timeline (the proxy side does not matter here)."""
-
-    def __init__(self, view: Any) -> None:
-        self.timeline = view.timeline
-
-    def __enter__(self) -> None:
-        self.span = self.timeline.fault_started("partition", "postgres-proxy")
-
-    def __exit__(self, *exc: object) -> None:
-        self.timeline.fault_ended(self.span)

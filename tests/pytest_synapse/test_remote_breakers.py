@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from timeline_support import fault_span
 
 from pytest_synapse import BreakerAssertionError
 from pytest_synapse.remote import RemoteBreakerError, breakers_url
@@ -73,26 +74,13 @@ def service() -> Iterator[Callable[[str], Service]]:
         running.stop()
 
 
-class fault:
-    """A fault span on the test's timeline (the service's dependency is down meanwhile)."""
-
-    def __init__(self, view: Any) -> None:
-        self.timeline = view.timeline
-
-    def __enter__(self) -> None:
-        self.span = self.timeline.fault_started("down", "backend")
-
-    def __exit__(self, *exc: object) -> None:
-        self.timeline.fault_ended(self.span)
-
-
 def test_a_correct_service_passes_every_assertion_from_outside(
     service: Callable[[str], Service], breaker_timeline: Any, remote_breakers: Any
 ) -> None:
     svc = service("correct")
     remote = remote_breakers(svc.url + "/ops")
     assert remote.states == {"backend": "closed"}
-    with fault(breaker_timeline):
+    with fault_span(breaker_timeline, "down", "backend"):
         assert [svc.call(fail=True) for _ in range(3)] == [502, 502, 502]
         # The failures that tripped it come from the service itself, not from the poller.
         breaker_timeline.assert_trips_within("backend", failures=3, seconds=5)
@@ -117,7 +105,7 @@ def test_transitions_between_two_polls_are_all_recorded(
     """A trip and a recovery inside one poll interval: a state sampler would see nothing."""
     svc = service("correct")
     remote = breaker_timeline.watch_remote(svc.url + "/ops", interval=60)  # no background poll
-    with fault(breaker_timeline):
+    with fault_span(breaker_timeline, "down", "backend"):
         for _ in range(3):
             svc.call(fail=True)
     time.sleep(0.35)
@@ -134,7 +122,7 @@ def test_planted_bug_a_breaker_that_never_opens_fails(
 ) -> None:
     svc = service("never_opens")
     remote_breakers(svc.url + "/ops")
-    with fault(breaker_timeline):
+    with fault_span(breaker_timeline, "down", "backend"):
         assert [svc.call(fail=True) for _ in range(5)] == [502] * 5  # every call waits it out
         with pytest.raises(
             BreakerAssertionError, match=r"breaker 'backend' never opened \(polled until"
@@ -147,7 +135,7 @@ def test_planted_bug_a_breaker_that_never_closes_fails(
 ) -> None:
     svc = service("never_closes")
     remote = remote_breakers(svc.url + "/ops")
-    with fault(breaker_timeline):
+    with fault_span(breaker_timeline, "down", "backend"):
         for _ in range(3):
             svc.call(fail=True)
         breaker_timeline.assert_trips_within("backend", failures=3, seconds=5)
