@@ -473,8 +473,11 @@ class Connection:
                 self.closed = True
                 transport.close()
                 return
-            # Hold client bytes in the kernel until the upstream is connected.
-            transport.pause_reading()
+            # Hold client bytes in the kernel until the upstream is connected. Paused on the
+            # next loop turn, not here: before CPython 3.11.3 (Debian 12's python3 is 3.11.2) a
+            # transport starts reading after connection_made() even if it paused in there, and
+            # the request bytes it read then were lost (every proxied connection hung).
+            self.ctx.loop.call_soon(transport.pause_reading)
             self.upstream.source = transport
             self.downstream.dest = transport
             self.proxy.connection_opened(self)
