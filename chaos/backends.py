@@ -1,4 +1,4 @@
-"""Where proxies live: the embedded server, an external Toxiproxy, or (later) a container.
+"""Where proxies live: the embedded server, an external Toxiproxy, or a container.
 
 One interface, :class:`Backend`, so faults and scenarios run the same way on each:
 
@@ -7,7 +7,7 @@ spec                           backend
 =============================  ==========================================================
 ``None`` / ``"embedded"``      :class:`EmbeddedBackend`: starts :class:`~chaos.EmbeddedToxiproxy`
 ``"http://host:port"``         :class:`ExternalBackend`: a running Toxiproxy 2.x (or ours)
-``"docker"``                   a Toxiproxy container; arrives with the Docker issue
+``"docker"``                   :class:`chaos.docker.DockerBackend`: a chaos server container
 =============================  ==========================================================
 
 :func:`resolve_backend` reads ``SYNAPSE_TOXIPROXY`` when no spec is given::
@@ -23,7 +23,6 @@ Stopping a backend heals and deletes every proxy it created; proxies it only att
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import itertools
 import math
@@ -34,7 +33,7 @@ from typing import Final, Self
 
 from chaos.client import ToxiproxyClient
 from chaos.embedded import EmbeddedToxiproxy, Mode
-from chaos.errors import BackendError, BackendUnavailable, NotFound, ProxyExists
+from chaos.errors import BackendError, NotFound, ProxyExists
 from chaos.lifecycle import StartStop
 from chaos.livefaults import DEFAULT_OWNER, check_owner
 from chaos.proxy import Proxy
@@ -45,7 +44,8 @@ ENV_VAR: Final = "SYNAPSE_TOXIPROXY"
 
 _names = itertools.count(1)
 
-BackendFactory = Callable[[], "Backend"]
+BackendFactory = Callable[..., "Backend"]
+"""Called as ``factory(owner=..., timeout=..., seed=..., env=...)``."""
 _FACTORIES: dict[str, BackendFactory] = {}
 
 
@@ -131,7 +131,7 @@ class Backend(StartStop):
 
     def create_proxy(
         self,
-        upstream: str,
+        upstream: object,
         name: str | None = None,
         timeline: Timeline | None = None,
         *,
@@ -140,7 +140,9 @@ class Backend(StartStop):
         """Create a proxy to *upstream* (``host:port``) and return its handle.
 
         Args:
-            upstream: where the proxy forwards to.
+            upstream: where the proxy forwards to: ``host:port``, or a container and its port
+                (``(container, 6379)``; a container alone if it exposes one port), the container
+                a :class:`chaos.docker.Container`, a docker SDK or a testcontainers container.
             name: proxy name (default ``synapse-<n>``, unique in this process).
             timeline: the timeline its faults record into (default: a new one).
             listen: where it listens (default any free loopback port).
@@ -151,8 +153,14 @@ class Backend(StartStop):
         client = self.client
         chosen = name or f"synapse-{os.getpid()}-{next(_names)}"
         try:
-            proxy = client.create_proxy(
-                chosen, upstream, listen=listen, timeline=timeline, owner=self.owner
+            proxy = self._handle(
+                client.create_proxy(
+                    chosen,
+                    self._upstream(upstream),
+                    listen=self._listen(listen),
+                    timeline=timeline,
+                    owner=self.owner,
+                )
             )
         except ProxyExists as exc:
             exc.message = (
@@ -170,10 +178,28 @@ class Backend(StartStop):
 
         Pass ``remove_stale=False`` when a :class:`~chaos.ScenarioRunner` will do it (and log it).
         """
-        proxy = self.client.get_proxy(name, timeline=timeline, owner=self.owner)
+        proxy = self._handle(self.client.get_proxy(name, timeline=timeline, owner=self.owner))
         if remove_stale:
             proxy.remove_stale_faults()
         self._attached.append(proxy)
+        return proxy
+
+    # -- hooks of the docker backend ---------------------------------------------------------
+
+    def _upstream(self, upstream: object) -> str:
+        """The ``host:port`` the server forwards to (a container: its host-published port)."""
+        if isinstance(upstream, str):
+            return upstream
+        from chaos.docker.upstream import host_upstream
+
+        return host_upstream(upstream)
+
+    def _listen(self, listen: str) -> str:
+        """The ``listen`` address to ask the server for."""
+        return listen
+
+    def _handle(self, proxy: Proxy) -> Proxy:
+        """The handle given out for *proxy* (the docker backend maps its addresses)."""
         return proxy
 
 
@@ -266,8 +292,9 @@ def resolve_backend(
         seed: seed of the embedded server's randomness (toxicity rolls, jitter, slices);
             ignored by servers Synapse does not start.
 
-    Raises :class:`~chaos.errors.BackendError` for a spec it does not understand, and
-    :class:`~chaos.errors.BackendUnavailable` for ``docker`` until that backend exists.
+    Raises :class:`~chaos.errors.BackendError` for a spec it does not understand or bad docker
+    settings (``SYNAPSE_DOCKER_*``). Nothing is started: a missing Docker engine is reported by
+    ``start()`` (:class:`chaos.docker.DockerUnavailable`).
     """
     source = "argument"
     if spec is None:
@@ -287,20 +314,16 @@ def resolve_backend(
             )
         return ExternalBackend(_check_url(text, source), owner=owner, timeout=timeout)
     if lowered == "docker":
-        factory = _FACTORIES.get("docker")
-        if factory is None:
-            with contextlib.suppress(ModuleNotFoundError):  # not written yet
-                importlib.import_module("chaos.docker")
-            factory = _FACTORIES.get("docker")
-        if factory is None:
-            raise BackendUnavailable(
-                f"{_source_text(source)}: the docker backend arrives with the Docker issue and "
-                "is not available yet; use 'embedded' or the URL of a running Toxiproxy "
-                "(http://host:port)",
-                spec=text,
-                source=source,
+        if "docker" not in _FACTORIES:
+            importlib.import_module("chaos.docker.backend")  # registers itself; docker is lazy
+        try:
+            return _FACTORIES["docker"](
+                owner=owner, timeout=timeout, seed=seed, env=os.environ if env is None else env
             )
-        return factory()
+        except BackendError as exc:
+            exc.args = (f"{_source_text(source)}: {exc}",)
+            exc.spec, exc.source = text, source
+            raise
     raise BackendError(
         f"{_source_text(source)}: {text!r} is not a chaos backend; use 'embedded', "
         "'docker' or the URL of a running Toxiproxy (http://host:port)",

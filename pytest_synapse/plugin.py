@@ -20,6 +20,12 @@ import pytest
 
 from pytest_synapse import gates as gates_mod
 from pytest_synapse import junit
+from pytest_synapse.docker_fixtures import (  # noqa: F401  (registered by import)
+    chaos_container,
+    compose_stack,
+    container,
+    docker_network,
+)
 from pytest_synapse.fixtures import (  # noqa: F401  (fixtures are registered by import)
     breaker_timeline,
     chaos_proxy,
@@ -48,6 +54,9 @@ SYNAPSE_FIXTURES = frozenset(
         "toxiproxy",
         "chaos_scenario",
         "synapse_backend",
+        "container",
+        "chaos_container",
+        "compose_stack",
     }
 )
 

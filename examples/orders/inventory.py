@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import signal
 import socketserver
+import sys
 
 from orders.background import ServesInBackground
 
@@ -32,3 +35,19 @@ class InventoryServer(ServesInBackground, socketserver.ThreadingTCPServer):
     def address(self) -> str:
         host, port = self.server_address[:2]
         return f"{host}:{port}"
+
+
+def main() -> None:
+    """``python -m orders.inventory``: serve until killed (in a container)."""
+    parser = argparse.ArgumentParser(description="the inventory demo service")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=7000)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 in a container
+    with InventoryServer(args.host, args.port) as server:
+        print(f"inventory: {server.address}", flush=True)
+        signal.pause()
+
+
+if __name__ == "__main__":
+    main()
