@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synapse-installed
 
-.PHONY: test demo breaker-demo lint bench format clean serve system-deps
+.PHONY: test demo breaker-demo lint bench format clean serve system-deps image docker-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ DEMO_GATES := --synapse-gate all_recovered --synapse-gate "max_trip_seconds<=5" 
 demo: $(STAMP)
 	$(PY) -m pytest examples/orders --synapse-chaos -p no:cacheprovider -v \
 		--synapse-report=build/resilience.json --synapse-html=build/resilience.html $(DEMO_GATES)
+
+# synapse-chaos:<version>, built with no registry (debootstrap base + wheels built here); cached.
+image: $(STAMP) system-deps
+	$(PY) docker/images.py chaos
+
+# The orders suite against docker/compose.yaml: service, inventory and chaos server as containers.
+docker-demo: image
+	PY=$(PY) scripts/docker-demo.sh $(DEMO_GATES)
 
 breaker-demo: $(STAMP)
 	$(PY) examples/circuit_breaker_demo.py

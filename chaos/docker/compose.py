@@ -133,7 +133,7 @@ class ComposeStack(StartStop):
             "services": {name: {"labels": labels} for name in config.get("services") or {}},
             "networks": {
                 name: {"labels": labels}
-                for name, spec in (config.get("networks") or {}).items()
+                for name, spec in (config.get("networks") or {"default": {}}).items()
                 if not (spec or {}).get("external")
             },
         }

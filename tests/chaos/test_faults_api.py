@@ -14,7 +14,6 @@ from chaos_helpers import EchoServer, connect_state, echoes
 from chaos import (
     Backend,
     BackendError,
-    BackendUnavailable,
     ChaosError,
     EmbeddedBackend,
     ExternalBackend,
@@ -252,7 +251,6 @@ def test_resolve_backend_choices() -> None:
 @pytest.mark.parametrize(
     ("spec", "env", "error", "words"),
     [
-        ("docker", None, BackendUnavailable, "the docker backend arrives with the Docker issue"),
         ("toxiproxy", None, BackendError, "'toxiproxy' is not a chaos backend"),
         (None, "nonsense", BackendError, "SYNAPSE_TOXIPROXY: 'nonsense' is not a chaos backend"),
         ("https://h:1", None, BackendError, "plain HTTP"),
