@@ -6,7 +6,7 @@ is rejected in microseconds instead of costing a timeout per call. See ``docs/tr
 
 from synapse_core.transport.auth import MessageAuthenticator
 from synapse_core.transport.base import DeliveryReceipt, Transport, TransportStats
-from synapse_core.transport.discovery import SERVICE_TYPE, MdnsConfig, PeerInfo
+from synapse_core.transport.discovery import SERVICE_TYPE, MdnsConfig, PeerInfo, host_addresses
 from synapse_core.transport.errors import (
     AuthenticationError,
     DeliveryError,
@@ -72,4 +72,5 @@ __all__ = [
     "TransportError",
     "TransportStats",
     "encode_frame",
+    "host_addresses",
 ]

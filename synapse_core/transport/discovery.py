@@ -56,6 +56,29 @@ def instance_label(entity_id: str) -> str:
     return f"{safe[:50]}-{digest}"
 
 
+def host_addresses() -> list[str]:
+    """This host's own IPv4 addresses, loopback excluded: ``MdnsConfig(interfaces=...)`` for
+    peers that find each other across a real network (containers on one Docker network, say).
+
+    Read from the interfaces (``ifaddr``, which zeroconf uses); inside a container these are
+    the container's addresses on its networks. Raises ``OSError`` if there are none.
+    """
+    import ifaddr  # zeroconf's dependency; only needed here
+
+    found = sorted(
+        {
+            ip.ip
+            for adapter in ifaddr.get_adapters()
+            for ip in adapter.ips
+            if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback
+        },
+        key=ipaddress.ip_address,
+    )
+    if not found:
+        raise OSError("this host has no IPv4 address besides loopback; use ['127.0.0.1']")
+    return found
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MdnsConfig:
     """Discovery settings. Durations in seconds; validated on construction.
@@ -64,6 +87,7 @@ class MdnsConfig:
         interfaces: IP addresses (strings) of the interfaces to announce and browse on; the
             first is also where the TCP listener binds unless told otherwise. Pinning them is
             required where there is no default route; the default keeps everything on loopback.
+            ``interfaces=host_addresses()`` takes this host's (or container's) own addresses.
         service_type: the DNS-SD type (change it to keep test runs apart).
         ttl: TTL of the records this peer announces.
         announce_interval: re-announce this peer's records this often.
