@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_chaos_tests.py
 	$(PY) benchmarks/bench_transport.py
 	$(PY) benchmarks/bench_observability.py
+	$(PY) benchmarks/bench_docker.py
 
 serve: $(STAMP)
 	$(VENV)/bin/synapse-chaos serve

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Final, Protocol, Self, TextIO
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TextIO
 
 from chaos.errors import ScenarioBindingError, ScenarioError
 from chaos.faults import Fault, FlappingFault
@@ -37,6 +37,9 @@ from chaos.proxy import Proxy
 from chaos.scenario import Scenario
 from synapse_core.clock import Clock, VirtualClock, monotonic_clock
 from synapse_core.timeline import Timeline
+
+if TYPE_CHECKING:
+    from chaos.docker.faults import ContainerFault
 
 TICK: Final = 0.1
 """Longest real-time wait between two progress updates, seconds."""
@@ -127,8 +130,12 @@ class ScenarioRunner:
         timeline: where fault spans go (default: a new one on *clock*); it must use *clock*.
         on_event: called with every :class:`RunnerEvent` as it is logged.
         sleep: how :meth:`run` waits in real time (``time.sleep``; naps are <= 0.1 s).
+        containers: a container for each container name the scenario declares (a
+            :class:`chaos.docker.Container`, a docker SDK or testcontainers container, or a
+            container name), for steps with ``container:``.
 
-    Raises :class:`~chaos.errors.ScenarioBindingError` if a declared proxy is missing.
+    Raises :class:`~chaos.errors.ScenarioBindingError` if a declared proxy or container is
+    missing.
     """
 
     def __init__(
@@ -140,15 +147,21 @@ class ScenarioRunner:
         *,
         on_event: Callable[[RunnerEvent], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        containers: Mapping[str, object] | None = None,
     ) -> None:
-        missing = [name for name in scenario.proxies if name not in proxies]
-        if missing:
-            given = ", ".join(sorted(proxies)) or "none"
-            raise ScenarioBindingError(
-                f"no proxy given for {', '.join(repr(m) for m in missing)} (given: {given}); "
-                f"the scenario uses {', '.join(scenario.proxies)}",
-                scenario=scenario.name,
-            )
+        given_containers = containers or {}
+        for kind, declared, bound in (
+            ("proxy", scenario.proxies, proxies),
+            ("container", scenario.containers, given_containers),
+        ):
+            missing = [name for name in declared if name not in bound]
+            if missing:
+                given = ", ".join(sorted(bound)) or "none"
+                raise ScenarioBindingError(
+                    f"no {kind} given for {', '.join(repr(m) for m in missing)} (given: "
+                    f"{given}); the scenario uses {', '.join(declared)}",
+                    scenario=scenario.name,
+                )
         if clock is None:
             clock = timeline.clock if timeline is not None else monotonic_clock
         if timeline is None:
@@ -158,6 +171,14 @@ class ScenarioRunner:
                 "timeline must use the runner's clock (pass Timeline(clock) or omit one of them)"
             )
         self.scenario = scenario
+        self.containers: dict[str, Any] = {}
+        if scenario.containers:
+            from chaos.docker.container import Container  # docker only for container steps
+
+            self.containers = {
+                name: Container.of(given_containers[name], timeline=timeline)
+                for name in scenario.containers
+            }
         self.proxies = {name: proxies[name] for name in scenario.proxies}
         self.clock: Clock = clock
         self.timeline = timeline
@@ -167,7 +188,7 @@ class ScenarioRunner:
         self._position = 0
         self._started_at: float | None = None
         self._finished = False
-        self._active: dict[int, Fault] = {}
+        self._active: dict[int, Fault | ContainerFault] = {}
         # A plain flag, not a threading.Event: cancel() is called from signal handlers, and an
         # Event's lock may be held by the very code the signal interrupted.
         self._cancelled = False
@@ -217,8 +238,8 @@ class ScenarioRunner:
         return min(self.clock() - self._started_at, self.scenario.duration)
 
     @property
-    def active_faults(self) -> dict[int, Fault]:
-        """The faults active now, by 0-based step index."""
+    def active_faults(self) -> dict[int, Fault | ContainerFault]:
+        """The faults active now (proxy and container faults), by 0-based step index."""
         with self._lock:
             return dict(self._active)
 
@@ -443,8 +464,13 @@ class ScenarioRunner:
             return
         step = self.scenario.steps[item.step]
         if item.action == "apply":
-            proxy = self.proxies[step.proxy]
-            fault = proxy.fault(step.fault, **step.params)
+            fault: Any
+            if step.on_container:
+                from chaos.docker.steps import step_fault
+
+                fault = step_fault(self.containers, step.proxy, step.fault, step.params)
+            else:
+                fault = self.proxies[step.proxy].fault(step.fault, **step.params)
             if isinstance(fault, FlappingFault):
                 fault.start(timeline=self.timeline, background=False)
             else:
@@ -461,7 +487,12 @@ class ScenarioRunner:
             if item.step in self._active:
                 self._end_fault(item.step, "expire")
         else:  # heal
-            healed = [i for i in self._active if self.scenario.steps[i].proxy == step.proxy]
+            healed = [
+                i
+                for i in self._active
+                if (self.scenario.steps[i].proxy, self.scenario.steps[i].on_container)
+                == (step.proxy, step.on_container)
+            ]
             for index in sorted(healed, reverse=True):
                 self._active.pop(index).stop()
             self._emit(

@@ -35,6 +35,8 @@ from typing import Any, Final
 
 import yaml
 
+from chaos.docker.steps import check_step
+from chaos.docker.steps import resources as container_resources
 from chaos.errors import InvalidFault, ScenarioError, ScenarioFileError, UnknownScenario
 from chaos.faultspec import (
     FAULT_KINDS,
@@ -48,8 +50,8 @@ from chaos.faultspec import (
 HEAL: Final = "heal"
 """The ``fault`` of a step that removes this scenario's faults from its proxy."""
 
-_STEP_KEYS: Final = ("at", "proxy", "fault", "duration")
-_TOP_KEYS: Final = ("name", "description", "proxies", "duration", "steps")
+_STEP_KEYS: Final = ("at", "proxy", "container", "fault", "duration")
+_TOP_KEYS: Final = ("name", "description", "proxies", "containers", "duration", "steps")
 _SUFFIXES: Final = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 
 
@@ -97,10 +99,12 @@ class ScenarioStep:
 
     Attributes:
         at: offset from the scenario's start, seconds.
-        proxy: the scenario's name for the proxy.
-        fault: a fault kind (see :data:`chaos.FAULT_KINDS`) or ``"heal"``.
+        proxy: the scenario's name for the proxy (or the container, with *on_container*).
+        fault: a fault kind (see :data:`chaos.FAULT_KINDS`; for a container step
+            :data:`chaos.docker.steps.STEP_FAULTS`) or ``"heal"``.
         params: the fault's parameters as written (validated; see :attr:`resolved_params`).
         duration: seconds until the fault is removed; ``None``: until healed or the end.
+        on_container: the step targets a container (``container:`` in files), not a proxy.
     """
 
     at: float
@@ -108,6 +112,7 @@ class ScenarioStep:
     fault: str
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     duration: float | None = None
+    on_container: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "at", _seconds(self.at, "at"))
@@ -121,6 +126,12 @@ class ScenarioStep:
                 extra = sorted(self.params) + (["duration"] if self.duration is not None else [])
                 raise ScenarioError(f"a heal step takes no parameters, got {', '.join(extra)}")
             return
+        if self.on_container:
+            try:
+                check_step(self.fault, self.params)
+            except InvalidFault as exc:
+                raise ScenarioError(str(exc)) from None
+            return
         if self.fault not in FAULT_KINDS:
             raise ScenarioError(
                 f"unknown fault {self.fault!r}; use one of {', '.join(FAULT_KINDS)} or {HEAL!r}"
@@ -131,6 +142,11 @@ class ScenarioStep:
             raise ScenarioError(str(exc)) from None
 
     @property
+    def others(self) -> tuple[str, ...]:
+        """The other containers a container step names (``from`` / ``towards``)."""
+        return check_step(self.fault, self.params) if self.on_container and not self.is_heal else ()
+
+    @property
     def is_heal(self) -> bool:
         """True for a ``heal`` step."""
         return self.fault == HEAL
@@ -138,7 +154,11 @@ class ScenarioStep:
     @property
     def resolved_params(self) -> dict[str, Any]:
         """The parameters with defaults filled in, as the fault will get them."""
-        return {} if self.is_heal else normalize_params(self.fault, self.params)
+        if self.is_heal:
+            return {}
+        if self.on_container:
+            return dict(self.params)
+        return normalize_params(self.fault, self.params)
 
     def describe(self) -> str:
         """``latency(ms=800, jitter=100) on service`` style text."""
@@ -149,8 +169,10 @@ class ScenarioStep:
         return text if self.duration is None else f"{text} for {self.duration:g} s"
 
     def to_dict(self) -> dict[str, Any]:
-        """The file form: ``at``, ``proxy``, ``fault``, parameters inline, ``duration``."""
-        data: dict[str, Any] = {"at": _plain(self.at), "proxy": self.proxy, "fault": self.fault}
+        """The file form: ``at``, ``proxy`` (or ``container``), ``fault``, parameters inline,
+        ``duration``."""
+        target = "container" if self.on_container else "proxy"
+        data: dict[str, Any] = {"at": _plain(self.at), target: self.proxy, "fault": self.fault}
         data.update(self.params)
         if self.duration is not None:
             data["duration"] = _plain(self.duration)
@@ -163,10 +185,18 @@ def _plain(value: float) -> float | int:
 
 def _resources(step: ScenarioStep) -> set[tuple[str, str]]:
     """What a step's fault takes over: (toxic type, stream) pairs, or the enabled state."""
+    if step.on_container:
+        return container_resources(step.fault, step.params)
     params = step.resolved_params
     if disables_proxy(step.fault, params):
         return {("proxy", "enabled")}
     return {(plan.type, plan.stream) for plan in toxic_plans(step.fault, params)}
+
+
+def _describe_resource(kind: str, detail: str, on_container: bool) -> str:
+    if on_container:
+        return f"its network {detail}" if kind == "network" else f"its {detail} state"
+    return "the proxy's enabled state" if kind == "proxy" else f"a {kind} toxic {detail}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -180,6 +210,7 @@ class Scenario:
         proxies: the proxy names the steps use (declared, or taken from the steps in order).
         duration: total seconds; the runner heals everything then. Computed from the steps when
             not given.
+        containers: the container names the steps use (declared, or taken from the steps).
     """
 
     name: str
@@ -187,6 +218,7 @@ class Scenario:
     description: str = ""
     proxies: tuple[str, ...] = ()
     duration: float = dataclasses.field(default=None)  # type: ignore[assignment]
+    containers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -201,20 +233,14 @@ class Scenario:
                     scenario=self.name,
                     step=index,
                 )
-        declared = tuple(self.proxies)
-        if not declared:
-            declared = tuple(dict.fromkeys(step.proxy for step in self.steps))
-        elif len(set(declared)) != len(declared):
-            raise ScenarioError(f"proxies are listed twice: {list(declared)}", scenario=self.name)
-        object.__setattr__(self, "proxies", declared)
-        for index, step in enumerate(self.steps, 1):
-            if step.proxy not in declared:
-                raise ScenarioError(
-                    f"step uses proxy {step.proxy!r}, which the scenario does not declare "
-                    f"(proxies: {', '.join(declared)}); add it to 'proxies'",
-                    scenario=self.name,
-                    step=index,
-                )
+        proxies = self._declare("proxies", self.proxies, on_container=False)
+        containers = self._declare("containers", self.containers, on_container=True)
+        both = sorted(set(proxies) & set(containers))
+        if both:
+            raise ScenarioError(
+                f"{both[0]!r} is declared both as a proxy and as a container; rename one",
+                scenario=self.name,
+            )
         latest = max(
             step.at + (step.duration or 0.0) if not step.is_heal else step.at for step in self.steps
         )
@@ -231,6 +257,27 @@ class Scenario:
                 )
             object.__setattr__(self, "duration", total)
         self._check_overlaps()
+
+    def _declare(self, key: str, given: tuple[str, ...], *, on_container: bool) -> tuple[str, ...]:
+        """The declared proxy or container names, checked against the steps that use them."""
+        kind = "proxy" if key == "proxies" else "container"
+        steps = [(i, s) for i, s in enumerate(self.steps, 1) if s.on_container == on_container]
+        used = [(i, name) for i, s in steps for name in (s.proxy, *s.others)]
+        declared = tuple(given)
+        if not declared:
+            declared = tuple(dict.fromkeys(name for _, name in used))
+        elif len(set(declared)) != len(declared):
+            raise ScenarioError(f"{key} are listed twice: {list(declared)}", scenario=self.name)
+        object.__setattr__(self, key, declared)
+        for index, name in used:
+            if name not in declared:
+                raise ScenarioError(
+                    f"step uses {kind} {name!r}, which the scenario does not declare "
+                    f"({key}: {', '.join(declared) or 'none'}); add it to '{key}'",
+                    scenario=self.name,
+                    step=index,
+                )
+        return declared
 
     def step_end(self, index: int) -> float:
         """When the fault of step *index* (0-based) is removed: duration, heal step or the end."""
@@ -255,7 +302,7 @@ class Scenario:
                 )
         for n, (i, first) in enumerate(applies):
             for j, second in applies[n + 1 :]:
-                if first.proxy != second.proxy:
+                if (first.proxy, first.on_container) != (second.proxy, second.on_container):
                     continue
                 (a0, a1), (b0, b1) = spans[i], spans[j]
                 if not (a0 < b1 and b0 < a1):
@@ -263,15 +310,16 @@ class Scenario:
                 shared = _resources(first) & _resources(second)
                 if shared:
                     what = ", ".join(
-                        "the proxy's enabled state" if kind == "proxy" else f"a {kind} toxic {s}"
+                        _describe_resource(kind, s, first.on_container)
                         for kind, s in sorted(shared)
                     )
                     later, earlier = (j, i) if (b0, j) >= (a0, i) else (i, j)
                     e0, e1 = spans[earlier]
                     raise ScenarioError(
                         f"{self.steps[later].describe()} overlaps step {earlier + 1} "
-                        f"({self.steps[earlier].describe()}, {e0:g} s to {e1:g} s) on proxy "
-                        f"{first.proxy!r}: both set {what}; " + self._overlap_hint(earlier, later),
+                        f"({self.steps[earlier].describe()}, {e0:g} s to {e1:g} s) on "
+                        f"{'container' if first.on_container else 'proxy'} {first.proxy!r}: "
+                        f"both set {what}; " + self._overlap_hint(earlier, later),
                         scenario=self.name,
                         step=later + 1,
                     )
@@ -311,6 +359,8 @@ class Scenario:
         if self.description:
             data["description"] = self.description
         data["proxies"] = list(self.proxies)
+        if self.containers:
+            data["containers"] = list(self.containers)
         data["duration"] = _plain(self.duration)
         data["steps"] = [step.to_dict() for step in self.steps]
         return data
@@ -369,11 +419,16 @@ def _from_data(data: object, *, source: str | None, step_lines: Sequence[int] | 
     description = data.get("description", "")
     if not isinstance(description, str):
         raise fail(f"description must be a string, got {description!r}", scenario=name)
-    proxies = data.get("proxies", [])
-    if isinstance(proxies, str):
-        proxies = [proxies]
-    if not isinstance(proxies, list) or not all(isinstance(p, str) and p for p in proxies):
-        raise fail(f"proxies must be a list of proxy names, got {proxies!r}", scenario=name)
+    names: dict[str, list[str]] = {}
+    for key in ("proxies", "containers"):
+        given = data.get(key, [])
+        if isinstance(given, str):
+            given = [given]
+        if not isinstance(given, list) or not all(isinstance(p, str) and p for p in given):
+            what = key[:-1] if key == "containers" else "proxy"
+            raise fail(f"{key} must be a list of {what} names, got {given!r}", scenario=name)
+        names[key] = given
+    proxies, containers = names["proxies"], names["containers"]
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise fail("steps must be a non-empty list of steps", scenario=name)
@@ -386,11 +441,18 @@ def _from_data(data: object, *, source: str | None, step_lines: Sequence[int] | 
         if "at" not in raw or "fault" not in raw:
             missing = "at" if "at" not in raw else "fault"
             raise fail(f"step needs {missing!r}", index, name)
-        proxy = raw.get("proxy")
+        if "proxy" in raw and "container" in raw:
+            raise fail("a step names a proxy or a container, not both", index, name)
+        on_container = "container" in raw
+        proxy = raw.get("container") if on_container else raw.get("proxy")
         if proxy is None and len(proxies) == 1:
             proxy = proxies[0]  # one declared proxy: steps may leave it out
         if proxy is None:
-            raise fail("step needs 'proxy' (the scenario declares several or none)", index, name)
+            raise fail(
+                "step needs 'proxy' or 'container' (the scenario declares several proxies or none)",
+                index,
+                name,
+            )
         params = {k: v for k, v in raw.items() if k not in _STEP_KEYS}
         if "params" in params and isinstance(params["params"], dict) and len(params) == 1:
             params = params["params"]
@@ -402,6 +464,7 @@ def _from_data(data: object, *, source: str | None, step_lines: Sequence[int] | 
                     fault=raw["fault"],
                     params=params,
                     duration=raw.get("duration"),
+                    on_container=on_container,
                 )
             )
         except ScenarioError as exc:
@@ -413,6 +476,7 @@ def _from_data(data: object, *, source: str | None, step_lines: Sequence[int] | 
             description=description,
             proxies=tuple(proxies),
             duration=data.get("duration"),  # type: ignore[arg-type]
+            containers=tuple(containers),
         )
     except ScenarioError as exc:
         raise fail(exc.message, exc.step, name) from None

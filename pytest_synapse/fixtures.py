@@ -276,6 +276,11 @@ ProxyFactory = Callable[..., "Proxy"]
 def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Iterator[ProxyFactory]:
     """Factory: ``chaos_proxy(upstream, name=None) -> chaos.Proxy`` in front of *upstream*.
 
+    *upstream* is ``"host:port"``, or a container and its port (``(container, 6379)``, or the
+    container alone if it exposes one port): a ``chaos.docker.Container``, a docker SDK or a
+    testcontainers container. With the docker backend the proxy reaches it by name and
+    ``proxy.network_address`` is where other containers reach the proxy.
+
     Faults it applies go on the test's timeline; at teardown each proxy is deleted with all of
     its faults, also when the test failed.
 
@@ -294,7 +299,7 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
     # xdist on a shared server: the controller removes what a worker that dies leaves here.
     ledger = session.ledger if shared and session is not None else None
 
-    def make(upstream: str, name: str | None = None) -> Proxy:
+    def make(upstream: object, name: str | None = None) -> Proxy:
         if name is not None and shared and run.worker != "main":
             name = f"{name}-{run.worker}"
         try:
@@ -335,13 +340,15 @@ ScenarioFactory = Callable[..., "ScenarioRunner"]
 def chaos_scenario(
     request: pytest.FixtureRequest, chaos_proxy: ProxyFactory
 ) -> Iterator[ScenarioFactory]:
-    """Factory: ``chaos_scenario(scenario=None, proxies=None) -> chaos.ScenarioRunner``.
+    """Factory: ``chaos_scenario(scenario=None, proxies=None, containers=None) -> ScenarioRunner``.
 
     *scenario* is a library name (``"partition-heal"``), a YAML/JSON file (a relative path is
     looked up next to the test file, then in pytest's rootdir, then the current directory), or a
     ``chaos.Scenario``; it defaults to ``@pytest.mark.chaos(scenario=...)``. *proxies* maps the
     scenario's proxy names to a ``chaos.Proxy`` or to an upstream ``"host:port"`` (a proxy is
-    then made with ``chaos_proxy``); it defaults to the marker's ``proxies=``.
+    then made with ``chaos_proxy``); it defaults to the marker's ``proxies=``. *containers*
+    maps its container names to containers (``chaos.docker.Container``, docker SDK or
+    testcontainers containers, or names) for steps with ``container:``.
 
     The runner records on the test's timeline. When the test uses ``virtual_clock``, the runner
     steps on it (``runner.advance(seconds)``, or ``runner.run()`` which moves the clock without
@@ -362,6 +369,7 @@ def chaos_scenario(
     def make(
         scenario: str | os.PathLike[str] | Scenario | None = None,
         proxies: Mapping[str, Proxy | str] | None = None,
+        containers: Mapping[str, object] | None = None,
     ) -> ScenarioRunner:
         chosen = scenario if scenario is not None else marker_scenario
         if chosen is None:
@@ -382,7 +390,9 @@ def chaos_scenario(
             name: chaos_proxy(target, name=name) if isinstance(target, str) else target
             for name, target in wiring.items()
         }
-        runner = ScenarioRunner(loaded, bound, clock=run.timeline.clock, timeline=run.timeline)
+        runner = ScenarioRunner(
+            loaded, bound, clock=run.timeline.clock, timeline=run.timeline, containers=containers
+        )
         runners.append(runner)
         return runner
 

@@ -39,7 +39,7 @@ from typing import Any, Final, Self
 from chaos.docker import netfilter
 from chaos.docker.container import Container, network_name
 from chaos.docker.errors import ContainerFaultError
-from chaos.docker.labels import rule_comment, run_id
+from chaos.docker.labels import rule_comment
 from chaos.errors import FaultError, InvalidFault
 from chaos.lifecycle import StartStop
 from synapse_core.timeline import Timeline
@@ -412,8 +412,12 @@ _ALLOWED: Final = {
 }
 
 
-def make_fault(container: Container, kind: str, params: Mapping[str, Any]) -> ContainerFault:
-    """Build the fault *kind* on *container* with *params*, validated (not started)."""
+def validate(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of the container fault *kind*, checked, defaults filled in.
+
+    Pure (no engine): scenario files are checked with it when loaded. ``network`` and
+    ``towards`` are passed through as given.
+    """
     if kind == "partition":
         raise InvalidFault(
             "partition takes groups of containers: use chaos.docker.partition([[a], [b]])",
@@ -432,24 +436,38 @@ def make_fault(container: Container, kind: str, params: Mapping[str, Any]) -> Co
             fault=kind,
             param=unknown[0],
         )
-    if kind == "pause":
-        return PauseFault([container], {})
-    if kind == "isolate":
-        return IsolateFault([container], {})
+    checked = dict(params)
     if kind in ("stop", "restart"):
-        timeout = _number(kind, "timeout", params.get("timeout", 1.0), 0, 3600)
-        return (StopFault if kind == "stop" else RestartFault)([container], {"timeout": timeout})
-    if kind == "kill":
-        return KillFault([container], {"signal": _signal(params.get("signal", "SIGKILL"))})
+        checked["timeout"] = _number(kind, "timeout", params.get("timeout", 1.0), 0, 3600)
+    elif kind == "kill":
+        checked["signal"] = _signal(params.get("signal", "SIGKILL"))
+    elif kind == "disconnect" and "network" not in params:
+        raise InvalidFault("disconnect needs network=", fault=kind, param="network")
+    elif kind == "flaky":
+        checked["loss"] = _number(kind, "loss", params.get("loss", 0.3), 0, 1)
+    return checked
+
+
+def make_fault(container: Container, kind: str, params: Mapping[str, Any]) -> ContainerFault:
+    """Build the fault *kind* on *container* with *params*, validated (not started)."""
+    checked = validate(kind, params)
     if kind == "disconnect":
-        if "network" not in params:
-            raise InvalidFault("disconnect needs network=", fault=kind, param="network")
-        return DisconnectFault([container], {"network": network_name(params["network"])})
-    loss = _number(kind, "loss", params.get("loss", 0.3), 0, 1)
-    towards = params.get("towards")
-    return FlakyFault(
-        container, loss, None if towards is None else [Container.of(c) for c in towards]
-    )
+        return DisconnectFault([container], {"network": network_name(checked["network"])})
+    if kind == "flaky":
+        towards = checked.get("towards")
+        return FlakyFault(
+            container,
+            checked["loss"],
+            None if towards is None else [Container.of(c) for c in towards],
+        )
+    faults: dict[str, type[ContainerFault]] = {
+        "pause": PauseFault,
+        "isolate": IsolateFault,
+        "stop": StopFault,
+        "restart": RestartFault,
+        "kill": KillFault,
+    }
+    return faults[kind]([container], checked)
 
 
 def partition(
@@ -494,5 +512,5 @@ __all__ = [
     "isolate",
     "make_fault",
     "partition",
-    "run_id",
+    "validate",
 ]
