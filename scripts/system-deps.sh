@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real (servers it starts on loopback,
-# tools that build the offline Docker images, the headless browser of the dashboard test).
+# tools that build the offline Docker images, the headless browser of the dashboard test, the tools of container faults).
 # Idempotent: does nothing when every command is already there. Needs root and apt-get; elsewhere it says what is missing and the tests that
 # need it skip with that reason.
 set -euo pipefail
@@ -10,6 +10,9 @@ declare -A NEEDED=(
     [redis-server]=redis-server
     [debootstrap]=debootstrap
     [chromium]=chromium
+    [docker-compose]=docker-compose
+    [nsenter]=util-linux
+    [iptables-restore]=iptables
 )
 
 missing=()
