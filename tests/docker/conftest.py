@@ -35,20 +35,48 @@ def engine_ready() -> None:
         pytest.skip(f"docker: {problem}")
 
 
+_IMAGES = pytest.StashKey[dict[str, str] | str]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the images once collection says Docker tests will run (cached per machine).
+
+    Done here rather than in a fixture so the build (minutes on a new machine) is not counted
+    against one test's timeout; a failure is reported by every Docker test.
+    """
+    here = Path(__file__).parent
+    if not any(here in item.path.parents for item in session.items):
+        return
+    from chaos.docker import engine_problem
+
+    if engine_problem() is not None:
+        return  # the tests skip with the reason
+    command = [sys.executable, str(ROOT / "docker" / "images.py"), "chaos", "base", "redis"]
+    try:
+        result = subprocess.run(
+            [*command, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            check=False,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        session.config.stash[_IMAGES] = "building the images took more than 25 minutes"
+        return
+    if result.returncode != 0:
+        session.config.stash[_IMAGES] = f"building the images failed:\n{result.stderr[-3000:]}"
+        return
+    session.config.stash[_IMAGES] = json.loads(result.stdout)
+
+
 @pytest.fixture(scope="session")
-def images(engine_ready: None) -> dict[str, str]:
-    """Tags of the chaos, base and redis images, built offline if missing (docker/images.py)."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "docker" / "images.py"), "chaos", "base", "redis", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, f"building the images failed:\n{result.stderr[-3000:]}"
-    tags: dict[str, str] = json.loads(result.stdout)
-    return tags
+def images(engine_ready: None, pytestconfig: pytest.Config) -> dict[str, str]:
+    """Tags of the chaos, base and redis images (docker/images.py, built at collection)."""
+    built = pytestconfig.stash.get(_IMAGES, "the images were not built (no Docker test collected)")
+    if isinstance(built, str):
+        pytest.fail(built, pytrace=False)
+    return built
 
 
 @pytest.fixture
