@@ -181,7 +181,11 @@ class DockerBackend(Backend):
             api = ToxiproxyClient(
                 f"http://{self._container.address(API_PORT)}", timeout=self.timeout
             )
-            self._wait_api(api)
+            try:
+                self._wait_api(api)
+            except BaseException:
+                api.close()
+                raise
         except BaseException:
             self._teardown()
             raise
@@ -202,9 +206,12 @@ class DockerBackend(Backend):
 
     def stop(self) -> None:
         """Heal and delete the proxies, then remove the container and the network it made."""
+        client = self._client
         try:
             super().stop()
         finally:
+            if client is not None:
+                client.close()
             self._teardown()
 
     def _teardown(self) -> None:
