@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import pytest
 from chaos_helpers import EchoServer, connect, recv_exactly, round_trip
+from threaded_servers import serving
 
 from chaos import (
     EmbeddedToxiproxy,
@@ -213,16 +214,8 @@ class _KeepAliveApi(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def keepalive_api() -> Iterator[str]:
     _KeepAliveApi.connections = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveApi)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveApi)) as address:
+        yield f"http://{address}"
 
 
 def test_requests_reuse_one_connection_and_survive_the_server_closing_it(

@@ -11,12 +11,12 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from chaos_helpers import EchoServer, connect, round_trip, wait_until
+from threaded_servers import serving
 
 from chaos import NotFound, ToxiproxyClient
 from chaos.server.traffic import TrafficLog
@@ -124,15 +124,8 @@ class _NoExtension(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def plain_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoExtension)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoExtension)) as address:
+        yield f"http://{address}"
 
 
 def test_a_server_without_the_extension_is_refused_clearly(plain_server: str) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import socket
 import socketserver
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from threaded_servers import serving, trip
 
 from pytest_synapse import BreakerAssertionError, NotObservableError, assert_no_calls_while_open
 from synapse_core import CircuitBreaker, CircuitOpenError
@@ -26,16 +26,8 @@ class _Echo(socketserver.BaseRequestHandler):
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)) as address:
+        yield address
 
 
 def ask(proxy: Any, payload: bytes = b"GET stock") -> bytes:
@@ -60,16 +52,6 @@ class Service:
             return "cached"
 
 
-def _trip(breaker: CircuitBreaker) -> None:
-    for _ in range(3):
-        with pytest.raises(ConnectionError):
-            breaker.call(_fail)
-
-
-def _fail() -> None:
-    raise ConnectionError("dependency down")
-
-
 def test_a_correct_fallback_passes(
     chaos_proxy: Callable[..., Any], upstream: str, circuit_breaker: Callable[..., Any]
 ) -> None:
@@ -77,7 +59,7 @@ def test_a_correct_fallback_passes(
     breaker = circuit_breaker("stock", failure_threshold=3)
     service = Service(proxy, breaker)
     assert service.handle() == "GET stock"  # traffic while closed is fine
-    _trip(breaker)
+    trip(breaker)
     assert [service.handle() for _ in range(3)] == ["cached"] * 3
     assert_no_calls_while_open(breaker, proxy)
 
@@ -88,7 +70,7 @@ def test_a_fallback_that_calls_the_dependency_fails_naming_it(
     proxy = chaos_proxy(upstream, name="stock-db")
     breaker = circuit_breaker("stock", failure_threshold=3)
     service = Service(proxy, breaker, leaky=True)
-    _trip(breaker)
+    trip(breaker)
     service.handle()
     with pytest.raises(BreakerAssertionError) as info:
         assert_no_calls_while_open(breaker, proxy)
@@ -106,7 +88,7 @@ def test_probes_while_half_open_are_allowed(
     proxy = chaos_proxy(upstream)
     breaker = circuit_breaker("stock", failure_threshold=3, recovery_timeout=5)
     service = Service(proxy, breaker)
-    _trip(breaker)
+    trip(breaker)
     assert service.handle() == "cached"
     virtual_clock.advance(5)
     assert service.handle() == "GET stock"  # the probe reaches the dependency: allowed
@@ -120,7 +102,7 @@ def test_a_disabled_proxy_is_refused_not_passed(
     proxy = chaos_proxy(upstream)
     breaker = circuit_breaker("stock", failure_threshold=3)
     with proxy.down():
-        _trip(breaker)
+        trip(breaker)
         with pytest.raises(NotObservableError, match=r"was disabled .*partition\(\)"):
             assert_no_calls_while_open(breaker, proxy)
 
@@ -138,7 +120,7 @@ def test_what_it_cannot_observe_is_refused(
     circuit_breaker: Callable[..., Any], breaker_timeline: Any
 ) -> None:
     breaker = circuit_breaker("stock")
-    _trip(breaker)
+    trip(breaker)
     with pytest.raises(TypeError, match=r"must be the chaos\.Proxy"):
         assert_no_calls_while_open(breaker, ("127.0.0.1", 6379))  # type: ignore[arg-type]
     with pytest.raises(NotObservableError, match=r"no call to '127\.0\.0\.1:6379' was noted"):
@@ -152,7 +134,7 @@ def test_grace_leaves_out_calls_already_under_way(
     proxy = chaos_proxy(upstream)
     breaker = CircuitBreaker("stock")
     breaker_timeline.watch(breaker)
-    _trip(breaker)
+    trip(breaker)
     ask(proxy, b"CANCEL")  # sent at once by the client library of the timed-out call
     with pytest.raises(BreakerAssertionError):
         assert_no_calls_while_open(breaker, proxy)

@@ -12,20 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from threaded_servers import trip
 
 from pytest_synapse import BreakerAssertionError, assert_rejects_fast
 from pytest_synapse.run import current_run
 from synapse_core import CircuitOpenError
-
-
-def _trip(breaker: Any) -> None:
-    for _ in range(3):
-        with pytest.raises(ConnectionError):
-            breaker.call(_fail)
-
-
-def _fail() -> None:
-    raise ConnectionError("down")
 
 
 def _service(breaker: Any, clock: Any) -> Callable[[], str]:
@@ -55,7 +46,7 @@ def test_a_probe_admitted_meanwhile_is_counted_not_timed(
     circuit_breaker: Callable[..., Any], virtual_clock: Any
 ) -> None:
     breaker = circuit_breaker("db", failure_threshold=3, recovery_timeout=10, half_open_max_calls=1)
-    _trip(breaker)
+    trip(breaker)
     slowest = assert_rejects_fast(
         breaker, _service(breaker, virtual_clock), max_ms=100, calls=5, expect=None
     )
@@ -72,7 +63,7 @@ def test_slow_rejections_fail_and_say_how_many_calls_were_admitted(
     circuit_breaker: Callable[..., Any], virtual_clock: Any
 ) -> None:
     breaker = circuit_breaker("db", failure_threshold=3, recovery_timeout=10, half_open_max_calls=1)
-    _trip(breaker)
+    trip(breaker)
     handle = _service(breaker, virtual_clock)
 
     def slow_fallback() -> str:
@@ -99,7 +90,7 @@ def test_a_rejection_turned_into_another_error_fails_naming_expect(
     circuit_breaker: Callable[..., Any],
 ) -> None:
     breaker = circuit_breaker("db")
-    _trip(breaker)
+    trip(breaker)
 
     def handler() -> None:
         try:
