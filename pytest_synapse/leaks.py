@@ -9,6 +9,11 @@ Two ways to observe calls:
   polls that saw a remote breaker open).
 * a name: the calls a fake dependency noted with ``breaker_timeline.upstream_call(name)``.
 
+A breaker in another process that ``breaker_timeline.poll`` reads states of (no transitions)
+counts as open only between the first and the last poll that saw it open: a half-open probe
+that starts and fails between two polls cannot be told from a call made while open, so poll
+often (``interval=``), or use ``watch_remote``, whose service reports every transition.
+
 What cannot be observed is refused with :class:`~pytest_synapse.NotObservableError`, never
 passed: a real Toxiproxy (it cannot say when bytes passed), a proxy that was disabled while
 the breaker was open (``down()``, ``partition(mode="reject")``, flapping: connects are refused
@@ -93,12 +98,12 @@ def _open_intervals(
     process counts as open between the first and the last poll that saw it open.
     """
     name = name_of(breaker)
-    runs = [
-        run
-        for poller in (pollers_of(tl, name) if isinstance(breaker, str) else [])
-        for run in poller.history[name]
-    ]
-    if runs and real:
+    pollers = pollers_of(tl, name) if isinstance(breaker, str) else []
+    if pollers and real and not any(p.detailed for p in pollers):
+        # Only states were polled: the breaker was certainly open between the first and the
+        # last poll that saw it open. (A poller that reports each transition, as
+        # watch_remote's does, dates them: its records are used below instead.)
+        runs = [run for poller in pollers for run in poller.history[name]]
         return [(r.first_seen, r.last_seen) for r in runs if r.state == "open"]
     transitions = breaker_events(tl, breaker, "opened", "half_opened", "closed")
 
@@ -156,7 +161,7 @@ def _no_noted_calls_while_open(
     leaked = [
         at
         for at, seq in marks
-        if any(a < seq < b and at - opened_at.get(a, at) >= grace for a, b in intervals)
+        if any(a < seq < b and at - opened_at.get(a, tl.started_at) >= grace for a, b in intervals)
     ]
     if leaked:
         when = ", ".join(f"t={at - tl.started_at:.3f}s" for at in leaked[:5])

@@ -139,3 +139,39 @@ def test_grace_leaves_out_calls_already_under_way(
     with pytest.raises(BreakerAssertionError):
         assert_no_calls_while_open(breaker, proxy)
     assert_no_calls_while_open(breaker, proxy, grace=5.0)
+
+
+def test_a_remote_probe_between_two_polls_is_allowed_when_transitions_are_reported(
+    chaos_proxy: Callable[..., Any], upstream: str, breaker_timeline: Any
+) -> None:
+    """A service that reports its transitions (watch_remote's) dates a probe that started and
+    failed between two polls: its traffic is not a call made while open; later traffic is."""
+    import time
+
+    from pytest_synapse.poller import PolledState, PolledTransition
+
+    proxy = chaos_proxy(upstream)
+    reported: list[PolledState] = [PolledState("closed")]
+    poller = breaker_timeline.poll(lambda: {"remote": reported[-1]}, interval=60)
+    reported.append(PolledState("open", (PolledTransition("closed", "open"),)))
+    poller.poll_once()
+    time.sleep(0.05)
+    probe_started = time.monotonic()
+    ask(proxy, b"probe")  # the remote breaker's half-open probe, between two polls
+    probe_failed = time.monotonic()
+    time.sleep(0.05)
+    now = time.monotonic()
+    reported.append(
+        PolledState(
+            "open",
+            (
+                PolledTransition("open", "half_open", age=now - probe_started + 0.001),
+                PolledTransition("half_open", "open", age=now - probe_failed),
+            ),
+        )
+    )
+    poller.poll_once()
+    assert_no_calls_while_open("remote", proxy)
+    ask(proxy, b"leak")  # while open again, no probe due
+    with pytest.raises(BreakerAssertionError, match="1 new connection"):
+        assert_no_calls_while_open("remote", proxy)
