@@ -268,6 +268,9 @@ def latency_section(trips: int) -> None:
         connection.request("GET", "/events")
         response = connection.getresponse()
         try:
+            # The stream starts with a snapshot: a change made before it is in the snapshot.
+            while not response.fp.readline().startswith(b"event: snapshot"):
+                pass
             delays = []
             for _ in range(trips):
                 started = time.perf_counter()
