@@ -13,6 +13,7 @@ import asyncio
 import errno
 import ipaddress
 import json
+import logging
 import re
 import signal
 import socket
@@ -244,6 +245,9 @@ def _serve(args: argparse.Namespace) -> int:
             config = _load_config(args.config)
         except ValueError as exc:
             return _fail(str(exc), EXIT_USAGE)
+    # The server's warnings (out of descriptors, unreachable upstreams; once per interval) go to
+    # stderr with the program's name, like its errors.
+    logging.basicConfig(level=logging.WARNING, format="synapse-chaos serve: %(message)s")
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
         return runner.run(_run_server(args, config))
 

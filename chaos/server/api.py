@@ -6,6 +6,7 @@ methods (405) and browser requests (403).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -14,6 +15,8 @@ from aiohttp import web
 
 from chaos.server.apierror import ApiError, bad_request
 from chaos.server.config import parse_populate, parse_proxy_config, parse_proxy_update
+from chaos.server.control import ControlConnections
+from chaos.server.limits import ServerLimits
 from chaos.server.metrics import CONTENT_TYPE, ServerMetrics
 from chaos.server.proxy import Proxy
 from chaos.server.registry import ProxyRegistry
@@ -68,12 +71,23 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         )
 
 
-async def _json_body(request: web.Request) -> object:
-    raw = await request.read()
-    if not raw.strip():
+async def _json_body(request: web.Request, within: float) -> object:
+    """The request's JSON body, read within *within* seconds (else the connection is closed).
+
+    Bytes that are not UTF-8 become U+FFFD, as Go's decoder (Toxiproxy) makes them.
+    """
+    try:
+        async with asyncio.timeout(within):
+            raw = await request.read()
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ApiError(f"request body not received within {within:g} s", 408) from None
+    text = raw.decode("utf-8", "replace")
+    if not text.strip():
         raise bad_request("empty body; send a JSON document")
     try:
-        return json.loads(raw)
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise bad_request(f"invalid JSON: {exc}") from None
 
@@ -81,13 +95,27 @@ async def _json_body(request: web.Request) -> object:
 class ControlApi:
     """Request handlers bound to one server's proxies."""
 
-    def __init__(self, proxies: ProxyRegistry, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        proxies: ProxyRegistry,
+        metrics: ServerMetrics,
+        limits: ServerLimits,
+        connections: ControlConnections,
+    ) -> None:
         self.proxies = proxies
         self.metrics = metrics
+        self.limits = limits
+        self.connections = connections
+
+    async def _body(self, request: web.Request) -> object:
+        return await _json_body(request, self.limits.header_timeout)
 
     def app(self) -> web.Application:
         """Build the aiohttp application with every route."""
-        app = web.Application(middlewares=[_errors_as_json], client_max_size=MAX_BODY)
+        app = web.Application(
+            middlewares=[self.connections.middleware(), _errors_as_json],
+            client_max_size=MAX_BODY,
+        )
         r = app.router
         r.add_post("/reset", self.reset)
         r.add_get("/proxies", self.proxy_index)
@@ -121,7 +149,7 @@ class ControlApi:
 
     async def proxy_create(self, request: web.Request) -> web.StreamResponse:
         """``POST /proxies``: create a proxy (201)."""
-        config = parse_proxy_config(await _json_body(request))
+        config = parse_proxy_config(await self._body(request))
         proxy = await self.proxies.create(config)
         return web.json_response(proxy.to_json(), status=201)
 
@@ -133,7 +161,7 @@ class ControlApi:
         """
         done: list[Proxy] = []
         try:
-            configs = parse_populate(await _json_body(request))
+            configs = parse_populate(await self._body(request))
             await self.proxies.populate(configs, done)
         except ApiError as exc:
             body = exc.to_json()
@@ -149,7 +177,7 @@ class ControlApi:
         """``POST``/``PATCH /proxies/{p}``: partial update (200)."""
         name = request.match_info["proxy"]
         self.proxies.get(name)  # 404 before complaining about the body
-        update = parse_proxy_update(await _json_body(request))
+        update = parse_proxy_update(await self._body(request))
         proxy = await self.proxies.update(name, update)
         return web.json_response(proxy.to_json())
 
@@ -166,7 +194,7 @@ class ControlApi:
     async def toxic_create(self, request: web.Request) -> web.StreamResponse:
         """``POST /proxies/{p}/toxics``: add a toxic (200, as Toxiproxy answers)."""
         proxy = self.proxies.get(request.match_info["proxy"])
-        spec = proxy.add_toxic(await _json_body(request))
+        spec = proxy.add_toxic(await self._body(request))
         return web.json_response(spec.to_json())
 
     async def toxic_show(self, request: web.Request) -> web.StreamResponse:
@@ -179,7 +207,7 @@ class ControlApi:
         proxy = self.proxies.get(request.match_info["proxy"])
         name = request.match_info["toxic"]
         proxy.get_toxic(name)
-        spec = proxy.update_toxic(name, await _json_body(request))
+        spec = proxy.update_toxic(name, await self._body(request))
         return web.json_response(spec.to_json())
 
     async def toxic_delete(self, request: web.Request) -> web.StreamResponse:

@@ -7,12 +7,39 @@ Addresses are ``host:port`` (``[v6]:port`` for IPv6). An empty or missing listen
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Final
 
 from chaos.server.apierror import ApiError, bad_request, missing_field
 
 DEFAULT_LISTEN: Final = "127.0.0.1:0"
 LOOPBACK: Final = "127.0.0.1"
+
+NAME_MAX: Final = 256
+"""Longest proxy or toxic name, in characters. Even 4-byte characters, percent-encoded, keep a
+toxic's URL (two names) within the 8 KiB request line the API reads; a longer name could be
+created but never addressed again."""
+
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """*text* with each lone surrogate (``"\\ud800"`` in JSON) replaced by U+FFFD.
+
+    Go's JSON decoder, and so Toxiproxy, does the same. Left in, such a string cannot be
+    encoded: ``/metrics`` failed and no URL could reach a proxy named with one.
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def check_name(name: str, what: str) -> str:
+    """Return *name* if it is at most :data:`NAME_MAX` characters; else a 400 naming *what*."""
+    if len(name) > NAME_MAX:
+        raise bad_request(
+            f"{what} is {len(name)} characters long; names are at most {NAME_MAX} characters "
+            "(so that every name fits in a request URL)"
+        )
+    return name
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,7 +83,7 @@ def _field(body: dict[str, object], name: str, kind: type, where: str) -> object
             f"field {name!r}{where} must be a {'boolean' if kind is bool else 'string'}, "
             f"got {type(value).__name__} {value!r}"
         )
-    return value
+    return clean_text(value) if isinstance(value, str) else value
 
 
 def parse_proxy_config(body: object, *, position: int | None = None) -> ProxyConfig:
@@ -77,6 +104,7 @@ def parse_proxy_config(body: object, *, position: int | None = None) -> ProxyCon
         raise missing_field(f"upstream{where}")
     assert isinstance(name, str)
     assert isinstance(upstream, str)
+    check_name(name, f"name{where}")
     listen_text = listen if isinstance(listen, str) and listen else DEFAULT_LISTEN
     split_address(listen_text, f"listen{where}", allow_zero_port=True)
     split_address(upstream, f"upstream{where}", allow_zero_port=False)

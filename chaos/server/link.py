@@ -18,6 +18,14 @@ reader or a slow toxic never makes the proxy buffer without bound.
 
 Toxicity is rolled once per connection, direction and toxic: when the connection opens (for the
 toxics that exist then) and again for a toxic whenever it is added or updated.
+
+Ending a connection: a graceful :meth:`Connection.close` flushes what the proxy still holds, but
+a peer that does not read would keep it open for good, so a close that delivers nothing for
+``ServerLimits.close_timeout`` seconds becomes a reset. Disabling or deleting the proxy ends its
+connections at once (:meth:`Connection.abort`), as Toxiproxy does. While the upstream connect is
+pending the client is read (its bytes wait in the direction's queue), so a client that leaves is
+noticed: a reset ends the attempt at once, a FIN after ``connect_after_client_eof`` seconds.
+No task of the data plane ends with an exception: a peer that went away is a normal end.
 """
 
 from __future__ import annotations
@@ -33,8 +41,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from chaos.server import splice
-from chaos.server.runtimes import ToxicRuntime, make_runtime
-from chaos.server.splice import SPLICE_MIN_READ, SplicePump
+from chaos.server.fds import RESOURCE_ERRNOS, FdReserve
+from chaos.server.limits import ServerLimits
+from chaos.server.runtimes import Chunks, ToxicRuntime, make_runtime
+from chaos.server.splice import SPLICE_MIN_READ, PipePool, SplicePump
+from chaos.server.throttle import ThrottledLog
 from chaos.server.toxics import Stream, ToxicSpec
 
 if TYPE_CHECKING:
@@ -43,6 +54,10 @@ if TYPE_CHECKING:
 
 QUEUE_HIGH_WATER: Final = 1 << 20
 """Bytes queued behind toxics in one direction before reading from its source pauses."""
+
+CONNECTING_HIGH_WATER: Final = 64 * 1024
+"""Bytes a client may send before the upstream is connected; beyond that they wait in the kernel
+(so thousands of clients of a blackholed upstream cannot make the proxy buffer gigabytes)."""
 
 # Bigger reads mean fewer trips through Python per byte: 1 MiB measured ~35% faster than 256 KiB
 # (benchmarks/bench_proxy.py). One buffer serves the whole server, so its size costs nothing per
@@ -60,20 +75,36 @@ _LINGER_RST: Final = struct.pack("ii", 1, 0)
 
 
 class PlaneContext:
-    """State shared by every connection of one server: loop, clock, random source, read buffer."""
+    """State shared by every connection of one server: loop, clock, random source, read buffer,
+    limits, the descriptor reserve, the splice pipes and the throttled log."""
 
-    __slots__ = ("buffer", "clock", "loop", "rng", "splice")
+    __slots__ = ("buffer", "clock", "fds", "limits", "log", "loop", "pipes", "rng", "splice")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], rng: random.Random
+        self,
+        loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], float],
+        rng: random.Random,
+        *,
+        limits: ServerLimits | None = None,
+        fds: FdReserve | None = None,
     ) -> None:
         self.loop = loop
         self.clock = clock
         self.rng = rng
+        self.limits = limits if limits is not None else ServerLimits()
+        self.fds = fds if fds is not None else FdReserve(self.limits.fd_reserve)
+        self.pipes = PipePool(self.fds)
+        self.log = ThrottledLog(loop.time, self.limits.log_interval)
         # One buffer for all reads: buffer_updated consumes it before the next read can start.
         self.buffer = memoryview(bytearray(READ_BUFFER_SIZE))
         # Decided once per server: the platform supports splice and the loop is asyncio's own.
         self.splice = splice.usable(loop)
+
+    def close(self) -> None:
+        """Release the pipes and the descriptor reserve (server shutdown)."""
+        self.pipes.close()
+        self.fds.close()
 
 
 class Flow:
@@ -153,24 +184,24 @@ class Flow:
         counters[0] += nbytes
         if self.log is not None:
             self.log.received(self.conn.serial, nbytes)
-        if not self.chain and not self._busy and not self._queue:
-            dest = self.dest
-            if dest is not None:
-                dest.write(buffer[:nbytes] if _WRITE_VIEWS else bytes(buffer[:nbytes]))
-                counters[1] += nbytes
-                # A bulk read and nothing left in the transport's buffer: nothing can overtake
-                # or be overtaken, so the kernel may take over from here.
-                if (
-                    nbytes >= SPLICE_MIN_READ
-                    and self._splice_ok
-                    and not self._paused
-                    and not dest.get_write_buffer_size()
-                ):
-                    self._start_splice()
+        dest = self.dest
+        if dest is not None and not self.chain and not self._busy and not self._queue:
+            dest.write(buffer[:nbytes] if _WRITE_VIEWS else bytes(buffer[:nbytes]))
+            counters[1] += nbytes
+            # A bulk read and nothing left in the transport's buffer: nothing can overtake or be
+            # overtaken, so the kernel may take over from here.
+            if (
+                nbytes >= SPLICE_MIN_READ
+                and self._splice_ok
+                and not self._paused
+                and not dest.get_write_buffer_size()
+            ):
+                self._start_splice()
             return
+        # Behind toxics, or the upstream is still being connected: queued, in order.
         self._queue.append((bytes(buffer[:nbytes]), self.conn.ctx.clock()))
         self._queued += nbytes
-        if self._queued >= QUEUE_HIGH_WATER:
+        if self._queued >= (QUEUE_HIGH_WATER if dest is not None else CONNECTING_HIGH_WATER):
             self._pause(_PAUSED_BY_QUEUE)
         self._kick()
 
@@ -179,7 +210,9 @@ class Flow:
         if self.eof_seen:
             return
         self.eof_seen = True
-        if not self.chain and not self._busy and not self._queue:
+        if self.dest is None:
+            self.conn.client_eof_while_connecting()
+        elif not self.chain and not self._busy and not self._queue:
             self._forward_eof()
             return
         self._queue.append(None)
@@ -188,13 +221,20 @@ class Flow:
     # -- toxics ----------------------------------------------------------------------------------
 
     def set_toxic(self, spec: ToxicSpec, order: Iterable[str]) -> None:
-        """Roll toxicity for a new or updated toxic and (re)build the chain in *order*."""
+        """Roll toxicity for a new or updated toxic and (re)build the chain in *order*.
+
+        The replacement (if the roll succeeds) takes over from the runtime it replaces before
+        that one retires, so a retiring runtime knows at once whether the stream goes on without
+        it (a toxic that dropped data then ends the connection, before any later byte passes).
+        """
         previous = self.runtimes.pop(spec.name, None)
-        if previous is not None:
-            previous.retire(removed=False)
+        runtime = None
         if spec.toxicity >= 1.0 or self.rng.random() < spec.toxicity:
             runtime = make_runtime(spec, self, previous)
             self.runtimes[spec.name] = runtime
+        if previous is not None:
+            previous.retire(removed=False)
+        if runtime is not None:
             runtime.activate()
         self._rebuild(order)
 
@@ -210,8 +250,8 @@ class Flow:
         self.chain = [runtimes[name] for name in order if name in runtimes]
         if self.chain and self._pump is not None:
             self._leave_splice()
-        if self.chain and self._consumer is None and not self.conn.closed:
-            self._consumer = self.loop.create_task(self._consume())
+        if self.chain:
+            self._kick()
 
     # -- splice (kernel-side) forwarding -----------------------------------------------------------
 
@@ -221,12 +261,12 @@ class Flow:
             return
         source_sock = source.get_extra_info("socket")
         dest_sock = dest.get_extra_info("socket")
-        pump = None
-        if source_sock is not None and dest_sock is not None:
-            pump = SplicePump.open(self.loop, self, source_sock.fileno(), dest_sock.fileno())
-        if pump is None:
-            self._splice_ok = False  # no pipe or descriptor to spare: keep the transport path
+        if source_sock is None or dest_sock is None:
+            self._splice_ok = False
             return
+        pump = SplicePump(
+            self.loop, self, source_sock.fileno(), dest_sock.fileno(), self.conn.ctx.pipes
+        )
         # The pump reads the source from now on; the transport must not read it as well.
         source.pause_reading()
         self._pump = pump
@@ -261,6 +301,11 @@ class Flow:
         self._stop_splice(salvage=True)  # nothing to salvage; frees the descriptors now
         self._forward_eof()
 
+    def splice_unavailable(self) -> None:
+        """No pipe to spare (out of descriptors): this direction keeps the transport path."""
+        self._splice_ok = False
+        self._leave_splice()
+
     def splice_failed(self, on_write: bool) -> None:
         """A splice failed: close the connection, as the transport path does on a socket error.
 
@@ -285,10 +330,10 @@ class Flow:
             waiter.set_result(None)
         self._resume(_PAUSED_BY_DEST)
 
-    def start_reading(self) -> None:
-        """Start reading from the source (once the upstream is connected), unless paused."""
-        if self._may_read() and self.source is not None:
-            self.source.resume_reading()
+    def connected(self) -> None:
+        """The destination (the upstream) is connected: pass on what waited for it."""
+        if self._queue:
+            self._kick()
 
     def _may_read(self) -> bool:
         # After EOF the transport has stopped reading for good; while a pump runs it is the
@@ -312,10 +357,26 @@ class Flow:
         waiter = self._item_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._consumer is None and not self.conn.closed:
+        # Not before the destination exists: the queue waits for the upstream connect.
+        if self._consumer is None and self.dest is not None and not self.conn.closed:
             self._consumer = self.loop.create_task(self._consume())
 
     async def _consume(self) -> None:
+        try:
+            await self._consume_queue()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not expected; but the task must not die with its exception unseen, nor leave the
+            # connection hanging: log it (throttled) and reset the connection.
+            self.conn.ctx.log.warning(
+                "dataplane",
+                f"proxy {self.conn.proxy.name!r}: {self.direction} direction failed: {exc!r}; "
+                "the connection was reset",
+            )
+            self.conn.reset()
+
+    async def _consume_queue(self) -> None:
         queue = self._queue
         while not self.conn.closed:
             if not queue:
@@ -335,20 +396,38 @@ class Flow:
                 self._queued -= len(data)
                 if self._queued < QUEUE_HIGH_WATER // 2:
                     self._resume(_PAUSED_BY_QUEUE)
-                await self._through(self.chain, 0, data, ts)
+                await self._through(self.chain, data, ts)
             finally:
                 self._busy = False
 
-    async def _through(self, chain: list[ToxicRuntime], index: int, data: bytes, ts: float) -> None:
-        if index == len(chain):
+    async def _through(self, chain: list[ToxicRuntime], data: bytes, ts: float) -> None:
+        """Pass one chunk through *chain*, depth first, without recursion.
+
+        ``stack[i]`` is runtime *i*'s generator for the piece it is working on: what it yields
+        goes through runtime *i + 1* before runtime *i* is resumed, so pieces keep their order
+        and a toxic's pace (a bandwidth slice, a slicer delay) applies to the whole chain
+        behind it.
+        """
+        if not chain:
             await self._write(data)
             return
-        runtime = chain[index]
-
-        async def emit(out: bytes, out_ts: float) -> None:
-            await self._through(chain, index + 1, out, out_ts)
-
-        await runtime.process(data, ts, emit)
+        depth = len(chain)
+        stack: list[Chunks] = [chain[0].process(data, ts)]
+        try:
+            while stack:
+                try:
+                    out, out_ts = await anext(stack[-1])
+                except StopAsyncIteration:
+                    stack.pop()
+                    continue
+                level = len(stack)
+                if level == depth:
+                    await self._write(out)
+                else:
+                    stack.append(chain[level].process(out, out_ts))
+        finally:
+            for generator in reversed(stack):
+                await generator.aclose()
 
     async def _write(self, data: bytes) -> None:
         while self.dest_paused and not self.conn.closed:
@@ -364,10 +443,17 @@ class Flow:
     def _forward_eof(self) -> None:
         dest = self.dest
         if dest is not None and not dest.is_closing():
-            if dest.can_write_eof():
-                dest.write_eof()
-            else:
-                dest.close()
+            try:
+                if dest.can_write_eof():
+                    dest.write_eof()
+                else:
+                    dest.close()
+            except OSError:
+                # The peer is gone already (it reset while we were not reading it, e.g. a
+                # client that aborted after its FIN): the normal end of this connection.
+                self.finished = True
+                self.conn.abort()
+                return
         self.finished = True
         self.conn.flow_finished()
 
@@ -434,7 +520,9 @@ class Connection:
     """A client connection accepted by a proxy, and its connection to the upstream."""
 
     __slots__ = (
+        "_close_watch",
         "_connector",
+        "_eof_timer",
         "client",
         "closed",
         "ctx",
@@ -455,6 +543,8 @@ class Connection:
         self.client = Endpoint(self, self.upstream, self.downstream)
         self.upstream_side: Endpoint | None = None
         self._connector: asyncio.Task[None] | None = None
+        self._eof_timer: asyncio.TimerHandle | None = None
+        self._close_watch: asyncio.TimerHandle | None = None
 
     def flows(self) -> tuple[Flow, Flow]:
         """Both directions: (upstream, downstream)."""
@@ -473,11 +563,10 @@ class Connection:
                 self.closed = True
                 transport.close()
                 return
-            # Hold client bytes in the kernel until the upstream is connected. Paused on the
-            # next loop turn, not here: before CPython 3.11.3 (Debian 12's python3 is 3.11.2) a
-            # transport starts reading after connection_made() even if it paused in there, and
-            # the request bytes it read then were lost (every proxied connection hung).
-            self.ctx.loop.call_soon(transport.pause_reading)
+            # The client is read while the upstream connects (its bytes wait in the queue), so
+            # a client that leaves meanwhile is noticed. (Nothing is paused here: before CPython
+            # 3.11.3 a transport started reading after connection_made() even if it paused in
+            # there.)
             self.upstream.source = transport
             self.downstream.dest = transport
             self.proxy.connection_opened(self)
@@ -490,25 +579,67 @@ class Connection:
                 return
             self.downstream.source = transport
             self.upstream.dest = transport
+            # Toxics before the first byte from the upstream can be read.
+            for spec in self.proxy.toxic_specs():
+                self.flow(spec.stream).set_toxic(spec, self.proxy.toxic_order(spec.stream))
 
     async def _connect_upstream(self) -> None:
         host, port = self.proxy.upstream_address
         downstream, upstream = self.downstream, self.upstream
+        log = self.ctx.log
+        name = self.proxy.name
+        if not self.ctx.fds.full:
+            self._connector = None
+            log.warning("fds", f"proxy {name!r}: out of descriptors; closing a new client")
+            self.close()
+            return
         try:
             await self.ctx.loop.create_connection(
                 lambda: Endpoint(self, downstream, upstream), host, port
             )
-        except OSError:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
             # Toxiproxy closes the client when the upstream refuses; the client sees EOF.
+            # (OSError: refused, unreachable, out of descriptors; UnicodeError and the like: a
+            # host name that cannot even be looked up.)
             self._connector = None
+            if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+                log.warning("fds", f"proxy {name!r}: out of descriptors; closing a new client")
+            else:
+                log.warning(
+                    f"upstream:{name}",
+                    f"proxy {name!r}: cannot connect to upstream {self.proxy.upstream}: {exc}",
+                )
             self.close()
             return
         self._connector = None
+        self._cancel_eof_timer()
         if self.closed:
             return
-        for spec in self.proxy.toxic_specs():
-            self.flow(spec.stream).set_toxic(spec, self.proxy.toxic_order(spec.stream))
-        self.upstream.start_reading()
+        self.upstream.connected()
+
+    def client_eof_while_connecting(self) -> None:
+        """The client sent FIN before the upstream answered: give the connect a little longer.
+
+        The client may only have half-closed (its request sent, waiting for the answer): the
+        FIN is passed on once connected. If it left for good, nobody waits for this connect.
+        """
+        if self._connector is None or self._eof_timer is not None:
+            return
+        self._eof_timer = self.ctx.loop.call_later(
+            self.ctx.limits.connect_after_client_eof, self._give_up_connect
+        )
+
+    def _give_up_connect(self) -> None:
+        self._eof_timer = None
+        if self._connector is not None:
+            self.close()
+
+    def _cancel_eof_timer(self) -> None:
+        if self._eof_timer is not None:
+            self._eof_timer.cancel()
+            self._eof_timer = None
 
     def flow_finished(self) -> None:
         """Close the connection once both directions have passed on their EOF."""
@@ -518,25 +649,45 @@ class Connection:
     def endpoint_lost(self, endpoint: Endpoint) -> None:
         """One socket closed (or failed): close the other one too."""
         self.close()
+        if self.client.transport is None and (
+            self.upstream_side is None or self.upstream_side.transport is None
+        ):
+            self._stop_close_watch()
 
     def _transports(self) -> list[asyncio.Transport]:
         return [t for t in (self.upstream.source, self.upstream.dest) if t is not None]
 
     def close(self) -> None:
-        """Close both sockets gracefully: data already written is still delivered, then FIN."""
+        """Close both sockets gracefully: data already written is still delivered, then FIN.
+
+        A peer that does not read could hold that off for good: if the sockets deliver nothing
+        for ``close_timeout`` seconds, they are aborted.
+        """
         if self.closed:
             return
         self._stop(salvage=True)
-        for transport in self._transports():
+        transports = self._transports()
+        for transport in transports:
             transport.close()
+        self._watch_close(transports, None)
+
+    def abort(self) -> None:
+        """Close both sockets at once, dropping what the proxy still holds for them.
+
+        What disabling or deleting the proxy does, as Toxiproxy: the kernel then sends a FIN,
+        or a reset to a peer whose data was left unread.
+        """
+        self._stop_close_watch()
+        if not self.closed:
+            self._stop(salvage=False)
+        for transport in self._transports():
+            transport.abort()
 
     def reset(self) -> None:
         """Close both sockets with a TCP RST (SO_LINGER 0), discarding unsent data."""
-        if self.closed:
-            return
-        # Pumps close their duplicate descriptors here, before the transports close theirs: a
-        # duplicate left open would keep the socket alive, and no FIN or RST would go out.
-        self._stop(salvage=False)
+        self._stop_close_watch()
+        if not self.closed:
+            self._stop(salvage=False)
         for transport in self._transports():
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -544,11 +695,38 @@ class Connection:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
             transport.abort()
 
+    def _watch_close(self, transports: list[asyncio.Transport], before: int | None) -> None:
+        """Abort a graceful close that delivers nothing for ``close_timeout`` seconds."""
+        self._close_watch = None
+        pending = [t for t in transports if t.get_write_buffer_size()]
+        if pending and before is not None and _buffered(pending) >= before:
+            for transport in pending:
+                transport.abort()
+            pending = []
+        if not pending:
+            self.proxy.closing.discard(self)
+            return
+        self.proxy.closing.add(self)  # so that stopping the proxy aborts it too
+        self._close_watch = self.ctx.loop.call_later(
+            self.ctx.limits.close_timeout, self._watch_close, pending, _buffered(pending)
+        )
+
+    def _stop_close_watch(self) -> None:
+        self.proxy.closing.discard(self)
+        if self._close_watch is not None:
+            self._close_watch.cancel()
+            self._close_watch = None
+
     def _stop(self, salvage: bool) -> None:
         self.closed = True
+        self._cancel_eof_timer()
         self.upstream.shutdown(salvage)
         self.downstream.shutdown(salvage)
         if self._connector is not None:
             self._connector.cancel()
             self._connector = None
         self.proxy.connection_closed(self)
+
+
+def _buffered(transports: list[asyncio.Transport]) -> int:
+    return sum(t.get_write_buffer_size() for t in transports)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from typing import Final
 from chaos.server.apierror import toxic_exists, toxic_not_found
 from chaos.server.config import ProxyConfig, join_address, listen_error, split_address
 from chaos.server.link import Connection, PlaneContext
+from chaos.server.listener import Listener, bind_socket
 from chaos.server.toxics import STREAMS, Stream, ToxicSpec, parse_new_toxic, parse_toxic_update
 from chaos.server.traffic import TrafficLog
 
@@ -40,19 +40,21 @@ class Proxy:
         self.enabled = False
         self.ctx = ctx
         self.connections: set[Connection] = set()
+        # Closed connections still flushing to a peer (bounded by ServerLimits.close_timeout).
+        self.closing: set[Connection] = set()
         # [received, sent] bytes per direction, read by the /metrics collector.
         self.counters: dict[Stream, list[int]] = {"upstream": [0, 0], "downstream": [0, 0]}
         # When clients connected and sent bytes (GET /synapse/traffic/{name}); not listening yet.
         self.traffic = TrafficLog(ctx.clock)
         self.traffic.enabled(False)
         self._toxics: dict[str, ToxicSpec] = {}
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
 
     # -- listener --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind the listen address and accept connections; raise a 500 ApiError if it cannot."""
-        if self._server is not None:
+        if self._listener is not None:
             return
         host, port = split_address(self.listen, "listen", allow_zero_port=True)
         loop = self.ctx.loop
@@ -65,32 +67,44 @@ class Proxy:
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 family, _, _, _, sockaddr = infos[0]
                 address = str(sockaddr[0])
-            server = await loop.create_server(
-                lambda: Connection(self, self.ctx).client,
-                address,
-                port,
-                family=family,
-                backlog=LISTEN_BACKLOG,
-                reuse_address=True,
-            )
+            sock = bind_socket(family, (address, port), LISTEN_BACKLOG)
         except OSError as exc:
             raise listen_error(self.listen, self.name, exc) from exc
-        bound = server.sockets[0].getsockname()
+        listener = Listener(
+            loop,
+            sock,
+            lambda: Connection(self, self.ctx).client,
+            self.ctx.fds,
+            self.ctx.log,
+            control=False,
+            name=f"proxy {self.name!r}",
+        )
+        bound = listener.sockname
         self.listen = join_address(bound[0], bound[1])
-        self._server = server
+        self._listener = listener
         self.enabled = True
         self.traffic.enabled(True)
+        listener.start()
+
+    @property
+    def bound(self) -> tuple[str, int] | None:
+        """The listening ``(host, port)``, or None while disabled."""
+        return self._listener.sockname if self._listener is not None else None
 
     async def stop(self) -> None:
-        """Close the listener (new connects are refused) and every open connection."""
-        server = self._server
-        self._server = None
+        """Close the listener (new connects are refused) and end every open connection at once.
+
+        As Toxiproxy: what the proxy still holds for a peer is dropped, and a peer whose data is
+        left unread gets a reset, so a client blocked in ``send`` learns at once.
+        """
+        listener = self._listener
+        self._listener = None
         self.enabled = False
         self.traffic.enabled(False)
-        if server is not None:
-            server.close()
-        for conn in list(self.connections):
-            conn.close()
+        if listener is not None:
+            listener.close()
+        for conn in [*self.connections, *self.closing]:
+            conn.abort()
 
     async def update(self, listen: str | None, upstream: str | None, enabled: bool | None) -> None:
         """Apply a partial update; a new listen or upstream restarts the proxy.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterable, Sequence
 
 from chaos.server.apierror import proxy_exists, proxy_not_found
-from chaos.server.config import ProxyConfig, ProxyUpdate
+from chaos.server.config import ProxyConfig, ProxyUpdate, split_address
 from chaos.server.link import PlaneContext
+from chaos.server.loops import Endpoint, Node, refuse_loops
 from chaos.server.proxy import Proxy
 
 
@@ -39,10 +41,14 @@ class ProxyRegistry:
         return proxy
 
     async def create(self, config: ProxyConfig) -> Proxy:
-        """Create (and, if enabled, start) a proxy; 409 if the name is taken, 500 if unbindable."""
+        """Create (and, if enabled, start) a proxy; 409 if the name is taken, 400 if its upstream
+        leads back to its own listener, 500 if unbindable."""
         async with self._lock:
             if config.name in self._proxies:
                 raise proxy_exists(config.name)
+            if config.enabled:
+                node = await self._node(config.name, config.listen, config.upstream)
+                await refuse_loops(node, self._nodes(), self.ctx.loop)
             return await self._create_locked(config)
 
     async def _create_locked(self, config: ProxyConfig) -> Proxy:
@@ -53,9 +59,17 @@ class ProxyRegistry:
         return proxy
 
     async def update(self, name: str, update: ProxyUpdate) -> Proxy:
-        """Apply a partial update to proxy *name*."""
+        """Apply a partial update to proxy *name*; 400 (nothing changed) if it would loop."""
         async with self._lock:
             proxy = self.get(name)
+            enabled = proxy.enabled if update.enabled is None else update.enabled
+            if enabled:
+                upstream = update.upstream or proxy.upstream
+                if update.listen is None and proxy.bound is not None:
+                    node = Node(name, proxy.bound, _upstream(upstream), upstream)
+                else:
+                    node = await self._node(name, update.listen or proxy.listen, upstream)
+                await refuse_loops(node, self._nodes(), self.ctx.loop)
             await proxy.update(update.listen, update.upstream, update.enabled)
             return proxy
 
@@ -79,6 +93,13 @@ class ProxyRegistry:
         """
         result = done if done is not None else []
         async with self._lock:
+            # Every entry is checked against the others and the proxies it leaves in place
+            # before anything changes.
+            named = {c.name for c in configs}
+            planned = [await self._node(c.name, c.listen, c.upstream) for c in configs if c.enabled]
+            kept = [n for n in self._nodes() if n.name not in named]
+            for node in planned:
+                await refuse_loops(node, [*kept, *planned], self.ctx.loop)
             for config in configs:
                 existing = self._proxies.get(config.name)
                 if existing is not None and existing.matches(config):
@@ -88,6 +109,25 @@ class ProxyRegistry:
                     await existing.stop()
                 result.append(await self._create_locked(config))
             return result
+
+    def _nodes(self) -> Iterable[Node]:
+        """The running proxies, for the loop check."""
+        for proxy in self._proxies.values():
+            yield Node(proxy.name, proxy.bound, proxy.upstream_address, proxy.upstream)
+
+    async def _node(self, name: str, listen: str, upstream: str) -> Node:
+        """A proxy about to listen on *listen*, for the loop check (port 0: not reachable)."""
+        return Node(name, await self._fixed_endpoint(listen), _upstream(upstream), upstream)
+
+    async def _fixed_endpoint(self, listen: str) -> Endpoint | None:
+        host, port = split_address(listen, "listen", allow_zero_port=True)
+        if port == 0:
+            return None  # a fresh port: nothing can point at it yet
+        try:
+            infos = await self.ctx.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return None  # cannot be bound either: creating it fails with its own error
+        return str(infos[0][4][0]), port
 
     async def reset(self) -> None:
         """Enable every proxy and remove every toxic."""
@@ -104,3 +144,7 @@ class ProxyRegistry:
             self._proxies.clear()
             for proxy in proxies:
                 await proxy.stop()
+
+
+def _upstream(upstream: str) -> Endpoint:
+    return split_address(upstream, "upstream", allow_zero_port=False)

@@ -1,26 +1,43 @@
 """What each toxic does to one direction of one connection.
 
 A :class:`ToxicRuntime` is created for every (connection, direction, toxic) whose toxicity roll
-succeeded. The data plane passes each chunk through the active runtimes in order; a runtime hands
-its output on by awaiting ``emit(data, timestamp)``, so a toxic may delay, split, drop or cut data,
-and may close or reset the connection through its :class:`FlowHooks`.
+succeeded. The data plane passes each chunk through the active runtimes in order: a runtime's
+``process(data, timestamp)`` is an async generator yielding ``(data, timestamp)`` chunks for the
+next one, so a toxic may delay, split, drop or cut data, and may close or reset the connection
+through its :class:`FlowHooks`. The data plane resumes a runtime only once what it yielded has
+gone through the rest of the chain, and walks the chain without recursion, so any number of
+toxics can be stacked.
 
 Waits are interruptible: when a toxic is updated or removed, the old runtime is *retired* and any
 chunk it is holding is passed on at once (as Toxiproxy does), so a change never waits for a long
 latency or a slow bandwidth to drain.
+
+A toxic that dropped data (``timeout``, ``reset_peer``) never lets the stream go on without it:
+removing it closes (``timeout``, as Toxiproxy) or resets (``reset_peer``) the connection, and so
+does an update whose toxicity roll fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from chaos.server.toxics import ToxicSpec
 
-Emit = Callable[[bytes, float], Awaitable[None]]
-"""Pass ``(data, read_timestamp)`` on to the next toxic, or to the socket after the last one."""
+Chunk = tuple[bytes, float]
+"""``(data, read_timestamp)``: what goes from one toxic to the next."""
+
+Chunks = AsyncGenerator[Chunk, None]
+
+_NOTHING: tuple[Chunk, ...] = ()
+
+
+async def _dropped() -> Chunks:
+    """Passes nothing on: the input was dropped."""
+    for chunk in _NOTHING:
+        yield chunk
 
 
 class FlowHooks(Protocol):
@@ -61,9 +78,9 @@ class ToxicRuntime:
     def activate(self) -> None:
         """Start timers the toxic needs (called once the runtime joins a live connection)."""
 
-    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
-        """Handle one chunk read at *ts*; call *emit* for whatever should go on."""
-        await emit(data, ts)
+    async def process(self, data: bytes, ts: float) -> Chunks:
+        """Handle one chunk read at *ts*; yield whatever should go on."""
+        yield data, ts
 
     async def on_eof(self) -> None:
         """Run before the end of stream (EOF) is passed on."""
@@ -109,7 +126,7 @@ class LatencyRuntime(ToxicRuntime):
 
     __slots__ = ()
 
-    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+    async def process(self, data: bytes, ts: float) -> Chunks:
         latency = self.spec.attr("latency")
         jitter = self.spec.attr("jitter")
         delay_ms = latency + (self.flow.rng.uniform(-jitter, jitter) if jitter else 0.0)
@@ -118,7 +135,7 @@ class LatencyRuntime(ToxicRuntime):
         if wait > 0:
             await self._sleep(wait)
         # Released early by a change to this toxic: the delay was not applied, nor passed on.
-        await emit(data, ts if self.retired else deadline)
+        yield data, (ts if self.retired else deadline)
 
 
 class BandwidthRuntime(ToxicRuntime):
@@ -134,18 +151,18 @@ class BandwidthRuntime(ToxicRuntime):
         super().__init__(spec, flow)
         self._next = 0.0
 
-    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+    async def process(self, data: bytes, ts: float) -> Chunks:
         rate = self.spec.attr("rate") * 1000  # bytes per second
         if rate <= 0:
             await self._sleep(float("inf"))
-            await emit(data, ts)
+            yield data, ts
             return
         piece_size = max(rate // 10, 1)
         view = memoryview(data)
         offset = 0
         while offset < len(data):
             if self.retired:
-                await emit(bytes(view[offset:]), ts)
+                yield bytes(view[offset:]), ts
                 return
             piece = view[offset : offset + piece_size]
             offset += len(piece)
@@ -154,7 +171,7 @@ class BandwidthRuntime(ToxicRuntime):
             wait = self._next - self.flow.now()
             if wait > 0:
                 await self._sleep(wait)
-            await emit(bytes(piece), ts)
+            yield bytes(piece), ts
 
 
 class SlowCloseRuntime(ToxicRuntime):
@@ -172,32 +189,69 @@ class TimeoutRuntime(ToxicRuntime):
     """Drop all data; close the connection after ``timeout`` ms (0 = never).
 
     Removing the toxic closes the connections it was applied to, as Toxiproxy does: the data it
-    dropped is gone, so the stream could not continue correctly anyway.
+    dropped is gone, so the stream could not continue correctly anyway. An update hands what it
+    started over to the new runtime; if that one's toxicity roll fails and data was dropped, the
+    connection is closed as on removal.
+
+    A chunk that reaches a retired runtime (it was on its way through the chain when the toxic
+    changed) goes to the runtime that took over, or passes if the stream goes on without one:
+    dropping it then would leave a hole nobody accounts for.
     """
 
-    __slots__ = ("_timer",)
+    __slots__ = ("_dropped", "_successor", "_timer")
 
     def __init__(self, spec: ToxicSpec, flow: FlowHooks) -> None:
         super().__init__(spec, flow)
         self._timer: asyncio.TimerHandle | None = None
+        self._dropped = False  # data was dropped: the stream must not go on without it
+        self._successor: TimeoutRuntime | None = None
 
     def activate(self) -> None:
         timeout = self.spec.attr("timeout")
         if timeout > 0:
             self._timer = self.flow.loop.call_later(timeout / 1000.0, self.flow.close_connection)
 
-    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
-        return  # the data is dropped
+    def process(self, data: bytes, ts: float) -> Chunks:
+        runtime = self._current()
+        if runtime is None:
+            return ToxicRuntime.process(self, data, ts)  # the stream goes on: so does this
+        return runtime.drop()
+
+    def drop(self) -> Chunks:
+        """Drop one chunk (this runtime is the toxic in force)."""
+        self._dropped = True
+        return _dropped()
+
+    def _current(self) -> TimeoutRuntime | None:
+        """The runtime in force for this toxic: this one or a successor; None if the toxic is
+        gone and the stream goes on. (A stream it cut is being closed: data still drops.)"""
+        runtime: TimeoutRuntime = self
+        while runtime._successor is not None:
+            runtime = runtime._successor
+        if runtime.retired and not runtime._dropped:
+            return None
+        return runtime
+
+    def take_over(self, previous: TimeoutRuntime) -> None:
+        """Continue what *previous* (the runtime before an update) had started."""
+        self._dropped = previous._dropped
+        previous._successor = self
 
     def retire(self, removed: bool) -> None:
         super().retire(removed)
         self._cancel()
-        if removed:
-            self.flow.close_connection()
+        # A replacement has taken over already (make_runtime runs first); without one, this
+        # runtime ends the stream it cut, before another byte can pass.
+        self._end(removed)
 
     def detach(self) -> None:
         super().detach()
         self._cancel()
+
+    def _end(self, removed: bool) -> None:
+        """The toxic is gone from this connection: close it if it was removed or cut."""
+        if self._successor is None and (removed or self._dropped):
+            self.flow.close_connection()
 
     def _cancel(self) -> None:
         if self._timer is not None:
@@ -211,8 +265,9 @@ class ResetPeerRuntime(TimeoutRuntime):
 
     The end of stream counts as input like data does (as in Toxiproxy): it is held, so a client
     that closes its side sees the reset rather than a graceful close. An update hands a running
-    countdown (restarted with the new timeout) and a held end of stream to the new runtime;
-    removing the toxic cancels the countdown and lets the end of stream go on.
+    countdown (restarted with the new timeout) and a held end of stream to the new runtime.
+    Removing the toxic cancels the countdown: if it had dropped data the connection is reset at
+    once (the stream has a hole: it must not go on), otherwise a held end of stream goes on.
     """
 
     __slots__ = ("_held", "_triggered")
@@ -225,8 +280,9 @@ class ResetPeerRuntime(TimeoutRuntime):
     def activate(self) -> None:
         return  # the countdown starts with the first chunk, as in Toxiproxy
 
-    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+    def drop(self) -> Chunks:
         self._start_countdown()
+        return super().drop()
 
     async def on_eof(self) -> None:
         self._start_countdown()
@@ -235,25 +291,23 @@ class ResetPeerRuntime(TimeoutRuntime):
         held = self._held = self.flow.loop.create_future()
         await held  # until the reset, or the toxic is removed
 
-    def take_over(self, previous: ResetPeerRuntime) -> None:
-        """Continue what *previous* (the runtime before an update) had started."""
+    def take_over(self, previous: TimeoutRuntime) -> None:
+        super().take_over(previous)
+        assert isinstance(previous, ResetPeerRuntime)
         if previous._triggered:
             self._start_countdown()
         self._held, previous._held = previous._held, None
 
-    def retire(self, removed: bool) -> None:
-        ToxicRuntime.retire(self, removed)
-        self._cancel()
-        if removed:
-            self._release()
-        else:
-            # The replacement takes the held end of stream over right away (make_runtime); if
-            # its toxicity roll failed there is none, and the end of stream goes on.
-            self.flow.loop.call_soon(self._release)
-
     def detach(self) -> None:
         super().detach()
         self._release()
+
+    def _end(self, removed: bool) -> None:
+        if self._successor is not None:
+            return
+        self._release()
+        if self._dropped:
+            self.flow.reset_connection()
 
     def _release(self) -> None:
         held, self._held = self._held, None
@@ -276,11 +330,11 @@ class SlicerRuntime(ToxicRuntime):
 
     __slots__ = ()
 
-    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+    async def process(self, data: bytes, ts: float) -> Chunks:
         average = self.spec.attr("average_size")
         delay = self.spec.attr("delay") / 1_000_000.0
         if average <= 0:
-            await emit(data, ts)
+            yield data, ts
             if delay > 0:
                 await self._sleep(delay)
             return
@@ -290,12 +344,12 @@ class SlicerRuntime(ToxicRuntime):
         offset = 0
         while offset < len(data):
             if self.retired:
-                await emit(bytes(view[offset:]), ts)
+                yield bytes(view[offset:]), ts
                 return
             size = average + rng.randint(-variation, variation) if variation else average
             piece = view[offset : offset + size]
             offset += len(piece)
-            await emit(bytes(piece), ts)
+            yield bytes(piece), ts
             if delay > 0:
                 await self._sleep(delay)
 
@@ -309,12 +363,12 @@ class LimitDataRuntime(ToxicRuntime):
         super().__init__(spec, flow)
         self.transmitted = 0
 
-    async def process(self, data: bytes, ts: float, emit: Emit) -> None:
+    async def process(self, data: bytes, ts: float) -> Chunks:
         remaining = self.spec.attr("bytes") - self.transmitted
         if remaining > 0:
             piece = data if len(data) <= remaining else data[:remaining]
             self.transmitted += len(piece)
-            await emit(piece, ts)
+            yield piece, ts
         if self.transmitted >= self.spec.attr("bytes"):
             self.flow.close_connection()
 
@@ -335,11 +389,12 @@ def make_runtime(spec: ToxicSpec, flow: FlowHooks, previous: ToxicRuntime | None
     """Create the runtime for *spec*; *previous* is the runtime it replaces on an update.
 
     ``limit_data`` keeps its byte count across updates, so raising the limit lets exactly the
-    difference through; ``reset_peer`` keeps a started countdown and a held end of stream.
+    difference through; ``reset_peer`` keeps a started countdown and a held end of stream;
+    both it and ``timeout`` remember that they dropped data.
     """
     runtime = RUNTIMES[spec.type](spec, flow)
     if isinstance(runtime, LimitDataRuntime) and isinstance(previous, LimitDataRuntime):
         runtime.transmitted = previous.transmitted
-    elif isinstance(runtime, ResetPeerRuntime) and isinstance(previous, ResetPeerRuntime):
+    elif isinstance(runtime, TimeoutRuntime) and isinstance(previous, type(runtime)):
         runtime.take_over(previous)
     return runtime

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from chaos.server.api import ControlApi
 from chaos.server.config import LOOPBACK, ProxyConfig, join_address, parse_populate
+from chaos.server.control import ControlConnections
+from chaos.server.fds import FdReserve, raise_open_file_limit
+from chaos.server.limits import ServerLimits
 from chaos.server.link import PlaneContext
+from chaos.server.listener import Listener, bind_socket
 from chaos.server.metrics import ServerMetrics
 from chaos.server.proxy import Proxy
 from chaos.server.registry import ProxyRegistry
+
+API_BACKLOG: Final = 128
 
 
 class ChaosServer:
@@ -30,6 +37,11 @@ class ChaosServer:
         seed: seed for toxicity rolls, jitter and slice sizes, for reproducible runs.
         clock: monotonic seconds used to timestamp chunks (latency deadlines); it must advance
             in step with the event loop's own clock, which drives the waits.
+        limits: time and resource bounds (:class:`~chaos.server.ServerLimits`; defaults follow
+            Toxiproxy where it has them).
+
+    Starting raises the process's soft open-file limit to its hard limit, as Go programs (and
+    so Toxiproxy) do: a proxy under load needs far more descriptors than the usual 1024.
 
     >>> async def main():
     ...     async with ChaosServer(port=0) as server:
@@ -43,13 +55,17 @@ class ChaosServer:
         *,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: ServerLimits | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._seed = seed
         self._clock = clock
+        self.limits = limits if limits is not None else ServerLimits()
         self._runner: web.AppRunner | None = None
         self._proxies: ProxyRegistry | None = None
+        self._ctx: PlaneContext | None = None
+        self._listeners: list[Listener] = []
         self._bound: tuple[str, int] | None = None
 
     @property
@@ -78,30 +94,79 @@ class ChaosServer:
         """Bind the control API; raise ``OSError`` if the address is taken."""
         if self._runner is not None:
             return
+        raise_open_file_limit()
         loop = asyncio.get_running_loop()
-        ctx = PlaneContext(loop, self._clock, random.Random(self._seed))
+        limits = self.limits
+        fds = FdReserve(limits.fd_reserve)
+        ctx = PlaneContext(loop, self._clock, random.Random(self._seed), limits=limits, fds=fds)
         self._proxies = ProxyRegistry(ctx)
-        api = ControlApi(self._proxies, ServerMetrics(self._proxies))
-        runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+        connections = ControlConnections(loop, limits, fds)
+        api = ControlApi(self._proxies, ServerMetrics(self._proxies), limits, connections)
+        runner = web.AppRunner(
+            api.app(),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=limits.idle_timeout,
+        )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
-            await site.start()
+            server = runner.server
+            assert server is not None
+            factory = connections.factory(server)
+            for sock in await self._bind_api(loop):
+                listener = Listener(
+                    loop, sock, factory, fds, ctx.log, control=True, name="control API"
+                )
+                self._listeners.append(listener)
+                listener.start()
         except BaseException:
+            self._close_listeners()
             await runner.cleanup()
+            ctx.close()
             raise
         self._runner = runner
-        address = runner.addresses[0]
-        self._bound = (str(address[0]), int(address[1]))
+        self._ctx = ctx
+        self._bound = self._listeners[0].sockname
+
+    async def _bind_api(self, loop: asyncio.AbstractEventLoop) -> list[socket.socket]:
+        """One listening socket per address the API host resolves to (as ``create_server``)."""
+        port = self._port
+        infos = await loop.getaddrinfo(
+            self._host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        sockets: list[socket.socket] = []
+        try:
+            for family, _, _, _, sockaddr in dict.fromkeys(
+                (i[0], i[1], i[2], i[3], i[4]) for i in infos
+            ):
+                # Port 0 on several addresses: all on the port the first one got.
+                address = (str(sockaddr[0]), port, *sockaddr[2:])
+                sock = bind_socket(family, address, API_BACKLOG)
+                sockets.append(sock)
+                port = sock.getsockname()[1]
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+
+    def _close_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.close()
 
     async def stop(self) -> None:
         """Close the control API, every proxy and every proxied connection."""
         runner = self._runner
         self._runner = None
+        self._close_listeners()
         if self._proxies is not None:
             await self._proxies.close()
         if runner is not None:
             await runner.cleanup()
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
 
     async def populate(self, config: Sequence[Any]) -> list[Proxy]:
         """Create proxies from a ``/populate``-style list of dicts (as ``--config`` does).

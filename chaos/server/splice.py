@@ -7,15 +7,21 @@ benchmarks/bench_proxy.py, docs/server.md). Linux only.
 
 A :class:`SplicePump` owns one direction while it is active: the *reading* half of the source
 socket and the *writing* half of the destination socket. Each socket is also held by an asyncio
-transport; the pump works on ``dup()`` copies of the descriptors, because the event loop refuses
-``add_reader`` on a descriptor a transport owns. The owning :class:`~chaos.server.link.Flow`
-pauses the source transport's reading before starting the pump and only starts it when the
-destination transport's write buffer is empty, so the two never interleave bytes.
+transport; the pump registers its callbacks on the same descriptors with the selector loop's
+``_add_reader``/``_add_writer`` (the public ``add_reader`` refuses a descriptor a transport owns;
+an earlier version ``dup()``-ed both sockets to get around that, two descriptors more per
+direction). That is safe because each registration slot has one owner at a time: the owning
+:class:`~chaos.server.link.Flow` pauses the source transport's reading before starting the pump
+(so the pump has the source's read slot), starts it only when the destination transport's
+write buffer is empty and writes nothing through that transport while it runs (so the pump has
+the destination's write slot), and stops the pump before either transport is closed.
 
 The pump alternates between two states: reading (source registered, pipe empty) and writing
 (destination registered, pipe not empty). It never reads while the pipe holds data, which is the
 flow control: at most one pipe (:data:`PIPE_SIZE`) is held per direction, as the transport's
-write buffer would hold otherwise.
+write buffer would hold otherwise. A pump holds a pipe only while bytes are in it: an emptied
+pipe goes back to the server's :class:`PipePool`, so an idle connection costs its two sockets
+and nothing more, whatever it carried before.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import contextlib
 import fcntl
 import os
 import sys
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+from chaos.server.fds import FdReserve
 
 PIPE_SIZE: Final = 1024 * 1024
 """Requested pipe capacity: as much as one read of the user-space path (fewer syscalls per byte);
@@ -42,8 +50,12 @@ _AVAILABLE: Final = (
 ENABLED: bool = _AVAILABLE and os.environ.get("SYNAPSE_CHAOS_SPLICE", "1") != "0"
 
 # SPLICE_F_NONBLOCK keeps the pipe end from blocking; the sockets are non-blocking already
-# (asyncio set O_NONBLOCK on the shared file description, which dup() copies share).
+# (asyncio made them so).
 _FLAGS: Final = (os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK) if _AVAILABLE else 0
+
+
+# The selector loop's registration methods without the "owned by a transport" check.
+_SLOT_METHODS: Final = ("_add_reader", "_remove_reader", "_add_writer", "_remove_writer")
 
 
 def usable(loop: asyncio.AbstractEventLoop) -> bool:
@@ -52,7 +64,11 @@ def usable(loop: asyncio.AbstractEventLoop) -> bool:
     Only asyncio's own selector loops: their socket transports stop touching a descriptor once
     paused or idle, which the hand-over relies on. Other loops (uvloop, ...) keep the plain path.
     """
-    return ENABLED and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+    return (
+        ENABLED
+        and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        and all(hasattr(loop, name) for name in _SLOT_METHODS)
+    )
 
 
 class SpliceOwner(Protocol):
@@ -73,6 +89,68 @@ class SpliceOwner(Protocol):
         """A splice failed (connection reset, broken pipe...); *on_write*: on the destination."""
         ...
 
+    def splice_unavailable(self) -> None:
+        """No pipe could be had (out of descriptors): go back to the transport path."""
+        ...
+
+
+Pipe = tuple[int, int, int]
+"""``(read end, write end, capacity)``."""
+
+
+class PipePool:
+    """Pipes for the pumps of one server: made on demand, kept for reuse when emptied.
+
+    A pipe is only made while the :class:`~chaos.server.fds.FdReserve` is full, so pumps never
+    take the descriptors kept for the control API.
+    """
+
+    __slots__ = ("_fds", "_free", "keep")
+
+    def __init__(self, fds: FdReserve, keep: int = 8) -> None:
+        self._fds = fds
+        self._free: list[Pipe] = []
+        self.keep = keep
+
+    @property
+    def kept(self) -> int:
+        """Empty pipes held for reuse (two descriptors each)."""
+        return len(self._free)
+
+    def acquire(self) -> Pipe | None:
+        """An empty pipe, or None if none can be had now."""
+        if self._free:
+            return self._free.pop()
+        if not self._fds.full:
+            return None
+        try:
+            pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            capacity = fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            # Over pipe-max-size or the per-user pipe quota: the default size still works.
+            try:
+                capacity = fcntl.fcntl(pipe_w, fcntl.F_GETPIPE_SZ)
+            except OSError:
+                _close_all([pipe_r, pipe_w])
+                return None
+        return pipe_r, pipe_w, capacity
+
+    def release(self, pipe: Pipe) -> None:
+        """Take back an *empty* pipe."""
+        if len(self._free) < self.keep:
+            self._free.append(pipe)
+        else:
+            _close_all(list(pipe[:2]))
+
+    def close(self) -> None:
+        """Close every pipe kept for reuse."""
+        free, self._free = self._free, []
+        for pipe in free:
+            _close_all(list(pipe[:2]))
+
 
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
@@ -83,18 +161,18 @@ def _close_all(fds: list[int]) -> None:
 class SplicePump:
     """Forwards one direction source -> pipe -> destination inside the kernel.
 
-    Create with :meth:`open`, then :meth:`start`; :meth:`stop` always releases the four
-    descriptors it holds (two duplicates, two pipe ends), whatever state it is in.
+    Create it, then :meth:`start`; :meth:`stop` unregisters it and gives its pipe back (or
+    closes a pipe it could not empty), whatever state it is in. The two socket descriptors
+    belong to their transports and are never closed here.
     """
 
     __slots__ = (
-        "_capacity",
         "_dst",
         "_loop",
         "_owner",
         "_pending",
-        "_pipe_r",
-        "_pipe_w",
+        "_pipe",
+        "_pipes",
         "_reading",
         "_src",
         "_writing",
@@ -105,48 +183,26 @@ class SplicePump:
         self,
         loop: asyncio.AbstractEventLoop,
         owner: SpliceOwner,
-        fds: tuple[int, int, int, int],
-        capacity: int,
+        source_fd: int,
+        dest_fd: int,
+        pipes: PipePool,
     ) -> None:
         self._loop = loop
         self._owner = owner
-        self._src, self._dst, self._pipe_r, self._pipe_w = fds
-        self._capacity = capacity
+        self._src, self._dst = source_fd, dest_fd
+        self._pipes = pipes
+        self._pipe: Pipe | None = None
         self._pending = 0  # bytes in the pipe: read from the source, not yet written
         self._reading = False
         self._writing = False
         self.eof = False  # the source sent FIN (the owner is told once the pipe is empty)
 
-    @classmethod
-    def open(
-        cls, loop: asyncio.AbstractEventLoop, owner: SpliceOwner, source_fd: int, dest_fd: int
-    ) -> SplicePump | None:
-        """Make the pipe and descriptor copies; None if the system refuses (e.g. EMFILE)."""
-        fds: list[int] = []
-        try:
-            pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            fds += (pipe_r, pipe_w)
-            try:
-                capacity = fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                # Over pipe-max-size or the per-user pipe quota: the default size still works.
-                capacity = fcntl.fcntl(pipe_w, fcntl.F_GETPIPE_SZ)
-            src = os.dup(source_fd)
-            fds.append(src)
-            dst = os.dup(dest_fd)
-            fds.append(dst)
-        except OSError:
-            _close_all(fds)
-            return None
-        return cls(loop, owner, (src, dst, pipe_r, pipe_w), capacity)
-
     def start(self) -> None:
         """Begin reading the source."""
-        self._loop.add_reader(self._src, self._on_readable)
-        self._reading = True
+        self._set_reading(True)
 
     def stop(self, salvage: bool) -> bytes:
-        """Unregister and close everything; return the bytes still in the pipe if *salvage*.
+        """Unregister and give the pipe back; return the bytes still in the pipe if *salvage*.
 
         Those bytes were read from the source but not yet written: the owner writes them through
         the destination's transport, so they keep their place ahead of anything read later.
@@ -156,20 +212,33 @@ class SplicePump:
         self._set_reading(False)
         self._set_writing(False)
         data = self._drain_pipe() if salvage and self._pending else b""
-        # Every fd is closed, even on error: a leaked duplicate would keep the socket open (no FIN
-        # for the peer) after the transport closed its own descriptor.
-        _close_all([self._src, self._dst, self._pipe_r, self._pipe_w])
-        self._src = self._dst = self._pipe_r = self._pipe_w = -1
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            if self._pending:
+                _close_all(list(pipe[:2]))  # could not be emptied: not reusable
+            else:
+                self._pipes.release(pipe)
+        self._src = self._dst = -1
         self._pending = 0
         return data
 
     # -- event loop callbacks --------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        pipe = self._pipe
+        if pipe is None:
+            pipe = self._pipe = self._pipes.acquire()
+            if pipe is None:
+                self._owner.splice_unavailable()
+                return
         try:
-            n = os.splice(self._src, self._pipe_w, self._capacity, flags=_FLAGS)
+            n = os.splice(self._src, pipe[1], pipe[2], flags=_FLAGS)
         except BlockingIOError:
-            return  # spurious wake-up (another reader of the same socket cannot exist here)
+            # A spurious wake-up (another reader of the same socket cannot exist here).
+            if not self._pending:
+                self._pipe = None
+                self._pipes.release(pipe)
+            return
         except OSError:
             self._owner.splice_failed(on_write=False)
             return
@@ -187,10 +256,12 @@ class SplicePump:
         """Write what the pipe holds; wait for the destination if it cannot take it all."""
         pending = self._pending
         written = 0
+        pipe = self._pipe
+        assert pipe is not None
         # Bounded: each pass either empties the pipe, or raises BlockingIOError on a full socket.
         while written < pending:
             try:
-                m = os.splice(self._pipe_r, self._dst, pending - written, flags=_FLAGS)
+                m = os.splice(pipe[0], self._dst, pending - written, flags=_FLAGS)
             except BlockingIOError:
                 break
             except OSError:
@@ -206,6 +277,8 @@ class SplicePump:
             self._set_writing(True)
             return
         self._set_writing(False)
+        self._pipe = None
+        self._pipes.release(pipe)  # empty: an idle pump holds no pipe
         if self.eof:
             self._owner.splice_eof()
         else:
@@ -222,30 +295,35 @@ class SplicePump:
     def _set_reading(self, on: bool) -> None:
         if on != self._reading and self._src >= 0:
             self._reading = on
+            loop: Any = self._loop  # the selector loop's slot methods (see usable())
             if on:
-                self._loop.add_reader(self._src, self._on_readable)
+                loop._add_reader(self._src, self._on_readable)
             else:
-                self._loop.remove_reader(self._src)
+                loop._remove_reader(self._src)
 
     def _set_writing(self, on: bool) -> None:
         if on != self._writing and self._dst >= 0:
             self._writing = on
+            loop: Any = self._loop
             if on:
-                self._loop.add_writer(self._dst, self._flush)
+                loop._add_writer(self._dst, self._flush)
             else:
-                self._loop.remove_writer(self._dst)
+                loop._remove_writer(self._dst)
 
     def _drain_pipe(self) -> bytes:
         chunks: list[bytes] = []
         left = self._pending
         # Bounded by the pipe's content: each read returns at least one byte or stops the loop.
+        pipe = self._pipe
+        assert pipe is not None
         while left > 0:
             try:
-                chunk = os.read(self._pipe_r, left)
+                chunk = os.read(pipe[0], left)
             except OSError:
                 break
             if not chunk:
                 break
             chunks.append(chunk)
             left -= len(chunk)
+        self._pending = left
         return b"".join(chunks)

@@ -31,6 +31,7 @@ from chaos.server.apierror import (
     ApiError,
     bad_request,
 )
+from chaos.server.config import check_name, clean_text
 
 Stream = Literal["upstream", "downstream"]
 STREAMS: Final[tuple[Stream, ...]] = ("upstream", "downstream")
@@ -126,7 +127,7 @@ def _optional_str(body: Mapping[str, object], field: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise bad_request(f"field {field!r} must be a string, got {value!r}")
-    return value
+    return clean_text(value)
 
 
 def parse_new_toxic(body: object) -> ToxicSpec:
@@ -147,7 +148,7 @@ def parse_new_toxic(body: object) -> ToxicSpec:
             f"{INVALID_TOXIC_TYPE}: {toxic_type!r} is not one of {_type_list()}",
             400,
         )
-    name = _optional_str(body, "name") or f"{toxic_type}_{stream}"
+    name = check_name(_optional_str(body, "name") or f"{toxic_type}_{stream}", "name")
     toxicity = _parse_toxicity(body["toxicity"]) if body.get("toxicity") is not None else 1.0
     attributes = _parse_attributes(toxic_type, body.get("attributes"))
     return ToxicSpec(name, toxic_type, stream, toxicity, attributes)

@@ -8,12 +8,20 @@ import gc
 import hashlib
 import json
 import os
+import resource
+import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+from chaos import ToxiproxyClient
 
 
 class LoopThread:
@@ -347,3 +355,296 @@ def echo_transfer(
                 thread.join(30)
     assert not errors, errors
     assert got == [(total, sent_hash.hexdigest())]
+
+
+# -- an in-process server whose connections and loop errors the test can see ---------------------
+
+
+class Plane:
+    """A ChaosServer on a background loop, every connection its proxies accepted, and every error
+    the loop reported (a task exception never retrieved, an exception in a callback...).
+
+    The data plane must never leave an exception for the loop to log: a peer that went away is a
+    normal end of a connection. :func:`running_plane` fails the test if anything was reported.
+    """
+
+    def __init__(self, loop_thread: LoopThread, server: Any) -> None:
+        self.loop_thread = loop_thread
+        self.server = server
+        self.client = ToxiproxyClient(server.url, timeout=10)
+        self.conns: list[Any] = []
+        self.errors: list[dict[str, Any]] = []
+
+    def proxy(self, upstream: str, name: str = "p") -> tuple[str, int]:
+        """Create proxy *name* in front of *upstream*; record the connections it accepts."""
+        info = self.client.create_proxy(name, upstream=upstream)
+        proxy = self.server.proxies.get(name)
+        opened = proxy.connection_opened
+
+        def record(conn: Any) -> None:
+            self.conns.append(conn)
+            opened(conn)
+
+        proxy.connection_opened = record
+        return info.listen_host, info.listen_port
+
+    def on_loop(self, fn: Callable[[], Any]) -> Any:
+        """Run *fn* on the server's loop (its state is only consistent there)."""
+
+        async def call() -> Any:
+            return fn()
+
+        return self.loop_thread.run(call())
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        assert wait_until(lambda: self.on_loop(predicate), timeout), "condition not reached in time"
+
+    def flows(self, stream: str) -> list[Any]:
+        return [c.flow(stream) for c in self.conns]
+
+    def spliced(self, stream: str) -> int:
+        return int(self.on_loop(lambda: sum(f.spliced for f in self.flows(stream))))
+
+    def counters(self, name: str = "p") -> dict[str, list[int]]:
+        proxy = self.server.proxies.get(name)
+        return self.on_loop(lambda: {k: list(v) for k, v in proxy.counters.items()})  # type: ignore[no-any-return]
+
+    def all_closed(self, name: str = "p") -> None:
+        self.wait_for(lambda: not self.server.proxies.get(name).connections)
+
+    def wait_until_blocked(self, name: str = "p", timeout: float = 20.0) -> None:
+        """Wait until proxy *name* moves no more bytes (a peer stopped reading, every buffer on
+        the way is full) after having moved some."""
+        counts = [self.counters(name)]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            counts.append(self.counters(name))
+            moved = counts[-1]["upstream"][0] + counts[-1]["downstream"][0]
+            if counts[-1] == counts[-2] and moved > 0:
+                return
+        raise AssertionError(f"the proxy never stopped moving bytes: {counts[-3:]}")
+
+    def loop_errors(self) -> list[str]:
+        """What the loop reported so far, after a collection (an unretrieved task exception is
+        only reported when the task is collected)."""
+        gc.collect()
+        return [f"{ctx.get('message')}: {ctx.get('exception')!r}" for ctx in list(self.errors)]
+
+    def echo_until_spliced(self, sock: socket.socket, stream: str) -> bytes:
+        """Echo 4 MiB through *sock*, then wait until *stream* of the first connection is spliced.
+
+        Returns the 1 MiB block it sent, for more of the same.
+        """
+        block = os.urandom(MIB)
+        for _ in range(4):
+            sock.sendall(block)
+            got = 0
+            while got < len(block):
+                got += len(sock.recv(MIB))
+        self.wait_for(lambda: self.flows(stream)[0].spliced > 0)
+        return block
+
+
+@contextlib.contextmanager
+def running_plane(loop_thread: LoopThread, **server_options: Any) -> Iterator[Plane]:
+    """A started ChaosServer (ephemeral port) on *loop_thread*; stopped on the way out.
+
+    Fails the test if the loop reported any error meanwhile (see :class:`Plane`).
+    """
+    from chaos.server import ChaosServer
+
+    server = ChaosServer(port=0, **server_options)
+    errors: list[dict[str, Any]] = []
+    loop = loop_thread.loop
+    previous = loop.get_exception_handler()
+    loop.call_soon_threadsafe(loop.set_exception_handler, lambda _loop, ctx: errors.append(ctx))
+    loop_thread.run(server.start())
+    plane = Plane(loop_thread, server)
+    plane.errors = errors
+    failed = False
+    try:
+        yield plane
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        loop_thread.run(server.stop())
+        errors = plane.loop_errors()
+        loop.call_soon_threadsafe(loop.set_exception_handler, previous)
+        if not failed:
+            assert not errors, f"the server's loop reported errors: {errors}"
+
+
+class Upstream:
+    """A one-connection blocking upstream run by *handler(conn)* in a thread."""
+
+    def __init__(self, handler: Callable[[socket.socket], None], rcvbuf: int = 0) -> None:
+        self.listener = socket.socket()
+        if rcvbuf:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.listener.settimeout(30)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.errors: list[BaseException] = []
+        self._handler = handler
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+            with conn:
+                conn.settimeout(60)
+                self._handler(conn)
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def join(self) -> None:
+        self._thread.join(60)
+        self.listener.close()
+        assert not self._thread.is_alive()
+
+
+class _ClosingProtocol(asyncio.Protocol):
+    def __init__(self, upstream: ClosingUpstream) -> None:
+        self.upstream = upstream
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.upstream.transports.add(transport)
+
+    def eof_received(self) -> bool:
+        self.upstream.eofs += 1
+        transport = self.transport
+        assert transport is not None
+        asyncio.get_running_loop().call_later(self.upstream.after, transport.close)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.upstream.transports.discard(self.transport)
+
+
+class ClosingUpstream:
+    """An upstream that closes its side *after* seconds once the client's FIN arrived."""
+
+    def __init__(self, loop_thread: LoopThread, after: float) -> None:
+        self.loop_thread = loop_thread
+        self.after = after
+        self.eofs = 0
+        self.transports: set[asyncio.Transport] = set()
+
+        async def start() -> asyncio.Server:
+            return await asyncio.get_running_loop().create_server(
+                lambda: _ClosingProtocol(self), "127.0.0.1", 0
+            )
+
+        self._server: asyncio.Server = loop_thread.run(start())
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self._server.close()
+            for transport in list(self.transports):
+                transport.abort()
+            await asyncio.sleep(0)
+
+        self.loop_thread.run(stop())
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[str]:
+    """A loopback address whose connects hang: a listener with a full accept queue (backlog 0,
+    one connection already waiting) drops further SYNs, as a firewalled host would."""
+    listener = socket.socket()
+    filler = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        filler.connect(listener.getsockname())
+        host, port = listener.getsockname()
+        yield f"{host}:{port}"
+    finally:
+        filler.close()
+        listener.close()
+
+
+# -- the server in a subprocess -----------------------------------------------------------------
+
+_LAUNCH = (
+    "import resource, sys\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))\n"
+    "from chaos.cli import main\n"
+    "sys.exit(main(sys.argv[3:]))\n"
+)
+
+
+class LimitedServer:
+    """``synapse-chaos serve`` in a subprocess under an open-file limit (stderr to *log*)."""
+
+    def __init__(self, soft: int, hard: int, log: Path) -> None:
+        self._log_path = log
+        self._log = log.open("wb")
+        command = [sys.executable, "-c", _LAUNCH, str(soft), str(hard), "serve", "--port", "0"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log)
+        assert self.process.stdout is not None
+        line = b""
+        deadline = time.monotonic() + 30
+        while b"\n" not in line and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stdout], [], [], 1)
+            if ready:
+                chunk = os.read(self.process.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                line += chunk
+        if b"http://" not in line:
+            self.close()
+            raise AssertionError(f"the server did not start: {line!r} {self.log()!r}")
+        self.url = line.split(b"http://", 1)[1].split()[0].decode()
+        self.client = ToxiproxyClient(f"http://{self.url}", timeout=5)
+
+    def fds(self) -> int:
+        """Descriptors the server process holds now."""
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+
+    def soft_limit(self) -> int:
+        """The server's soft open-file limit now (it may raise its own)."""
+        for line in Path(f"/proc/{self.process.pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+        raise AssertionError("no open-file limit in /proc/PID/limits")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self._log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def limited_server(
+    tmp_path: Path, soft: int | None = None, hard: int | None = None
+) -> Iterator[LimitedServer]:
+    """A :class:`LimitedServer` (limits default to this process's own), stopped on the way out."""
+    own = resource.getrlimit(resource.RLIMIT_NOFILE)
+    server = LimitedServer(
+        own[0] if soft is None else soft, own[1] if hard is None else hard, tmp_path / "server.log"
+    )
+    try:
+        yield server
+    finally:
+        server.close()

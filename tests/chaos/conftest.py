@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chaos_helpers import EchoServer, LoopThread, RawApi, RawResponse
+from chaos_helpers import EchoServer, LoopThread, Plane, RawApi, RawResponse, running_plane
 
 from chaos import Backend, EmbeddedToxiproxy, Proxy, ToxiproxyClient, resolve_backend
 
@@ -28,6 +28,13 @@ def loop_thread() -> Iterator[LoopThread]:
 def echo_server(loop_thread: LoopThread) -> Iterator[EchoServer]:
     with contextlib.closing(EchoServer(loop_thread)) as server:
         yield server
+
+
+@pytest.fixture
+def plane(loop_thread: LoopThread) -> Iterator[Plane]:
+    """An in-process ChaosServer whose connections and loop errors the test can inspect."""
+    with running_plane(loop_thread, seed=7) as plane:
+        yield plane
 
 
 @pytest.fixture

@@ -349,3 +349,128 @@ class TestProtocolErrors:
         )
         assert f"toxiproxy_proxy_received_bytes_total{{{labels}}} 1000.0" in text
         assert f"toxiproxy_proxy_sent_bytes_total{{{labels}}} 1000.0" in text
+
+
+class TestNames:
+    """Whatever can be created can be shown, scraped and deleted."""
+
+    def test_a_lone_surrogate_becomes_the_replacement_character_as_in_toxiproxy(
+        self, raw_api: RawApi
+    ) -> None:
+        """A name (or upstream) holding a lone surrogate (``"\\ud800"`` in the JSON) made
+        ``/metrics`` answer 500 until restart, and the proxy could not be deleted: no URL
+        reaches a name that cannot be encoded. Toxiproxy's JSON decoder turns it into U+FFFD;
+        so does ours, in every string of a body."""
+        body = b'{"name": "a\\ud800", "listen": "127.0.0.1:0", "upstream": "h\\udfff:6379"}'
+        created = raw_api("POST", "/proxies", body)
+        assert created.status == 201, created
+        assert created.json()["name"] == "a\ufffd"
+        assert created.json()["upstream"] == "h\ufffd:6379"
+        toxic = raw_api(
+            "POST", "/proxies/a%EF%BF%BD/toxics", b'{"type": "noop", "name": "\\udc00"}'
+        )
+        assert toxic.status == 200, toxic
+        assert toxic.json()["name"] == "\ufffd"
+        metrics = raw_api("GET", "/metrics")
+        assert metrics.status == 200, metrics
+        assert 'proxy="a\ufffd"' in metrics.body.decode()
+        assert raw_api("DELETE", "/proxies/a%EF%BF%BD/toxics/%EF%BF%BD").status == 204
+        assert raw_api("DELETE", "/proxies/a%EF%BF%BD").status == 204
+        assert raw_api("GET", "/proxies").json() == {}
+
+    def test_invalid_utf8_becomes_the_replacement_character_as_in_toxiproxy(
+        self, raw_api: RawApi
+    ) -> None:
+        created = raw_api("POST", "/proxies", b'{"name": "b\xff", "upstream": "127.0.0.1:1"}')
+        assert created.status == 201, created
+        assert created.json()["name"] == "b\ufffd"
+
+    @pytest.mark.parametrize("where", ["proxy", "toxic", "populate"])
+    def test_a_name_over_the_cap_is_400(self, raw_api: RawApi, where: str) -> None:
+        """Names of about 8 KB could be created but never fetched or deleted again (the request
+        line is too long for the server: 400). Names are capped where they enter."""
+        long = "x" * 257
+        if where == "proxy":
+            response = raw_api("POST", "/proxies", {**PROXY, "name": long})
+        elif where == "populate":
+            response = raw_api("POST", "/populate", [{**PROXY, "name": long}])
+        else:
+            create(raw_api)
+            response = raw_api("POST", "/proxies/redis/toxics", {"type": "noop", "name": long})
+        assert_error(response, 400, "bad request body: name")
+        assert "256 characters" in response.json()["error"]
+        if where == "toxic":
+            assert raw_api("GET", "/proxies/redis/toxics").json() == []
+        else:
+            assert raw_api("GET", "/proxies").json() == {}
+
+    def test_the_longest_names_work_everywhere(self, raw_api: RawApi) -> None:
+        """256 characters of 4 bytes each, percent-encoded twice in a toxic's URL, still fit."""
+        from urllib.parse import quote
+
+        proxy, toxic = "\U0001f600" * 256, "\U0001f601" * 256
+        assert raw_api("POST", "/proxies", {**PROXY, "name": proxy}).status == 201
+        path = f"/proxies/{quote(proxy, safe='')}"
+        created = raw_api("POST", f"{path}/toxics", {"type": "noop", "name": toxic})
+        assert created.status == 200, created
+        toxic_path = f"{path}/toxics/{quote(toxic, safe='')}"
+        assert raw_api("GET", toxic_path).json()["name"] == toxic
+        assert raw_api("PATCH", toxic_path, {"toxicity": 0.5}).status == 200
+        assert raw_api("DELETE", toxic_path).status == 204
+        assert raw_api("GET", path).json()["name"] == proxy
+        assert raw_api("DELETE", path).status == 204
+
+
+class TestLoops:
+    """A proxy whose upstream leads back to its own listener would connect to itself until the
+    server runs out of descriptors (the API then never answered again): refused up front."""
+
+    def test_upstream_equal_to_listen_is_400(self, raw_api: RawApi) -> None:
+        spare = socket.socket()
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+        spare.close()
+        for upstream in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            response = raw_api(
+                "POST",
+                "/proxies",
+                {"name": "loop", "listen": f"127.0.0.1:{port}", "upstream": upstream},
+            )
+            assert_error(response, 400, "bad request body: upstream")
+            assert "own listen address" in response.json()["error"]
+        assert raw_api("GET", "/proxies").json() == {}
+        response = raw_api(
+            "POST",
+            "/populate",
+            [{"name": "loop", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{port}"}],
+        )
+        assert_error(response, 400, "bad request body: upstream")
+        # the port is free again: nothing was left bound
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))
+
+    def test_an_update_that_would_loop_is_400_and_changes_nothing(self, raw_api: RawApi) -> None:
+        created = create(raw_api)
+        response = raw_api("PATCH", "/proxies/redis", {"upstream": created["listen"]})
+        assert_error(response, 400, "bad request body: upstream")
+        assert raw_api("GET", "/proxies/redis").json() == created
+
+    def test_a_wildcard_listener_loops_through_loopback_too(self, raw_api: RawApi) -> None:
+        created = create(raw_api, listen="0.0.0.0:0")
+        port = str(created["listen"]).rsplit(":", 1)[1]
+        response = raw_api("PATCH", "/proxies/redis", {"upstream": f"127.0.0.1:{port}"})
+        assert_error(response, 400, "bad request body: upstream")
+
+    def test_two_proxies_pointing_at_each_other_are_400(self, raw_api: RawApi) -> None:
+        first = create(raw_api, name="a")
+        second = create(raw_api, name="b", upstream=first["listen"])
+        response = raw_api("PATCH", "/proxies/a", {"upstream": second["listen"]})
+        assert_error(response, 400, "bad request body: upstream")
+        assert "b" in response.json()["error"]
+
+    def test_a_chain_without_a_cycle_is_fine(self, raw_api: RawApi) -> None:
+        first = create(raw_api, name="a")
+        assert (
+            raw_api("POST", "/proxies", {**PROXY, "name": "b", "upstream": first["listen"]}).status
+            == 201
+        )

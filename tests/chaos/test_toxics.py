@@ -196,6 +196,30 @@ class TestResetPeer:
             sock.sendall(b"trigger")
             assert recv_until_closed(sock)[1] == "reset"
 
+    @pytest.mark.parametrize("change", ["remove", "update to toxicity 0"])
+    def test_a_change_after_it_swallowed_data_resets_instead_of_leaving_a_gap(
+        self, echo: EchoProxy, change: str
+    ) -> None:
+        """The toxic drops what it reads while its countdown runs. Removing it (or an update
+        whose toxicity roll fails) cancelled the countdown and the stream went on without the
+        dropped bytes: ``AAAA`` sent, toxic removed, ``BBBB`` echoed, ``AAAA`` silently lost.
+        A stream with a hole in it is reset, never continued."""
+        echo.add("reset_peer", "upstream", timeout=60_000)
+        with echo.connect() as sock:
+            sock.sendall(b"AAAA")
+            assert recv_until_closed(sock, timeout=0.3) == (b"", "timeout")  # swallowed
+            if change == "remove":
+                echo.remove("reset_peer_upstream")
+            else:
+                echo.client.update_toxic("echo", "reset_peer_upstream", toxicity=0.0)
+            try:
+                sock.sendall(b"BBBB")
+            except ConnectionError:  # the reset arrived first: the send reports it
+                outcome = (b"", "reset")
+            else:
+                outcome = recv_until_closed(sock, timeout=5)
+            assert outcome == (b"", "reset")
+
 
 class TestSlicer:
     def test_slices_and_spaces_data(self, echo: EchoProxy) -> None:
@@ -229,6 +253,22 @@ class TestLimitData:
             data, how = recv_until_closed(sock)
         assert data == b"y" * 40
         assert how == "eof"
+
+
+def test_a_thousand_toxics_pass_data_intact(echo: EchoProxy) -> None:
+    """Each toxic in the chain used to add Python frames to one recursive call: about 340 toxics
+    on one stream raised RecursionError in the direction's task and the connection hung
+    silently (Toxiproxy takes 3,000). The chain is walked without recursion now: 500 toxics on
+    each stream, slicing and delaying, still deliver every byte in order."""
+    for i in range(1000):
+        kind = ("noop", "slicer", "latency")[i % 3]
+        attrs = {"average_size": 3} if kind == "slicer" else {}
+        stream = "upstream" if i % 2 else "downstream"
+        echo.client.add_toxic("echo", kind, name=f"t{i}", stream=stream, attributes=attrs)  # type: ignore[arg-type]
+    payload = bytes(range(64))
+    with echo.connect() as sock:
+        sock.sendall(payload)
+        assert recv_exactly(sock, len(payload), timeout=10) == payload
 
 
 def test_noop_changes_nothing(echo: EchoProxy) -> None:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
 import pytest
 
-from chaos.server import ApiError
-from chaos.server.config import join_address, parse_proxy_config, split_address
+from chaos.server import ApiError, ServerLimits
+from chaos.server.config import clean_text, join_address, parse_proxy_config, split_address
 from chaos.server.runtimes import (
     BandwidthRuntime,
     LatencyRuntime,
     LimitDataRuntime,
     SlicerRuntime,
+    ToxicRuntime,
     make_runtime,
 )
+from chaos.server.throttle import ThrottledLog
 from chaos.server.toxics import ToxicSpec, parse_new_toxic, parse_toxic_update
 
 
@@ -42,15 +45,9 @@ def spec(toxic_type: str, **attributes: int) -> ToxicSpec:
     return parse_new_toxic({"type": toxic_type, "attributes": attributes})
 
 
-async def run(runtime: object, data: bytes, ts: float | None = None) -> list[bytes]:
-    out: list[bytes] = []
-
-    async def emit(chunk: bytes, _ts: float) -> None:
-        out.append(chunk)
-
+async def run(runtime: ToxicRuntime, data: bytes, ts: float | None = None) -> list[bytes]:
     loop = asyncio.get_running_loop()
-    await runtime.process(data, loop.time() if ts is None else ts, emit)  # type: ignore[attr-defined]
-    return out
+    return [chunk async for chunk, _ in runtime.process(data, loop.time() if ts is None else ts)]
 
 
 @pytest.mark.asyncio
@@ -149,3 +146,50 @@ def test_upstream_port_zero_is_rejected() -> None:
 def test_join_address() -> None:
     assert join_address("::1", 5) == "[::1]:5"
     assert join_address("127.0.0.1", 5) == "127.0.0.1:5"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"header_timeout": 0},
+        {"idle_timeout": -1},
+        {"close_timeout": float("inf")},
+        {"log_interval": "10"},
+        {"connect_after_client_eof": -0.1},
+        {"max_control_connections": 0},
+        {"fd_reserve": 1.5},
+        {"fd_reserve": True},
+    ],
+)
+def test_server_limits_refuse_nonsense(fields: dict[str, object]) -> None:
+    (name,) = fields
+    with pytest.raises(ValueError, match=f"ServerLimits.{name} must be"):
+        ServerLimits(**fields)  # type: ignore[arg-type]
+
+
+def test_server_limits_accept_a_zero_grace_after_a_client_fin() -> None:
+    assert ServerLimits(connect_after_client_eof=0).connect_after_client_eof == 0
+
+
+def test_throttled_log_says_how_many_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    log = ThrottledLog(lambda: now[0], interval=10.0)
+    with caplog.at_level(logging.WARNING, logger="chaos.server"):
+        for t in (0.0, 1.0, 2.0, 9.9, 10.5, 11.0):
+            now[0] = t
+            log.warning("fds", "out of descriptors")
+        log.warning("other", "another kind")
+    assert [r.getMessage() for r in caplog.records] == [
+        "out of descriptors",
+        "out of descriptors (3 more like it in the last 10 s)",
+        "another kind",
+    ]
+
+
+def test_names_are_capped_and_lone_surrogates_replaced() -> None:
+    assert clean_text("a\ud800b\U0001f600") == "a\ufffdb\U0001f600"
+    assert parse_new_toxic({"type": "noop", "name": "x" * 256}).name == "x" * 256
+    with pytest.raises(ApiError, match="name is 257 characters long"):
+        parse_new_toxic({"type": "noop", "name": "x" * 257})
+    with pytest.raises(ApiError, match="name at proxy 2 is 300 characters long"):
+        parse_proxy_config({"name": "x" * 300, "upstream": "h:1"}, position=2)
