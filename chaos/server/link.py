@@ -250,8 +250,8 @@ class Flow:
         self.chain = [runtimes[name] for name in order if name in runtimes]
         if self.chain and self._pump is not None:
             self._leave_splice()
-        if self.chain:
-            self._kick()
+        # The consumer task starts with the first chunk queued (feed, _kick), not here: adding a
+        # toxic to thousands of idle connections creates no tasks.
 
     # -- splice (kernel-side) forwarding -----------------------------------------------------------
 
@@ -298,7 +298,7 @@ class Flow:
     def splice_eof(self) -> None:
         """The pump saw the source's FIN with its pipe empty: pass the FIN on."""
         self.eof_seen = True
-        self._stop_splice(salvage=True)  # nothing to salvage; frees the descriptors now
+        self._stop_splice(salvage=True)  # nothing to salvage; gives the pipe back now
         self._forward_eof()
 
     def splice_unavailable(self) -> None:
