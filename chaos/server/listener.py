@@ -44,13 +44,34 @@ def reset_and_close(sock: socket.socket) -> None:
     sock.close()
 
 
-def bind_socket(
-    family: int, address: tuple[str, int] | tuple[str, int, int, int], backlog: int
-) -> socket.socket:
+Address = tuple[str, int] | tuple[str, int, int, int]
+
+
+def bind_socket(family: int, address: Address, backlog: int) -> socket.socket:
     """A non-blocking listening TCP socket on *address* (SO_REUSEADDR; IPv6 only for AF_INET6)."""
     sock = socket.create_server(address, family=family, backlog=backlog, reuse_port=False)
     sock.setblocking(False)
     return sock
+
+
+def bind_holdable(family: int, address: Address, backlog: int) -> socket.socket:
+    """As :func:`bind_socket`, but always bound to an explicit port, so that
+    :meth:`Listener.pause` can keep it.
+
+    Linux releases the port of a socket that stops listening unless the port was named in
+    ``bind``; for port 0 a probe socket finds a free port first, and the listener binds that
+    port while the probe still holds it (both SO_REUSEADDR and not listening: allowed), so the
+    port is never free in between.
+    """
+    if address[1] != 0:
+        return bind_socket(family, address, backlog)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(address)
+        port = int(probe.getsockname()[1])
+        return bind_socket(family, (address[0], port, *address[2:]), backlog)
 
 
 class Listener:
@@ -113,14 +134,42 @@ class Listener:
         if self._sock is not None:
             self._loop.add_reader(self._sock.fileno(), self._on_readable)
 
-    def close(self) -> None:
-        """Stop accepting and close the socket (connections already accepted are not touched)."""
-        sock, self._sock = self._sock, None
+    def pause(self) -> None:
+        """Stop accepting and refuse connections as a closed port does, but keep the port.
+
+        ``shutdown(SHUT_RD)`` on a listening socket makes Linux stop listening (connections
+        still queued are reset) while the socket stays bound: a connect gets a RST
+        (ECONNREFUSED), and no automatic port choice (a ``connect``'s source port, a listener
+        on port 0) can take the port meanwhile, so :meth:`resume` finds it free. The socket
+        must have been bound to an explicit port (:func:`bind_holdable`).
+        """
+        sock = self._sock
+        if sock is None:
+            return
+        self._stop_reading(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RD)
+
+    def resume(self, backlog: int) -> None:
+        """Listen and accept again after :meth:`pause`; ``OSError`` if the port was taken
+        (something bound it explicitly, with SO_REUSEADDR, and listens on it)."""
+        sock = self._sock
+        if sock is None:
+            return
+        sock.listen(backlog)
+        self.start()
+
+    def _stop_reading(self, sock: socket.socket) -> None:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        self._loop.remove_reader(sock.fileno())
+
+    def close(self) -> None:
+        """Stop accepting and close the socket (connections already accepted are not touched)."""
+        sock, self._sock = self._sock, None
         if sock is not None:
-            self._loop.remove_reader(sock.fileno())
+            self._stop_reading(sock)
             sock.close()
 
     # -- accepting --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Final
 from chaos.server.apierror import toxic_exists, toxic_not_found
 from chaos.server.config import ProxyConfig, join_address, listen_error, split_address
 from chaos.server.link import Connection, PlaneContext
-from chaos.server.listener import Listener, bind_socket
+from chaos.server.listener import Listener, bind_holdable
 from chaos.server.toxics import STREAMS, Stream, ToxicSpec, parse_new_toxic, parse_toxic_update
 from chaos.server.traffic import TrafficLog
 
@@ -49,13 +49,43 @@ class Proxy:
         self.traffic.enabled(False)
         self._toxics: dict[str, ToxicSpec] = {}
         self._listener: Listener | None = None
+        # While disabled: the paused listener holding the port, and the listen it was bound for.
+        self._parked: Listener | None = None
+        self._parked_listen = ""
 
     # -- listener --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the listen address and accept connections; raise a 500 ApiError if it cannot."""
+        """Bind the listen address and accept connections; raise a 500 ApiError if it cannot.
+
+        A proxy that was disabled gets its port back: :meth:`stop` kept it (see
+        :meth:`~chaos.server.listener.Listener.pause`).
+        """
         if self._listener is not None:
             return
+        parked = self._parked
+        if parked is not None and self._parked_listen == self.listen:
+            try:
+                parked.resume(LISTEN_BACKLOG)
+            except OSError as exc:
+                self._release()
+                raise listen_error(self.listen, self.name, exc) from exc
+            self._parked = None
+            self._listening(parked)
+            return
+        listener = Listener(
+            self.ctx.loop,
+            await self._bind(),
+            lambda: Connection(self, self.ctx).client,
+            self.ctx.fds,
+            self.ctx.log,
+            control=False,
+            name=f"proxy {self.name!r}",
+        )
+        self._release()  # the old port, once the new one is bound (it may be the same)
+        self._listening(listener)
+
+    async def _bind(self) -> socket.socket:
         host, port = split_address(self.listen, "listen", allow_zero_port=True)
         loop = self.ctx.loop
         try:
@@ -67,18 +97,11 @@ class Proxy:
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 family, _, _, _, sockaddr = infos[0]
                 address = str(sockaddr[0])
-            sock = bind_socket(family, (address, port), LISTEN_BACKLOG)
+            return bind_holdable(family, (address, port), LISTEN_BACKLOG)
         except OSError as exc:
             raise listen_error(self.listen, self.name, exc) from exc
-        listener = Listener(
-            loop,
-            sock,
-            lambda: Connection(self, self.ctx).client,
-            self.ctx.fds,
-            self.ctx.log,
-            control=False,
-            name=f"proxy {self.name!r}",
-        )
+
+    def _listening(self, listener: Listener) -> None:
         bound = listener.sockname
         self.listen = join_address(bound[0], bound[1])
         self._listener = listener
@@ -92,19 +115,33 @@ class Proxy:
         return self._listener.sockname if self._listener is not None else None
 
     async def stop(self) -> None:
-        """Close the listener (new connects are refused) and end every open connection at once.
+        """Stop listening (new connects are refused) and end every open connection at once.
 
         As Toxiproxy: what the proxy still holds for a peer is dropped, and a peer whose data is
-        left unread gets a reset, so a client blocked in ``send`` learns at once.
+        left unread gets a reset, so a client blocked in ``send`` learns at once. Unlike
+        Toxiproxy, the port stays reserved (bound, not listening) until the proxy is enabled
+        again, moved or deleted: under load another socket took it, and enabling failed.
         """
         listener = self._listener
         self._listener = None
         self.enabled = False
         self.traffic.enabled(False)
         if listener is not None:
-            listener.close()
+            listener.pause()
+            self._release()
+            self._parked, self._parked_listen = listener, self.listen
         for conn in [*self.connections, *self.closing]:
             conn.abort()
+
+    async def close(self) -> None:
+        """Stop, and give the port back (the proxy is deleted or replaced)."""
+        await self.stop()
+        self._release()
+
+    def _release(self) -> None:
+        parked, self._parked = self._parked, None
+        if parked is not None:
+            parked.close()
 
     async def update(self, listen: str | None, upstream: str | None, enabled: bool | None) -> None:
         """Apply a partial update; a new listen or upstream restarts the proxy.
@@ -133,6 +170,8 @@ class Proxy:
                     if was_enabled:
                         await self.start()
                     raise
+            elif self.listen != old[0]:
+                self._release()  # moved while disabled: the old port is not wanted any more
             return
         if want_enabled and not self.enabled:
             await self.start()

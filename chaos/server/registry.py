@@ -78,7 +78,7 @@ class ProxyRegistry:
         async with self._lock:
             proxy = self.get(name)
             del self._proxies[name]
-            await proxy.stop()
+            await proxy.close()
 
     async def populate(
         self, configs: Sequence[ProxyConfig], done: list[Proxy] | None = None
@@ -106,7 +106,7 @@ class ProxyRegistry:
                     result.append(existing)
                     continue
                 if existing is not None:
-                    await existing.stop()
+                    await existing.close()
                 result.append(await self._create_locked(config))
             return result
 
@@ -143,7 +143,7 @@ class ProxyRegistry:
             proxies = list(self._proxies.values())
             self._proxies.clear()
             for proxy in proxies:
-                await proxy.stop()
+                await proxy.close()
 
 
 def _upstream(upstream: str) -> Endpoint:
