@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -24,8 +25,9 @@ from pathlib import Path
 from chaos.livefaults import DEFAULT_OWNER
 from chaos.runcli import run_command as _run
 from chaos.runcli import scenarios_command as _scenarios
-from chaos.server import ApiError, ChaosServer
+from chaos.server import ApiError, ChaosServer, ServerLimits
 from chaos.server.config import LOOPBACK
+from chaos.server.limits import COUNT_FIELDS, LIMIT_HELP, limit_problem, option_name
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -49,7 +51,33 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="JSON file with an array of proxies, as accepted by POST /populate",
     )
     serve.add_argument("--seed", type=int, help="random seed for toxicity, jitter and slicing")
+    limits = serve.add_argument_group(
+        "limits", "bounds that keep the server answering (chaos.server.ServerLimits)"
+    )
+    default = ServerLimits()
+    for field in dataclasses.fields(ServerLimits):
+        limits.add_argument(
+            option_name(field.name),
+            dest=f"limit_{field.name}",
+            type=int if field.name in COUNT_FIELDS else float,
+            metavar="N" if field.name in COUNT_FIELDS else "SECONDS",
+            help=f"{LIMIT_HELP[field.name]} (default {getattr(default, field.name)})",
+        )
     serve.set_defaults(handler=_serve)
+
+
+def limits_from_args(args: argparse.Namespace) -> ServerLimits:
+    """The ServerLimits the serve options ask for; ValueError naming the option if invalid."""
+    values = {}
+    for field in dataclasses.fields(ServerLimits):
+        value = getattr(args, f"limit_{field.name}")
+        if value is None:
+            continue
+        problem = limit_problem(field.name, value)
+        if problem:
+            raise ValueError(f"{option_name(field.name)} {problem}")
+        values[field.name] = value
+    return ServerLimits(**values)
 
 
 def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -199,8 +227,10 @@ def _bind_failure(args: argparse.Namespace, exc: OSError) -> int:
     return _fail(f"{where}; pick another --port (0 = any free port) or stop the other server")
 
 
-async def _run_server(args: argparse.Namespace, config: list[object] | None) -> int:
-    server = ChaosServer(args.host, args.port, seed=args.seed)
+async def _run_server(
+    args: argparse.Namespace, config: list[object] | None, limits: ServerLimits
+) -> int:
+    server = ChaosServer(args.host, args.port, seed=args.seed, limits=limits)
     try:
         await server.start()
     except OSError as exc:
@@ -239,6 +269,10 @@ def _serve(args: argparse.Namespace) -> int:
         args.host = _check_host(args.host)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    try:
+        limits = limits_from_args(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     config = None
     if args.config is not None:
         try:
@@ -249,7 +283,7 @@ def _serve(args: argparse.Namespace) -> int:
     # stderr with the program's name, like its errors.
     logging.basicConfig(level=logging.WARNING, format="synapse-chaos serve: %(message)s")
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        return runner.run(_run_server(args, config))
+        return runner.run(_run_server(args, config, limits))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,7 +39,7 @@ from typing import Literal
 from chaos.client import ToxiproxyClient
 from chaos.errors import EmbeddedServerError
 from chaos.lifecycle import StartStop
-from chaos.server import ChaosServer
+from chaos.server import ChaosServer, ServerLimits
 from chaos.server.config import LOOPBACK, join_address
 
 Mode = Literal["thread", "subprocess"]
@@ -60,6 +60,8 @@ class EmbeddedToxiproxy(StartStop):
         mode: ``"thread"`` or ``"subprocess"``.
         seed: seed for toxicity rolls, jitter and slice sizes.
         start_timeout: seconds to wait for the server to be ready.
+        limits: the server's time and resource bounds (:class:`~chaos.server.ServerLimits`);
+            in subprocess mode they are passed as ``synapse-chaos serve`` options.
 
     >>> with EmbeddedToxiproxy() as toxiproxy:
     ...     client = toxiproxy.client()
@@ -75,9 +77,13 @@ class EmbeddedToxiproxy(StartStop):
         mode: Mode = "thread",
         seed: int | None = None,
         start_timeout: float = 15.0,
+        limits: ServerLimits | None = None,
     ) -> None:
         if mode not in ("thread", "subprocess"):
             raise ValueError(f"mode must be 'thread' or 'subprocess', got {mode!r}")
+        if limits is not None and not isinstance(limits, ServerLimits):
+            raise TypeError(f"limits must be a chaos.server.ServerLimits, got {limits!r}")
+        self.limits = limits if limits is not None else ServerLimits()
         self._host = host
         self._port = port
         self.mode: Mode = mode
@@ -212,7 +218,7 @@ class EmbeddedToxiproxy(StartStop):
         stop_event = asyncio.Event()
         if not run.begin(asyncio.get_running_loop(), stop_event):
             return
-        server = ChaosServer(self._host, self._port, seed=self._seed)
+        server = ChaosServer(self._host, self._port, seed=self._seed, limits=self.limits)
         try:
             await server.start()
         except Exception as exc:
@@ -252,6 +258,7 @@ class EmbeddedToxiproxy(StartStop):
         command += ["--port", str(self._port)]
         if self._seed is not None:
             command += ["--seed", str(self._seed)]
+        command += self.limits.as_options()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
         self._process = process

@@ -4,6 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from typing import Final
+
+COUNT_FIELDS: Final = ("max_control_connections", "fd_reserve")
+ZERO_OK_FIELDS: Final = ("connect_after_client_eof",)
+
+LIMIT_HELP: Final[Mapping[str, str]] = {
+    "header_timeout": "seconds a control request may take to arrive once its first byte did",
+    "idle_timeout": "seconds an idle control connection is kept open",
+    "max_control_connections": "open control connections at most (one more closes the one "
+    "idle the longest)",
+    "fd_reserve": "descriptors the data plane leaves free for the control API",
+    "close_timeout": "seconds a closing proxied connection may deliver nothing to a peer that "
+    "does not read before it is reset",
+    "connect_after_client_eof": "seconds a pending upstream connect goes on after the client's "
+    "FIN (0: give up at once)",
+    "log_interval": "seconds between two log lines about the same kind of failure",
+}
+"""One line per field, for command-line help."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -12,7 +31,9 @@ class ServerLimits:
 
     The defaults follow Toxiproxy where it has an equivalent (its HTTP server's 15 s read
     timeout and 60 s idle timeout); the rest keep a misbehaving client or peer from holding
-    descriptors or the control API for good.
+    descriptors or the control API for good. Set them with ``ChaosServer(limits=...)``,
+    ``EmbeddedToxiproxy(limits=...)`` or ``synapse-chaos serve --header-timeout ...`` (every
+    field is an option: ``--`` and the field name with dashes).
 
     Attributes:
         header_timeout: seconds a control request may take to arrive once its first byte did
@@ -32,6 +53,9 @@ class ServerLimits:
             two minutes. A client that resets ends the attempt at once.
         log_interval: seconds between two log lines about the same kind of failure (running
             out of descriptors, unreachable upstreams); the lines in between are counted.
+
+    Raises:
+        ValueError: a field out of range, naming it.
     """
 
     header_timeout: float = 15.0
@@ -43,16 +67,34 @@ class ServerLimits:
     log_interval: float = 10.0
 
     def __post_init__(self) -> None:
-        for field in ("header_timeout", "idle_timeout", "close_timeout", "log_interval"):
-            _positive_seconds(field, getattr(self, field))
-        _positive_seconds("connect_after_client_eof", self.connect_after_client_eof, zero=True)
-        for field in ("max_control_connections", "fd_reserve"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ServerLimits.{field} must be an integer >= 1, got {value!r}")
+        for field in dataclasses.fields(self):
+            problem = limit_problem(field.name, getattr(self, field.name))
+            if problem:
+                raise ValueError(f"ServerLimits.{field.name} {problem}")
+
+    def as_options(self) -> list[str]:
+        """The ``synapse-chaos serve`` options that set the fields differing from the defaults."""
+        default = ServerLimits()
+        options: list[str] = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value != getattr(default, field.name):
+                options += [option_name(field.name), repr(value)]
+        return options
 
 
-def _positive_seconds(field: str, value: object, *, zero: bool = False) -> None:
+def option_name(field: str) -> str:
+    """The command-line option of field *field* (``--header-timeout``)."""
+    return "--" + field.replace("_", "-")
+
+
+def limit_problem(field: str, value: object) -> str:
+    """What is wrong with *value* for field *field* (``"must be ..., got ..."``), or ``""``."""
+    if field in COUNT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"must be an integer >= 1, got {value!r}"
+        return ""
+    zero = field in ZERO_OK_FIELDS
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -61,6 +103,5 @@ def _positive_seconds(field: str, value: object, *, zero: bool = False) -> None:
         or (value == 0 and not zero)
     ):
         bound = ">= 0" if zero else "> 0"
-        raise ValueError(
-            f"ServerLimits.{field} must be a finite number of seconds {bound}, got {value!r}"
-        )
+        return f"must be a finite number of seconds {bound}, got {value!r}"
+    return ""

@@ -16,10 +16,14 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from chaos_helpers import EchoServer, LoopThread, limited_server, running_plane, wait_until
 
+from chaos import EmbeddedToxiproxy
+from chaos.cli import build_parser, limits_from_args
+from chaos.cli import main as cli_main
 from chaos.server import ServerLimits
 
 _HARD = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -266,3 +270,64 @@ def test_control_connections_beyond_the_cap_make_room_by_closing_idle_ones(
         finally:
             for sock in socks:
                 sock.close()
+
+
+# -- the limits from the command line and EmbeddedToxiproxy ---------------------------------------
+
+
+def _half_sent_request_is_closed(url: str) -> float:
+    """Seconds until the server at *url* closes a connection whose request head never ends."""
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET /proxies HTTP/1.1\r\nHost: x\r\n")
+        assert _closed_by_server(sock), "the half-sent request kept its connection"
+        return time.monotonic() - start
+
+
+@pytest.mark.parametrize("mode", ["thread", "subprocess"])
+def test_embedded_toxiproxy_applies_its_limits(mode: Literal["thread", "subprocess"]) -> None:
+    """ServerLimits could only be set on a ChaosServer: EmbeddedToxiproxy and ``synapse-chaos
+    serve`` (its subprocess mode) ran with the defaults, a 15 s header timeout here."""
+    limits = ServerLimits(header_timeout=0.3, max_control_connections=8)
+    with EmbeddedToxiproxy(mode=mode, limits=limits) as toxiproxy:
+        assert toxiproxy.limits == limits
+        assert _half_sent_request_is_closed(toxiproxy.url) < 3
+        assert toxiproxy.client().version() == "2.12.0"
+
+
+def test_limits_become_serve_options_and_back() -> None:
+    limits = ServerLimits(header_timeout=2.5, fd_reserve=40, connect_after_client_eof=0)
+    options = limits.as_options()
+    assert options == [
+        "--header-timeout", "2.5", "--fd-reserve", "40", "--connect-after-client-eof", "0",
+    ]  # fmt: skip
+    args = build_parser().parse_args(["serve", *options])
+    assert limits_from_args(args) == limits
+    assert ServerLimits().as_options() == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--header-timeout", "0", "--header-timeout must be a finite number of seconds > 0"),
+        ("--idle-timeout", "nan", "--idle-timeout must be a finite number of seconds > 0"),
+        ("--close-timeout", "-1", "--close-timeout must be a finite number of seconds > 0"),
+        ("--connect-after-client-eof", "inf", "must be a finite number of seconds >= 0"),
+        ("--fd-reserve", "0", "--fd-reserve must be an integer >= 1, got 0"),
+        ("--max-control-connections", "1.5", "invalid int value: '1.5'"),
+    ],
+)
+def test_serve_refuses_bad_limits(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with contextlib.suppress(SystemExit):  # argparse's own type errors exit 2 themselves
+        assert cli_main(["serve", "--port", "0", option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_embedded_toxiproxy_refuses_limits_of_the_wrong_type() -> None:
+    with pytest.raises(TypeError, match=r"limits must be a chaos\.server\.ServerLimits"):
+        EmbeddedToxiproxy(limits={"header_timeout": 1})  # type: ignore[arg-type]
