@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import http.client
+import http.server
 import json
 import os
 import resource
@@ -648,3 +650,74 @@ def limited_server(
         yield server
     finally:
         server.close()
+
+
+Answer = tuple[int, Any]
+
+
+class FakeApi:
+    """A loopback HTTP server answering each request with ``answer(method, path)``.
+
+    With ``hold=True`` every request waits (at most ``max_hold`` seconds) until
+    :meth:`release`: a server that stopped answering. ``requests`` records ``(method, path)``.
+    """
+
+    def __init__(
+        self,
+        answer: Callable[[str, str, bytes], Answer],
+        *,
+        hold: bool = False,
+        max_hold: float = 20.0,
+    ) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self.requested = threading.Event()
+        self._released = threading.Event()
+        if not hold:
+            self._released.set()
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                received = self.rfile.read(length) if length else b""
+                api.requests.append((self.command, self.path))
+                api.requested.set()
+                api._released.wait(max_hold)
+                status, body = answer(self.command, self.path, received)
+                payload = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+# A marker as another process would hold it: the in-process live-fault registry does not know
+# it, exactly as it does not know the faults of another process sharing the server.
+OTHER_MARKER = "synapse:alice:down:0badf0-1:marker"
+
+
+def other_owner_takes_it_down(client: ToxiproxyClient, proxy: str) -> None:
+    # What alice's down() does in her process: marker first, then disable.
+    client.add_toxic(proxy, "noop", name=OTHER_MARKER)
+    client.disable(proxy)

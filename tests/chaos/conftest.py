@@ -9,11 +9,20 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from chaos_helpers import EchoServer, LoopThread, Plane, RawApi, RawResponse, running_plane
+from chaos_helpers import (
+    Answer,
+    EchoServer,
+    FakeApi,
+    LoopThread,
+    Plane,
+    RawApi,
+    RawResponse,
+    running_plane,
+)
 
 from chaos import Backend, EmbeddedToxiproxy, Proxy, ToxiproxyClient, resolve_backend
 
@@ -114,3 +123,24 @@ def chaos_backend() -> Iterator[Backend]:
 def echo_handle(chaos_backend: Backend, echo_server: EchoServer) -> Proxy:
     """A :class:`chaos.Proxy` in front of the echo server, on :func:`chaos_backend`."""
     return chaos_backend.create_proxy(echo_server.address)
+
+
+@pytest.fixture
+def fake_api() -> Iterator[Callable[..., FakeApi]]:
+    """``fake_api(answer, hold=False)``: a scripted loopback HTTP server, closed after the test."""
+    started: list[FakeApi] = []
+
+    def start(answer: Callable[[str, str, bytes], Answer], *, hold: bool = False) -> FakeApi:
+        started.append(FakeApi(answer, hold=hold))
+        return started[-1]
+
+    yield start
+    for api in started:
+        api.close()
+
+
+@pytest.fixture
+def shared_proxy(client: ToxiproxyClient) -> str:
+    """A proxy named ``shared`` that several owners disable (its upstream is never reached)."""
+    client.create_proxy("shared", upstream="127.0.0.1:9")
+    return "shared"

@@ -15,7 +15,7 @@ import pytest
 from chaos_helpers import EchoServer, connect, recv_exactly
 
 from chaos import ToxiproxyClient
-from chaos.cli import build_parser, main
+from chaos.cli import build_parser
 
 SCRIPT = Path(sys.executable).with_name("synapse-chaos")
 
@@ -91,48 +91,6 @@ def test_serve_with_config(serve: object, tmp_path: Path, echo_server: EchoServe
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=15)
     assert process.returncode == 0
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("{not json", "is not valid JSON"),
-        ('{"name": "x"}', "must hold a JSON array"),
-        ('[{"name": "x"}]', "missing required field: upstream at proxy 1"),
-    ],
-)
-def test_bad_config_is_explained(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
-) -> None:
-    config = tmp_path / "bad.json"
-    config.write_text(content)
-    assert main(["serve", "--port", "0", "--config", str(config)]) == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert "Traceback" not in err
-
-
-def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--config", str(tmp_path / "absent.json")]) == 2
-    assert "cannot read --config" in capsys.readouterr().err
-
-
-def test_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
-    import socket
-
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    try:
-        assert main(["serve", "--port", str(taken.getsockname()[1])]) == 1
-    finally:
-        taken.close()
-    assert "pick another --port" in capsys.readouterr().err
-
-
-def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 2
-    assert "serve" in capsys.readouterr().err
 
 
 def test_parser_has_serve_defaults() -> None:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import gc
+import http.client
 import http.server
+import math
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import pytest
-from chaos_helpers import EchoServer, connect, recv_exactly, round_trip
+from chaos_helpers import (
+    Answer,
+    EchoServer,
+    FakeApi,
+    connect,
+    connect_state,
+    echoes,
+    recv_exactly,
+    round_trip,
+)
 from threaded_servers import serving
 
 from chaos import (
@@ -261,3 +272,65 @@ def test_deleting_a_proxy_twice_sends_one_request(
     proxy.delete()
     proxy.delete()
     assert sent == ["DELETE /proxies/once"]
+
+
+def test_client_rejects_bad_url_and_timeout_with_value_error() -> None:
+    with pytest.raises(ValueError, match="http://host:port"):
+        ToxiproxyClient("http://[::1")
+    with pytest.raises(ValueError, match="http://host:port"):
+        ToxiproxyClient("http://127.0.0.1:70000")
+    for timeout in (math.nan, math.inf, 0):
+        with pytest.raises(ValueError, match="timeout"):
+            ToxiproxyClient("http://127.0.0.1:1", timeout=timeout)
+
+
+def test_a_proxy_created_disabled_on_port_0_has_its_real_port(
+    client: ToxiproxyClient, echo_server: EchoServer
+) -> None:
+    proxy = client.create_proxy("off", upstream=echo_server.address, enabled=False)
+    assert proxy.port != 0
+    assert proxy.host == "127.0.0.1"
+    assert not proxy.info.enabled
+    assert client.proxy_info("off").listen == proxy.listen
+    assert connect_state(proxy.address) == "refused"
+    client.enable("off")
+    assert client.proxy_info("off").listen == proxy.listen
+    assert echoes(proxy.address)
+    with proxy.down():
+        assert connect_state(proxy.address) == "refused"
+    assert echoes(proxy.address)  # same port again after every re-enable
+
+
+def test_a_proxy_created_disabled_on_a_fixed_port_is_created_disabled_directly(
+    fake_api: Callable[..., FakeApi],
+) -> None:
+    def answer(method: str, path: str, body: bytes) -> Answer:
+        return 201, {"name": "p", "listen": "127.0.0.1:1234", "upstream": "u:1", "enabled": False}
+
+    api = fake_api(answer)
+    proxy = ToxiproxyClient(api.url).create_proxy(
+        "p", "u:1", listen="127.0.0.1:1234", enabled=False
+    )
+    assert proxy.port == 1234
+    assert api.requests == [("POST", "/proxies")]  # no enable/disable dance needed
+
+
+def test_a_failed_disable_after_creating_deletes_the_proxy_again(
+    fake_api: Callable[..., FakeApi],
+) -> None:
+    def answer(method: str, path: str, body: bytes) -> Answer:
+        if method == "POST":
+            return 201, {
+                "name": "p",
+                "listen": "127.0.0.1:4321",
+                "upstream": "u:1",
+                "enabled": True,
+            }
+        if method == "PATCH":
+            return 500, {"error": "cannot disable", "status": 500}
+        return 204, None
+
+    api = fake_api(answer)
+    with pytest.raises(ToxiproxyError, match="cannot disable"):
+        ToxiproxyClient(api.url).create_proxy("p", "u:1", enabled=False)
+    assert api.requests == [("POST", "/proxies"), ("PATCH", "/proxies/p"), ("DELETE", "/proxies/p")]

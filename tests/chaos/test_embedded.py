@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
-from chaos_helpers import EchoServer, connect, recv_exactly, recv_until_closed
+from chaos_helpers import EchoServer, connect, recv_exactly, recv_until_closed, wait_until
 
 from chaos import EmbeddedServerError, EmbeddedToxiproxy, ToxiproxyClient
+from chaos import embedded as embedded_module
+from chaos.server import ChaosServer
 
 
 def test_thread_mode_starts_fast_and_stops_cleanly(echo_server: EchoServer) -> None:
@@ -83,3 +90,84 @@ def test_subprocess_mode(echo_server: EchoServer) -> None:
 def test_bad_mode_is_rejected() -> None:
     with pytest.raises(ValueError, match="mode"):
         EmbeddedToxiproxy(mode="fork")  # type: ignore[arg-type]
+
+
+def server_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "synapse-chaos-server"]
+
+
+def test_embedded_start_and_stop_are_thread_safe() -> None:
+    before = len(server_threads())
+    server = EmbeddedToxiproxy()
+    errors: list[BaseException] = []
+
+    def call(fn: Callable[[], object]) -> None:
+        try:
+            for _ in range(5):
+                fn()
+        except BaseException as exc:  # collected: asserted below
+            errors.append(exc)
+
+    starters = [threading.Thread(target=call, args=(server.start,)) for _ in range(3)]
+    for thread in starters:
+        thread.start()
+    for thread in starters:
+        thread.join(30)
+    assert len(server_threads()) == before + 1
+    assert server.client().version()
+    racers = [threading.Thread(target=call, args=(fn,)) for fn in (server.start, server.stop) * 2]
+    for thread in racers:
+        thread.start()
+    for thread in racers:
+        thread.join(30)
+    server.stop()
+    assert errors == []
+    assert wait_until(lambda: len(server_threads()) == before)
+
+
+def test_embedded_start_timeout_leaves_no_server_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class SlowServer(ChaosServer):
+        async def start(self) -> None:
+            await asyncio.sleep(0.3)
+            await super().start()
+
+    before = len(server_threads())
+    monkeypatch.setattr(embedded_module, "ChaosServer", SlowServer)
+    server = EmbeddedToxiproxy(start_timeout=0.05)
+    with pytest.raises(EmbeddedServerError, match="did not start within"):
+        server.start()
+    assert not server.running
+    assert wait_until(lambda: len(server_threads()) == before, timeout=5)
+
+
+def _stops_within(server: EmbeddedToxiproxy, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while server.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not server.running
+
+
+def test_a_killed_subprocess_server_is_not_running_and_start_replaces_it() -> None:
+    server = EmbeddedToxiproxy(mode="subprocess").start()
+    try:
+        first = server.pid
+        assert first is not None
+        assert server.running
+        os.kill(first, signal.SIGKILL)
+        assert _stops_within(server, 10.0)
+        assert server.start() is server
+        assert server.running
+        assert server.pid not in (None, first)
+        assert server.client(timeout=5.0).version() == "2.12.0"
+    finally:
+        server.stop()
+    assert server.pid is None
+
+
+def test_thread_mode_has_no_pid_and_start_is_idempotent() -> None:
+    with EmbeddedToxiproxy() as server:
+        assert server.pid is None
+        url = server.url
+        assert server.start().url == url  # alive: start() keeps the running server

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import pytest
 from chaos_helpers import EchoServer, connect_state, echoes
@@ -23,8 +24,10 @@ from chaos import (
     Proxy,
     ProxyExists,
     ProxyInfo,
+    ScenarioError,
     ToxiproxyClient,
     ToxiproxyUnavailable,
+    parse_scenario,
     resolve_backend,
 )
 from chaos.livefaults import toxic_prefix
@@ -168,28 +171,6 @@ def test_timeline_spans_on_a_virtual_clock(echo_handle: Proxy) -> None:
     assert echo_handle.timeline.faults == []  # recorded where asked, not on the proxy's
 
 
-def test_flapping_can_be_driven_by_hand(echo_handle: Proxy) -> None:
-    clock = VirtualClock()
-    timeline = Timeline(clock)
-    flapping = echo_handle.flapping(period=10, down_fraction=0.3)
-    flapping.start(timeline=timeline, background=False)
-    assert connect_state(echo_handle.address) == "refused"
-    clock.advance(2.9)
-    assert flapping.sync() == 0
-    clock.advance(0.1)
-    assert flapping.sync() == 1
-    assert echoes(echo_handle.address)
-    clock.advance(17.0)  # 20.0: down at 10, up at 13, down at 20
-    assert flapping.sync() == 3
-    assert connect_state(echo_handle.address) == "refused"
-    flapping.stop()
-    assert echoes(echo_handle.address)
-    downs = [(s.start, s.end) for s in timeline.faults if s.fault == "down"]
-    # sync() stamps the switches it makes with the time it is called (ScenarioRunner.advance
-    # stops the clock at each switch instead, for exact spans).
-    assert downs == [(0.0, 3.0), (20.0, 20.0), (20.0, 20.0)]
-
-
 # -- stale faults ----------------------------------------------------------------------------------
 
 CRASHING_RUN = textwrap.dedent(
@@ -291,3 +272,99 @@ def test_external_backend_creates_attaches_and_cleans_up(echo_server: EchoServer
         assert set(server_client.proxies()) == {"theirs"}  # created here: deleted
         assert server_client.proxy_info("theirs").enabled  # attached: healed, kept
         assert server_client.toxics("theirs") == []
+
+
+def test_failed_disable_does_not_leave_the_proxy_down(
+    echo_handle: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = echo_handle.client
+    real_disable, real_enable = client.disable, client.enable
+
+    def disable_then_lost(name: str) -> Any:
+        real_disable(name)
+        raise ToxiproxyUnavailable("response lost after the server applied it")
+
+    monkeypatch.setattr(client, "disable", disable_then_lost)
+    with pytest.raises(ToxiproxyUnavailable):
+        echo_handle.down().start()
+    assert echo_handle.refresh().enabled
+    assert echo_handle.toxics() == []
+
+    # If enabling fails too, the marker stays, so stale cleanup can re-enable the proxy.
+    def enable_fails(name: str) -> Any:
+        raise ToxiproxyUnavailable("no answer")
+
+    monkeypatch.setattr(client, "enable", enable_fails)
+    with pytest.raises(ToxiproxyUnavailable):
+        echo_handle.partition("reject").start()
+    assert not echo_handle.refresh().enabled
+    monkeypatch.setattr(client, "enable", real_enable)
+    assert len(echo_handle.remove_stale_faults()) == 1
+    assert echo_handle.refresh().enabled
+    assert echo_handle.toxics() == []
+
+
+def test_interrupted_stop_leaves_nothing_stale_cleanup_cannot_remove(
+    echo_handle: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = echo_handle.client
+    real_remove = client.remove_toxic
+    fault = echo_handle.latency(10).start()  # two toxics
+
+    def remove_then_interrupt(proxy: str, name: str) -> Any:
+        real_remove(proxy, name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(client, "remove_toxic", remove_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fault.stop()
+    monkeypatch.setattr(client, "remove_toxic", real_remove)
+    assert not fault.active
+    assert len(echo_handle.toxics()) == 1
+    assert len(echo_handle.remove_stale_faults()) == 1  # same process: no longer held as live
+    assert echo_handle.toxics() == []
+    fault.stop()  # the retry finds them gone: fine
+
+
+def test_stop_after_a_server_error_can_be_retried(
+    echo_handle: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = echo_handle.client
+    real_remove, real_enable = client.remove_toxic, client.enable
+
+    def unavailable(*args: object) -> Any:
+        raise ToxiproxyUnavailable("no answer")
+
+    latency = echo_handle.latency(10).start()
+    down = echo_handle.down().start()
+    monkeypatch.setattr(client, "remove_toxic", unavailable)
+    monkeypatch.setattr(client, "enable", unavailable)
+    for fault in (latency, down):
+        with pytest.raises(ToxiproxyUnavailable):
+            fault.stop()
+    monkeypatch.setattr(client, "remove_toxic", real_remove)
+    monkeypatch.setattr(client, "enable", real_enable)
+    assert not echo_handle.refresh().enabled
+    assert len(echo_handle.toxics()) == 3
+    latency.stop()
+    down.stop()
+    assert echo_handle.refresh().enabled
+    assert echo_handle.toxics() == []
+    assert latency.toxic_names == down.toxic_names == []
+
+
+def test_parameter_limit_is_the_servers(echo_handle: Proxy) -> None:
+    with pytest.raises(InvalidFault, match=r"2\*\*53"):
+        echo_handle.slicer(2**53 + 2)
+    with pytest.raises(ScenarioError, match="at must be a finite number"):
+        parse_scenario("name: x\nproxies: [a]\nsteps:\n  - {at: " + "9" * 400 + ", fault: down}")
+    with echo_handle.latency(2**53, stream="upstream"):  # the largest accepted is applied
+        assert echo_handle.toxics()[0].attributes["latency"] == 2**53
+
+
+def test_text_that_is_no_number_gets_no_hint(echo_handle: Proxy) -> None:
+    with pytest.raises(InvalidFault) as info:
+        echo_handle.latency("slow")  # type: ignore[arg-type]
+    assert str(info.value).endswith("got str 'slow'")
+    with pytest.raises(InvalidFault, match=r"write 1000 or 1\.0e\+3\)"):
+        echo_handle.latency("1e3")  # type: ignore[arg-type]

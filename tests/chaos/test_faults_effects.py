@@ -7,7 +7,6 @@ upper bounds leave hundreds of milliseconds for a noisy 2-core machine.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pytest
@@ -171,27 +170,3 @@ def test_limit_data_closes_after_the_budget(echo_handle: Proxy) -> None:
         sock.sendall(b"z" * 300)
         data, how = recv_until_closed(sock, timeout=5)
     assert (len(data), how) == (100, "eof")
-
-
-def test_flapping_alternates_down_and_up_then_stops_cleanly(echo_handle: Proxy) -> None:
-    fault = echo_handle.flapping(period=0.6, down_fraction=0.5)
-    observed: list[str] = []
-    start = time.perf_counter()
-    with fault:
-        deadline = start + 1.5
-        while time.perf_counter() < deadline:
-            state = connect_state(echo_handle.address, timeout=1.0)
-            if not observed or observed[-1] != state:
-                observed.append(state)
-            time.sleep(0.02)
-    assert observed[:3] == ["refused", "open", "refused"], observed
-    assert not [t for t in threading.enumerate() if t.name.startswith("synapse-flapping")]
-    assert echoes(echo_handle.address)
-    spans = echo_handle.timeline.faults
-    assert spans[0].fault == "flapping"
-    phases = [s for s in spans if s.fault == "down"]
-    assert len(phases) >= 2
-    assert all(s.end is not None and s.params == {"via": "flapping"} for s in phases)
-    first = phases[0]
-    assert first.end is not None
-    assert 0.28 <= first.end - first.start <= 0.6

@@ -123,3 +123,27 @@ def test_cancel_before_run_applies_nothing(echo_handle: Proxy) -> None:
     runner.run()
     assert runner.timeline.faults == []
     assert runner.finished
+
+
+def test_cancel_stops_processing_between_due_actions(echo_handle: Proxy) -> None:
+    scenario = parse_scenario(
+        "name: many\nproxies: [svc]\nduration: 5\nsteps:\n"
+        "  - {at: 0, fault: latency, ms: 1}\n"
+        "  - {at: 0, fault: bandwidth, rate: 100}\n"
+        "  - {at: 0, fault: slow_close, ms: 1}\n"
+        "  - {at: 0, fault: limit_data, bytes: 100000}\n"
+    )
+    runner = ScenarioRunner(scenario, {"svc": echo_handle})
+    runner.cancel()  # e.g. from a signal handler, while the runner works through due actions
+    with runner:
+        runner.start()
+        assert [e.action for e in runner.log] == ["begin"]
+    runner2 = ScenarioRunner(
+        scenario,
+        {"svc": echo_handle},
+        on_event=lambda e: runner2.cancel() if e.action == "apply" else None,
+    )
+    with runner2:
+        runner2.start()
+        assert [e.action for e in runner2.log].count("apply") == 1
+    assert echo_handle.toxics() == []

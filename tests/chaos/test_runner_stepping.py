@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import time
 
@@ -238,3 +239,40 @@ def test_a_failing_step_leaves_nothing_behind(
         body()
     assert api.toxics() == []
     assert [e.action for e in runner.log][-2:] == ["cleanup", "end"]
+
+
+@pytest.mark.parametrize("seconds", [math.nan, math.inf])
+def test_advance_rejects_non_finite_seconds(echo_handle: Proxy, seconds: float) -> None:
+    clock = VirtualClock()
+    scenario = parse_scenario(
+        "name: x\nproxies: [a]\nduration: 2\nsteps:\n  - {at: 1, fault: down}"
+    )
+    with ScenarioRunner(scenario, {"a": echo_handle}, clock=clock) as runner:
+        with pytest.raises(ValueError, match="finite"):
+            runner.advance(seconds)
+        assert clock() == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        clock.advance_to(seconds)
+    with pytest.raises(ValueError, match="finite"):
+        clock.advance_to(-math.inf)
+    assert clock() == 0.0
+    assert clock.advance_to(2.5) == 2.5
+
+
+SHORT = "name: short\nproxies: [svc]\nsteps:\n  - {at: 0, fault: latency, ms: 1, duration: 0.05}\n"
+
+
+def test_stop_before_start_does_not_keep_a_later_run_from_playing(echo_handle: Proxy) -> None:
+    scenario = parse_scenario(SHORT)
+    runner = ScenarioRunner(scenario, {"svc": echo_handle}, clock=VirtualClock())
+    runner.stop()
+    with runner:
+        pass  # leaving the block stops it too
+    stopped_before_start = runner.finished
+    assert not stopped_before_start
+    assert runner.log == []
+    runner.run()
+    assert runner.finished
+    assert [e.action for e in runner.log] == ["begin", "apply", "expire", "end"]
+    assert [s.fault for s in runner.timeline.faults] == ["latency"]
+    assert echo_handle.toxics() == []
