@@ -23,6 +23,55 @@ from chaos_helpers import EchoServer
 from chaos import Backend, EmbeddedToxiproxy, InvalidToxic, Proxy, ScenarioRunner, runcli
 from chaos.cli import main
 
+SHORT = "name: short\nproxies: [svc]\nsteps:\n  - {at: 0, fault: latency, ms: 1, duration: 0.05}\n"
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path) -> Callable[[str], str]:
+    def write(text: str, suffix: str = ".yaml") -> str:
+        path = tmp_path / f"scenario-{len(list(tmp_path.iterdir()))}{suffix}"
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def short_scenario(tmp_path: Path) -> str:
+    """A scenario file: 1 ms of latency on proxy ``svc`` for 50 ms."""
+    path = tmp_path / "short.yaml"
+    path.write_text(SHORT)
+    return str(path)
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("synapse-chaos: error: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    return err
+
+
+def _run_args(scenario: str, server: EmbeddedToxiproxy, echo: EchoServer, *extra: str) -> list[str]:
+    return [
+        "run",
+        scenario,
+        "--proxy",
+        f"p={echo.address}",
+        "--toxiproxy",
+        server.url,
+        "--no-progress",
+        "--timeout",
+        "2",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def existing(chaos_backend: Backend, echo_server: EchoServer) -> Proxy:
+    """A proxy that exists before the run (``run`` attaches to it)."""
+    return chaos_backend.create_proxy(echo_server.address, name="cli-existing")
+
 
 @pytest.mark.parametrize(
     ("content", "message"),
@@ -49,8 +98,6 @@ def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
-    import socket
-
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
@@ -202,8 +249,6 @@ def test_unknown_proxy_and_unreachable_server(
 
 def test_a_timeout_hint_names_the_cli_option(capsys: pytest.CaptureFixture[str]) -> None:
     """It used to say "raise ToxiproxyClient(timeout=...)", which a CLI user cannot do."""
-    import socket
-
     with socket.socket() as silent:  # accepts connections (backlog), never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -215,24 +260,6 @@ def test_a_timeout_hint_names_the_cli_option(capsys: pytest.CaptureFixture[str])
     assert "no answer within 0.2 s" in err
     assert "raise --timeout if the server is just slow" in err
     assert "ToxiproxyClient" not in err
-
-
-@pytest.fixture
-def scenario_file(tmp_path: Path) -> Callable[[str], str]:
-    def write(text: str, suffix: str = ".yaml") -> str:
-        path = tmp_path / f"scenario-{len(list(tmp_path.iterdir()))}{suffix}"
-        path.write_text(text)
-        return str(path)
-
-    return write
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("synapse-chaos: error: ")
-    assert err.count("\n") == 1
-    assert "Traceback" not in err
-    return err
 
 
 @pytest.mark.parametrize(
@@ -299,21 +326,13 @@ def test_out_of_range_parameters_fail_at_load(
     assert len(err) < 300
 
 
-QUICK = "name: quick\nproxies: [svc]\nsteps:\n  - {at: 0, fault: latency, ms: 1, duration: 0.05}\n"
-
-
-@pytest.fixture
-def existing(chaos_backend: Backend, echo_server: EchoServer) -> Proxy:
-    return chaos_backend.create_proxy(echo_server.address, name="review-existing")
-
-
 def test_listen_that_does_not_match_an_existing_proxy_is_bad_input(
     capsys: pytest.CaptureFixture[str],
     scenario_file: Callable[[str], str],
     existing: Proxy,
     echo_server: EchoServer,
 ) -> None:
-    path = scenario_file(QUICK)
+    path = scenario_file(SHORT)
     base = ["run", path, "--proxy", f"{existing.name}={echo_server.address}"]
     base += ["--toxiproxy", existing.client.url, "--no-progress"]
     other = existing.port + 1 if existing.port < 65535 else existing.port - 1
@@ -338,7 +357,7 @@ def test_failures_during_the_run_exit_1(
                 proxy.client.delete_proxy(proxy.name)
             return super().run(**kwargs)
 
-    path = scenario_file(QUICK)
+    path = scenario_file(SHORT)
     args = ["run", path, "--proxy", f"p={echo_server.address}", "--toxiproxy", toxiproxy.url]
     monkeypatch.setattr(runcli, "ScenarioRunner", DeletedUnderIt)
     assert main([*args, "--no-progress"]) == 1
@@ -351,31 +370,6 @@ def test_failures_during_the_run_exit_1(
     monkeypatch.setattr(runcli, "ScenarioRunner", Refused)
     assert main([*args, "--no-progress"]) == 1
     assert "a value the server does not take" in capsys.readouterr().err
-
-
-SHORT = "name: short\nproxies: [svc]\nsteps:\n  - {at: 0, fault: latency, ms: 1, duration: 0.05}\n"
-
-
-@pytest.fixture
-def short_scenario(tmp_path: Path) -> str:
-    path = tmp_path / "short.yaml"
-    path.write_text(SHORT)
-    return str(path)
-
-
-def _run_args(scenario: str, server: EmbeddedToxiproxy, echo: EchoServer, *extra: str) -> list[str]:
-    return [
-        "run",
-        scenario,
-        "--proxy",
-        f"p={echo.address}",
-        "--toxiproxy",
-        server.url,
-        "--no-progress",
-        "--timeout",
-        "2",
-        *extra,
-    ]
 
 
 @pytest.mark.parametrize("where", ["directory", "parent-is-a-file", "proc"])

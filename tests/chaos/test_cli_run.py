@@ -1,5 +1,7 @@
-"""``synapse-chaos run`` and ``synapse-chaos scenarios``: output, cleanup on SIGINT, stale faults,
-and one-line errors (exit 2) for bad input."""
+"""``synapse-chaos run`` and ``synapse-chaos scenarios``: output, cleanup on SIGINT (a second one
+abandons a hung cleanup, saying what may remain), stale faults of a killed run.
+
+Exit codes and one-line errors for bad input are in ``test_cli_exit_codes.py``."""
 
 from __future__ import annotations
 
@@ -219,77 +221,16 @@ def test_scenarios_lists_the_library(capsys: pytest.CaptureFixture[str]) -> None
     assert len(json.loads(capsys.readouterr().out)) == 7
 
 
-class Child:
-    """A ``python -m chaos`` process whose stdout lines arrive on a queue."""
-
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("SYNAPSE_TOXIPROXY", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "chaos", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            self.seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"{text!r} not seen within {timeout} s; output: {self.seen}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGCONT)  # harmless unless it was stopped
-            self.process.kill()
-        self.process.wait(10)
-        self._reader.join(10)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def child() -> Iterator[Callable[..., Child]]:
-    started: list[Child] = []
-
-    def start(*args: str) -> Child:
-        started.append(Child(*args))
-        return started[-1]
-
-    yield start
-    for item in reversed(started):
-        item.stop()
-
-
 @pytest.mark.slow
 def test_a_second_interrupt_abandons_a_hung_cleanup(
-    child: Callable[..., Child], echo_server: EchoServer, tmp_path: Path
+    cli: Callable[..., Cli], echo_server: EchoServer, tmp_path: Path
 ) -> None:
-    server = child("serve", "--port", "0")
-    ready = server.wait_for("listening on http://")
+    server = cli("serve", "--port", "0")
+    ready = server.wait_for(lambda line: "listening on http://" in line)
     url = ready.split(" on ", 1)[1].split()[0]
     scenario = tmp_path / "long.yaml"
     scenario.write_text(LONG)
-    run = child(
+    run = cli(
         "run",
         str(scenario),
         "--proxy",
@@ -300,7 +241,7 @@ def test_a_second_interrupt_abandons_a_hung_cleanup(
         "60",
         "--no-progress",
     )
-    run.wait_for("apply    down()")
+    run.wait_for(lambda line: "apply    down()" in line)
     os.kill(server.process.pid, signal.SIGSTOP)  # the server stops answering mid-run
     try:
         run.process.send_signal(signal.SIGINT)  # cleanup starts and hangs on the server
@@ -312,8 +253,7 @@ def test_a_second_interrupt_abandons_a_hung_cleanup(
         assert time.monotonic() - started < 5
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
-    assert run.process.stderr is not None
-    err = run.process.stderr.read()
+    _, _, err = run.finish()
     assert code == 130
     assert "Traceback" not in err
     (line,) = [line for line in err.splitlines() if "abandoned" in line]
