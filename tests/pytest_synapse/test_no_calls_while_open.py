@@ -175,3 +175,30 @@ def test_a_remote_probe_between_two_polls_is_allowed_when_transitions_are_report
     ask(proxy, b"leak")  # while open again, no probe due
     with pytest.raises(BreakerAssertionError, match="1 new connection"):
         assert_no_calls_while_open("remote", proxy)
+
+
+def test_leak_in_the_same_virtual_instant_is_caught(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+        from synapse_core import CircuitOpenError
+
+        def test_fallback_leak(circuit_breaker, breaker_timeline):
+            b = circuit_breaker("dep")
+            def upstream():
+                breaker_timeline.upstream_call("dep")
+                raise ConnectionError("down")
+            for _ in range(4):
+                try:
+                    b.call(upstream)
+                except CircuitOpenError:
+                    breaker_timeline.upstream_call("dep")   # the bug: a fallback call
+                except ConnectionError:
+                    pass
+            breaker_timeline.assert_no_calls_while_open(b, "dep")
+        """
+    )
+    result = synapse_pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*1 call(s) reached dep while breaker 'dep' was open*"])
+    assert "assertions.py" not in result.stdout.str()  # the plugin's frames are hidden

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 SCENARIO = """
@@ -202,3 +204,162 @@ def test_closes_within_says_when_it_closed_before_the_heal_and_when_a_probe_is_d
     with pytest.raises(BreakerAssertionError, match=r"it closed at t=5\.000s, before that heal"):
         breaker_timeline.assert_closes_within(db, seconds=1)
     assert breaker_timeline.assert_closes_within(db, seconds=5, after=0.0) == 5.0
+
+
+def test_trip_time_counts_from_the_fault_active_at_the_trip(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+
+        def test_late_trip(circuit_breaker, virtual_clock, breaker_timeline):
+            b = circuit_breaker("dep")
+            old = breaker_timeline.timeline.fault_started("latency", "p")
+            virtual_clock.advance(10)
+            breaker_timeline.timeline.fault_ended(old)
+            virtual_clock.advance(90)
+            breaker_timeline.timeline.fault_started("blackhole", "p")
+            virtual_clock.advance(1)
+            for _ in range(3):
+                with pytest.raises(ZeroDivisionError):
+                    b.call(lambda: 1 / 0)
+            assert breaker_timeline.assert_trips_within(b, seconds=2) == 1.0
+        """
+    )
+    synapse_pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_nested_in_process_run_keeps_the_outer_tests_timeline(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        pytest_plugins = ["pytester"]
+
+        def test_outer(circuit_breaker, pytester):
+            b = circuit_breaker("outer")
+            pytester.makepyfile("def test_inner(circuit_breaker): circuit_breaker('inner')")
+            pytester.runpytest_inprocess().assert_outcomes(passed=1)
+            b.force_open()
+            from pytest_synapse.run import current_run
+            assert current_run() is not None
+            assert current_run().nodeid.endswith("test_outer")
+        """
+    )
+    synapse_pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_an_assertion_on_a_breaker_ignores_another_breaker_of_the_same_name(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+        from synapse_core import CircuitBreaker, CircuitBreakerConfig
+        from pytest_synapse import BreakerAssertionError
+
+        def boom():
+            raise ConnectionError("down")
+
+        def test_same_name(circuit_breaker, breaker_timeline, virtual_clock):
+            mine = circuit_breaker("inv", failure_threshold=1, minimum_requests=1)
+            other = CircuitBreaker(
+                "inv", CircuitBreakerConfig(failure_threshold=1, minimum_requests=1),
+                clock=virtual_clock,
+            )
+            with pytest.raises(ConnectionError):
+                other.call(boom)
+            with pytest.raises(BreakerAssertionError, match="never opened"):
+                breaker_timeline.assert_trips_within(mine, failures=1)
+            breaker_timeline.assert_trips_within(other, failures=1)
+            assert breaker_timeline.events(mine) == []
+            assert [e.kind for e in breaker_timeline.events("inv")] == ["opened"]
+        """
+    )
+    synapse_pytester.runpytest().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("assert_trips_within(b, failures=-1)", "failures must be an integer >= 1"),
+        ("assert_trips_within(b, seconds='5')", "seconds must be a finite number >= 0"),
+        ("assert_rejects_fast(b, max_ms=50, calls=0)", "calls must be an integer >= 1"),
+        ("assert_rejects_fast(b, max_ms=float('nan'))", "max_ms must be a finite number > 0"),
+        ("assert_closes_within(b, seconds=-2)", "seconds must be a finite number >= 0"),
+    ],
+)
+def test_assertion_arguments_are_validated(
+    synapse_pytester: pytest.Pytester, call: str, message: str
+) -> None:
+    synapse_pytester.makepyfile(
+        f"""
+        import pytest
+
+        def test_bad_argument(circuit_breaker, breaker_timeline):
+            b = circuit_breaker("svc")
+            with pytest.raises(ValueError, match={message!r}):
+                breaker_timeline.{call}
+        """
+    )
+    synapse_pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_fixtures_asked_for_late_record_on_the_virtual_clock(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("fx", ["circuit_breaker"])
+        def test_dynamic(request, fx):
+            make = request.getfixturevalue(fx)
+            clock = request.getfixturevalue("virtual_clock")
+            b = make("dyn", failure_threshold=1, minimum_requests=1, recovery_timeout=30,
+                     half_open_max_calls=1)
+            with pytest.raises(ZeroDivisionError):
+                b.call(lambda: 1 / 0)
+            clock.advance(30)
+            b.call(lambda: 1)
+            assert make("dyn") is b   # fetched again by name alone
+        """
+    )
+    for args in ([], ["--synapse-report=r.json"]):
+        synapse_pytester.runpytest(*args).assert_outcomes(passed=1)
+    report = json.loads((synapse_pytester.path / "r.json").read_text())
+    (test,) = report["tests"]
+    assert test["clock"] == "virtual"
+    assert test["breakers"][0]["open_seconds"] == 30.0
+
+
+def test_an_assertion_with_a_timeline_that_never_watched_the_breaker_says_so() -> None:
+    from pytest_synapse import assert_trips_within
+    from synapse_core import CircuitBreaker, Timeline, VirtualClock
+
+    clock = VirtualClock()
+    timeline = Timeline(clock)
+    watched = CircuitBreaker("svc", clock=clock)
+    other = CircuitBreaker("svc", clock=clock)
+    timeline.watch(watched)
+    watched.force_open()
+    with pytest.raises(ValueError, match="not recorded on this timeline"):
+        assert_trips_within(other, failures=3, timeline=timeline)
+
+
+def test_a_virtual_clock_asked_for_after_events_were_recorded_is_an_error(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+        from synapse_core import CircuitBreaker
+
+        def test_late(request, breaker_timeline):
+            CircuitBreaker("svc").force_open()   # recorded on the real clock
+            with pytest.raises(RuntimeError, match="asked for after this test's timeline"):
+                request.getfixturevalue("virtual_clock")
+        """
+    )
+    synapse_pytester.runpytest().assert_outcomes(passed=1)

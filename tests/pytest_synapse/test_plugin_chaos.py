@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 UPSTREAM = """
@@ -162,3 +164,93 @@ def test_scenario_proxies_take_an_address_or_a_proxy_and_a_name_is_explained(
     )
     result = synapse_pytester.runpytest()
     result.assert_outcomes(passed=3)
+
+
+def test_a_scenario_marker_takes_a_path_relative_to_the_test_file(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = synapse_pytester.mkdir("suite")
+    (sub / "my.yaml").write_text(
+        "name: mine\nproxies: [svc]\nsteps:\n"
+        "  - {at: 0, proxy: svc, fault: latency, ms: 5, duration: 1}\n"
+    )
+    (sub / "test_paths.py").write_text(
+        textwrap.dedent(
+            """
+            from pathlib import Path
+            import pytest
+
+            @pytest.mark.chaos(scenario="my.yaml")
+            def test_relative(chaos_scenario):
+                with pytest.raises(Exception, match="no proxy given for 'svc'"):
+                    chaos_scenario()
+
+            @pytest.mark.chaos(scenario=Path(__file__).parent / "my.yaml")
+            def test_path_object(chaos_scenario):
+                with pytest.raises(Exception, match="no proxy given for 'svc'"):
+                    chaos_scenario()
+            """
+        )
+    )
+    monkeypatch.chdir(synapse_pytester.path)  # started one level above the test file
+    result = synapse_pytester.runpytest("--synapse-chaos", "suite/test_paths.py")
+    result.assert_outcomes(passed=2)
+
+
+SHARED_SERVER_SUITE = """
+import socket
+import pytest
+
+@pytest.fixture
+def upstream():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    yield "127.0.0.1:%d" % listener.getsockname()[1]
+    listener.close()
+
+@pytest.mark.parametrize("i", range(4))
+def test_named_proxy(chaos_proxy, upstream, i):
+    proxy = chaos_proxy(upstream, name="inventory")
+    assert proxy.name.startswith("inventory")
+    with proxy.down():
+        pass
+"""
+
+
+def test_named_proxies_on_a_shared_server_do_not_collide_across_xdist_workers(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaos import EmbeddedToxiproxy
+
+    with EmbeddedToxiproxy() as server:
+        monkeypatch.setenv("SYNAPSE_TOXIPROXY", server.url)
+        synapse_pytester.makepyfile(SHARED_SERVER_SUITE)
+        result = synapse_pytester.runpytest("-n", "2", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=4)
+        assert server.client().proxies() == {}  # every proxy deleted at teardown
+
+
+def test_a_named_proxy_already_on_a_shared_server_is_an_error_saying_how_to_remove_it(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaos import EmbeddedToxiproxy
+
+    with EmbeddedToxiproxy() as server:
+        client = server.client()
+        # Another session's proxy, or one a killed session left: nothing tells them apart, so
+        # it is never taken over (that would strip a live session's faults and delete its proxy).
+        client.create_proxy("inventory", "127.0.0.1:9")
+        client.add_toxic("inventory", "latency", name="synapse:default:latency:live-1:downstream")
+        monkeypatch.setenv("SYNAPSE_TOXIPROXY", server.url)
+        synapse_pytester.makepyfile(
+            """
+            def test_again(chaos_proxy):
+                chaos_proxy("127.0.0.1:9", name="inventory")
+            """
+        )
+        result = synapse_pytester.runpytest("-p", "no:cacheprovider")
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines([f"*curl -X DELETE {server.url}/proxies/inventory*"])
+        info = client.proxy_info("inventory")  # untouched
+        assert [t.name for t in info.toxics] == ["synapse:default:latency:live-1:downstream"]

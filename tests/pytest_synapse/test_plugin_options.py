@@ -275,3 +275,54 @@ def test_help_works_whatever_the_settings(
     result = synapse_pytester.runpytest("--help")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*--synapse-gate=EXPR*"])
+
+
+def test_chaos_marker_settings_merge_across_levels(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.chaos(scenario="partition-heal")
+
+        @pytest.mark.chaos(reason="slow network")
+        def test_marked(chaos_scenario):
+            with pytest.raises(Exception, match="no proxy given for 'service'"):
+                chaos_scenario()   # the module's scenario reached the fixture
+        """
+    )
+    result = synapse_pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*slow network: chaos test: run with --synapse-chaos*"])
+    synapse_pytester.runpytest("--synapse-chaos").assert_outcomes(passed=1)
+
+
+def test_no_flag_beats_the_environment(
+    synapse_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNAPSE_CHAOS", "1")
+    monkeypatch.setenv("SYNAPSE_REPORT", "")  # empty counts as unset
+    synapse_pytester.makepyfile("import pytest\n\n@pytest.mark.chaos\ndef test_x():\n    pass\n")
+    synapse_pytester.runpytest("--no-synapse-chaos").assert_outcomes(skipped=1)
+    synapse_pytester.runpytest().assert_outcomes(passed=1)
+    monkeypatch.setenv("SYNAPSE_SEED", "nope")
+    assert synapse_pytester.runpytest("--help").ret == 0  # help works despite a bad env var
+
+
+def test_ini_booleans_are_validated_with_the_key(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makeini("[pytest]\nsynapse_chaos = maybe\n")
+    synapse_pytester.makepyfile("def test_x(): pass")
+    result = synapse_pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini synapse_chaos: expected a boolean*"])
+
+
+def test_an_unreachable_server_is_reported_once_without_a_traceback(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile("def test_x(toxiproxy):\n    pass\n")
+    result = synapse_pytester.runpytest("--synapse-toxiproxy=http://127.0.0.1:1")
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    assert "During handling of the above exception" not in out
+    assert out.count("http://127.0.0.1:1") >= 1
+    assert "Traceback" not in out

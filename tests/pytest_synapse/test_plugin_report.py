@@ -461,3 +461,238 @@ def test_the_skipped_chaos_hint_only_shows_without_synapse_chaos(
     result = synapse_pytester.runpytest("--synapse-gate=all_recovered", "--synapse-chaos")
     assert "chaos tests were skipped" not in result.stdout.str()
     result.stdout.fnmatch_lines(["gate FAIL: all_recovered  -> no data (no breaker was seen*"])
+
+
+FIGURES = """
+import pytest
+from synapse_core import CircuitBreaker, CircuitBreakerConfig, default_manager
+
+def fail():
+    raise ConnectionError("down")
+
+def trip(b, n=3):
+    for _ in range(n):
+        with pytest.raises(ConnectionError):
+            b.call(fail)
+
+def test_reopen_is_not_a_new_trip(circuit_breaker, virtual_clock, breaker_timeline):
+    b = circuit_breaker("reopen")
+    span = breaker_timeline.timeline.fault_started("blackhole", "p")
+    virtual_clock.advance(1)
+    trip(b)
+    virtual_clock.advance(10)
+    trip(b, 1)                      # failed probe: half_open -> open, not a trip
+    breaker_timeline.timeline.fault_ended(span)
+    virtual_clock.advance(10)
+    b.call(lambda: 1); b.call(lambda: 1)
+
+def test_recovered_before_heal(circuit_breaker, virtual_clock, breaker_timeline):
+    b = circuit_breaker("early")
+    span = breaker_timeline.timeline.fault_started("latency", "p")
+    trip(b)
+    virtual_clock.advance(10)
+    b.call(lambda: 1); b.call(lambda: 1)
+    virtual_clock.advance(5)
+    breaker_timeline.timeline.fault_ended(span)
+
+def test_two_faults_healed_together(circuit_breaker, virtual_clock, breaker_timeline):
+    b = circuit_breaker("pair")
+    s1 = breaker_timeline.timeline.fault_started("latency", "a")
+    s2 = breaker_timeline.timeline.fault_started("latency", "b")
+    trip(b)
+    breaker_timeline.timeline.fault_ended(s1)
+    breaker_timeline.timeline.fault_ended(s2)
+    virtual_clock.advance(10)
+    b.call(lambda: 1); b.call(lambda: 1)
+
+def test_same_name_breakers_are_kept_apart(circuit_breaker, virtual_clock):
+    idle = CircuitBreaker("dep", clock=virtual_clock)
+    busy = circuit_breaker("dep")
+    trip(busy)
+    busy.force_close()
+    assert idle.state.value == "closed"
+"""
+
+
+def test_figures_follow_the_breaker_state_machine(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(FIGURES)
+    result = synapse_pytester.runpytest("--synapse-report=r.json")
+    result.assert_outcomes(passed=4)
+    report = json.loads((synapse_pytester.path / "r.json").read_text())
+    by_test = {t["nodeid"].split("::")[1]: t for t in report["tests"]}
+    (reopen,) = by_test["test_reopen_is_not_a_new_trip"]["breakers"]
+    assert reopen["trips"] == 1
+    assert reopen["trip_seconds"] == [1.0]
+    assert reopen["recovery_seconds"] == [10.0]
+    (early,) = by_test["test_recovered_before_heal"]["breakers"]
+    assert early["recovery_seconds"] == []
+    assert early["unrecovered"] == 0
+    (pair,) = by_test["test_two_faults_healed_together"]["breakers"]
+    assert pair["recovery_seconds"] == [10.0]  # one heal instant, measured once
+    same = by_test["test_same_name_breakers_are_kept_apart"]["breakers"]
+    busy = [b for b in same if b["origin"] == "fixture"]
+    assert len(busy) == 1
+    assert busy[0]["trips"] == 1
+    assert all(b["origin"] == "fixture" for b in same)  # the idle one had nothing to report
+    assert report["metrics"]["trips"] == 4
+    assert report["metrics"]["unrecovered"] == 0
+
+
+ACROSS_TESTS = """
+import pytest
+from synapse_core import CircuitBreaker
+
+shared = CircuitBreaker("shared")      # made at import time, before any test
+
+def fail():
+    raise ConnectionError("down")
+
+def test_a_leaves_it_open():
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            shared.call(fail)
+
+@pytest.mark.parametrize("probe_fails", [False, True])
+def test_b_recovers_it(probe_fails):
+    shared._open_until = 0.0           # let the next call probe now
+    if probe_fails:
+        with pytest.raises(ConnectionError):
+            shared.call(fail)          # half_open -> open: it did not leave CLOSED here
+        shared._open_until = 0.0
+    shared.call(lambda: 1); shared.call(lambda: 1)
+    assert shared.state.value == "closed"
+"""
+
+
+@pytest.mark.parametrize("probe_fails", ["False", "True"])
+def test_all_recovered_looks_at_the_test_where_a_breaker_last_left_closed(
+    synapse_pytester: pytest.Pytester, probe_fails: str
+) -> None:
+    module = synapse_pytester.makepyfile(ACROSS_TESTS).name
+    result = synapse_pytester.runpytest(
+        f"{module}::test_a_leaves_it_open",
+        f"{module}::test_b_recovers_it[{probe_fails}]",
+        "--synapse-gate=all_recovered",
+    )
+    result.assert_outcomes(passed=2)
+    assert result.ret == 1  # test_a left it open; recovering later does not undo that
+    result.stdout.fnmatch_lines(["gate FAIL: all_recovered*shared (*test_a_leaves_it_open)*"])
+
+
+def test_unwritable_reports_and_infinite_limits_are_reported_cleanly(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile("def test_x(circuit_breaker): circuit_breaker('x')")
+    synapse_pytester.mkdir("adir")
+    result = synapse_pytester.runpytest("--synapse-report=adir")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["error: could not write the JSON report to *adir*", "*1 passed*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    result = synapse_pytester.runpytest("--synapse-gate=max_trip_seconds<=1e999")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the limit must be a finite number*"])
+
+
+def test_polled_breakers_reach_the_report(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+
+        def test_polled(breaker_timeline):
+            states = {"svc": "closed"}
+            poller = breaker_timeline.poll(lambda: states, interval=0.01)
+            poller.poll_once()
+            span = breaker_timeline.timeline.fault_started("blackhole", "svc")
+            states["svc"] = "open"
+            poller.poll_once()
+            with pytest.raises(TypeError, match="in-process breakers"):
+                breaker_timeline.assert_trips_within("svc", failures=3)
+            breaker_timeline.timeline.fault_ended(span)
+            poller.stop()
+        """
+    )
+    result = synapse_pytester.runpytest("--synapse-report=r.json", "--synapse-gate=all_recovered")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 1  # the polled breaker was left open
+    report = json.loads((synapse_pytester.path / "r.json").read_text())
+    (svc,) = [b for b in report["tests"][0]["breakers"] if b["name"] == "svc"]
+    assert (svc["origin"], svc["final_state"], svc["trips"]) == ("polled", "open", 1)
+
+
+def test_gates_are_not_evaluated_when_only_collecting(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile("def test_x(): pass")
+    result = synapse_pytester.runpytest("--collect-only", "--synapse-gate=max_trip_seconds<=5")
+    assert result.ret == 0
+
+
+def test_junit_trips_count_every_trip_not_only_those_under_a_fault(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        def test_trips_without_a_fault(circuit_breaker):
+            b = circuit_breaker("db")
+            b.force_open()
+            b.force_close()
+        """
+    )
+    synapse_pytester.runpytest("--junitxml=junit.xml", "-o", "junit_family=xunit1").assert_outcomes(
+        passed=1
+    )
+    props = {
+        p.get("name"): p.get("value")
+        for p in ET.parse(synapse_pytester.path / "junit.xml").iter("property")
+    }
+    assert props["synapse_breaker_db_trips"] == "1"
+
+
+def test_a_polled_breaker_already_open_when_polling_starts_is_not_a_trip(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        def test_already_open(breaker_timeline):
+            states = {"svc": "open", "other": "closed"}
+            poller = breaker_timeline.poll(lambda: dict(states), interval=60)
+            assert poller.initial_states == {"svc": "open", "other": "closed"}
+            states["other"] = "open"   # this one does trip during the test
+            poller.poll_once()
+            poller.stop()
+        """
+    )
+    result = synapse_pytester.runpytest("--synapse-report=r.json")
+    result.assert_outcomes(passed=1)
+    report = json.loads((synapse_pytester.path / "r.json").read_text())
+    by_name = {b["name"]: b for b in report["tests"][0]["breakers"]}
+    svc, other = by_name["svc"], by_name["other"]
+    assert (svc["initial_state"], svc["left_closed"], svc["trips"]) == ("open", False, 0)
+    assert (other["initial_state"], other["left_closed"], other["trips"]) == ("closed", True, 1)
+
+
+def test_gates_on_breaker_health_fail_when_no_breaker_was_seen(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.chaos
+        def test_skipped_without_the_flag(circuit_breaker):
+            circuit_breaker("db")
+        """
+    )
+    result = synapse_pytester.runpytest(
+        "--synapse-gate=all_recovered", "--synapse-gate=unrecovered==0"
+    )
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        ["gate FAIL: all_recovered  -> no data*no breaker was seen*", "gate FAIL: unrecovered*"]
+    )
+
+
+def test_collect_only_prints_no_resilience_summary(synapse_pytester: pytest.Pytester) -> None:
+    synapse_pytester.makepyfile("def test_x(): pass")
+    result = synapse_pytester.runpytest("--co", "--synapse-report=out/co.json")
+    assert result.ret == 0
+    assert "synapse resilience" not in result.stdout.str()
+    assert not (synapse_pytester.path / "out" / "co.json").exists()

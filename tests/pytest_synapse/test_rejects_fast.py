@@ -1,4 +1,4 @@
-"""assert_rejects_fast times only the calls the breaker rejected.
+"""assert_rejects_fast (and its async form) times only the calls the breaker rejected.
 
 A half-open probe admitted during its calls used to be timed as a "rejected call" (a 300 ms
 "rejection" that also landed in max_rejected_call_ms), failing a breaker that did the right
@@ -105,3 +105,43 @@ def test_a_rejection_turned_into_another_error_fails_naming_expect(
 def test_a_name_nobody_records_with_expect_none_is_refused(breaker_timeline: Any) -> None:
     with pytest.raises(TypeError, match="cannot tell which calls breaker 'remote' rejected"):
         breaker_timeline.assert_rejects_fast("remote", lambda: 1, max_ms=10, expect=None)
+
+
+def test_rejects_fast_refuses_an_async_call_and_has_an_async_form(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    synapse_pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from synapse_core import CircuitOpenError
+
+        async def slow_service():
+            await asyncio.sleep(1.0)
+
+        def test_sync_form_refuses_a_coroutine(circuit_breaker, breaker_timeline):
+            b = circuit_breaker("svc")
+            b.force_open()
+            with pytest.raises(TypeError, match="assert_rejects_fast_async"):
+                breaker_timeline.assert_rejects_fast(b, slow_service, max_ms=50, expect=None)
+            b.force_close()
+
+        @pytest.mark.asyncio
+        async def test_async_form_times_the_awaited_call(circuit_breaker, breaker_timeline):
+            b = circuit_breaker("svc")
+            b.force_open()
+            ms = await breaker_timeline.assert_rejects_fast_async(b, max_ms=50, calls=5)
+            assert 0 < ms < 50
+
+            async def guarded():
+                return await b.call_async(slow_service)
+
+            await breaker_timeline.assert_rejects_fast_async(b, guarded, max_ms=50)
+            b.force_close()
+            with pytest.raises(AssertionError, match="rejected none of the"):
+                await breaker_timeline.assert_rejects_fast_async(
+                    b, lambda: asyncio.sleep(0), max_ms=50, calls=1
+                )
+        """
+    )
+    synapse_pytester.runpytest().assert_outcomes(passed=2)
