@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from transport_support import exchange
+from transport_support import exchange, msg
 
 from synapse_core import CircuitOpenError, CircuitState
 from synapse_core.transport import (
@@ -278,3 +278,13 @@ async def test_a_fake_mdns_peer_gets_messages_but_gives_no_receipt(
         assert receipts == 0
         assert impostor.stats().messages_received == 3  # then a's breaker stopped the sends
         assert a.get_circuit_breaker("node-b").state is CircuitState.OPEN
+
+
+def test_check_does_not_remember_and_remember_makes_a_replay() -> None:
+    auth = MessageAuthenticator(KEY, max_age=30)
+    signed = auth.sign(msg())
+    auth.check(signed)
+    auth.check(signed)  # checking is not receiving: still not a replay
+    auth.remember(signed)
+    with pytest.raises(AuthenticationError, match="replay"):
+        auth.check(signed)

@@ -1,4 +1,5 @@
-"""The Transport contract: breaker integration, outcomes, metrics, lifecycle, inbound queue.
+"""The Transport contract: breaker integration, outcomes, metrics, lifecycle, inbound queue
+(external triggers are in ``test_transport_triggers.py``).
 
 A scripted in-memory transport on a virtual clock: every rule is checked without sockets or
 sleeping (the TCP tests check the same rules over real connections).
@@ -17,9 +18,6 @@ from synapse_core import (
     CircuitBreakerManager,
     CircuitOpenError,
     CircuitState,
-    ExternalTriggerActivated,
-    PacketLossTrigger,
-    ReliabilityTrigger,
     TransportMetrics,
     VirtualClock,
 )
@@ -207,74 +205,6 @@ async def test_refusals_count_as_answers_unless_the_peer_is_busy(
     assert stats.state is state
     assert stats.failure_count == failures
     assert scripted.stats().rejected_by_peer == 3
-
-
-@pytest.mark.asyncio
-async def test_external_triggers_judge_the_measured_metrics(scripted: ScriptedTransport) -> None:
-    seen: list[TransportMetrics] = []
-
-    class Recorder:
-        description = "recorder"
-
-        def should_trip(self, metrics: TransportMetrics, state: CircuitState) -> bool:
-            seen.append(metrics)
-            return False
-
-        def should_recover(self, state: CircuitState) -> bool:
-            return True
-
-    async with scripted:
-        breaker = scripted.get_circuit_breaker("b")
-        breaker.add_trigger(Recorder())
-        await scripted.send_message("b", msg())
-        scripted.behaviour["b"] = DeliveryError("b", "down")
-        with pytest.raises(DeliveryError):
-            await scripted.send_message("b", msg())
-    assert len(seen) == 2
-    assert seen[0].packet_loss == 0.0
-    assert seen[1].packet_loss == 0.5
-    assert seen[1].reliability_score < seen[0].reliability_score
-
-
-@pytest.mark.asyncio
-async def test_reliability_trigger_opens_a_breaker_the_failure_count_would_not(
-    clock: VirtualClock,
-) -> None:
-    lenient = CircuitBreakerConfig(failure_threshold=100)
-    transport = ScriptedTransport(clock=clock, breaker_config=lenient)
-    events: list[object] = []
-    async with transport:
-        breaker = transport.get_circuit_breaker("b")
-        breaker.add_trigger(ReliabilityTrigger(min_reliability=0.7))
-        breaker.subscribe(events.append)
-        transport.behaviour["b"] = DeliveryError("b", "down")
-        sent = 0
-        while breaker.state is CircuitState.CLOSED and sent < 10:
-            sent += 1
-            with pytest.raises(DeliveryError):
-                await transport.send_message("b", msg())
-    # 0.95 * 0.9^n < 0.7 first holds at n = 3
-    assert sent == 3
-    assert any(isinstance(e, ExternalTriggerActivated) for e in events)
-    assert transport.get_metrics("b").reliability_score < 0.7
-
-
-@pytest.mark.asyncio
-async def test_packet_loss_trigger_sees_the_loss_estimate(clock: VirtualClock) -> None:
-    lenient = CircuitBreakerConfig(failure_threshold=100)
-    transport = ScriptedTransport(clock=clock, breaker_config=lenient)
-    async with transport:
-        breaker = transport.get_circuit_breaker("b")
-        breaker.add_trigger(PacketLossTrigger(max_packet_loss=0.4))
-        await transport.send_message("b", msg())
-        await transport.send_message("b", msg())
-        transport.behaviour["b"] = DeliveryError("b", "lost")
-        with pytest.raises(DeliveryError):
-            await transport.send_message("b", msg())
-        assert breaker.state is CircuitState.CLOSED  # 1 of 3 lost
-        with pytest.raises(DeliveryError):
-            await transport.send_message("b", msg())
-        assert breaker.state is CircuitState.OPEN  # 2 of 4 lost
 
 
 @pytest.mark.asyncio

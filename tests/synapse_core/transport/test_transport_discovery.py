@@ -108,3 +108,12 @@ def test_minor_versions_and_odd_capabilities_are_tolerated() -> None:
     peer = _peer({**GOOD_TXT, b"version": b"1.7", b"capabilities": b"\xff\xfe"})
     assert peer is not None
     assert peer.capabilities == frozenset()
+
+
+def test_ids_differing_only_in_case_get_labels_differing_without_case() -> None:
+    assert instance_label("node") == "node"  # lower-case ids keep their labels
+    assert instance_label("node-1_a") == "node-1_a"
+    variants = ["node", "Node", "NODE", "nodE"]
+    labels = [instance_label(v).lower() for v in variants]
+    assert len(set(labels)) == len(variants)
+    assert all(len(label) <= 63 for label in labels)

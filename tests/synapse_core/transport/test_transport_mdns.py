@@ -1,4 +1,5 @@
-"""MdnsTransport with real zeroconf on 127.0.0.1: discovery, messaging, goodbyes, expiry.
+"""MdnsTransport with real zeroconf on 127.0.0.1: discovery, messaging, goodbyes, expiry, the
+TXT record and advertised address, max_peers, and the maintenance loop.
 
 Each test browses its own random service type, so runs never see each other's peers. Name
 probing is off except where a test is about it (it costs about a second per start).
@@ -7,7 +8,10 @@ probing is off except where a test is about it (it costs about a second per star
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -27,6 +31,7 @@ from synapse_core.transport import (
     MessageRejectedError,
     PeerUnknownError,
     TcpTransport,
+    TransportClosedError,
 )
 
 pytestmark = pytest.mark.usefixtures("loopback_multicast")
@@ -329,3 +334,263 @@ async def test_fake_services_filling_max_peers_do_not_keep_a_real_peer_out(
     await asyncio.sleep(1.0)  # refused fakes come back, but only in the place of fakes
     assert "c" in a.discovered_peers
     assert len(await c.receive_messages()) == 1
+
+
+@pytest.mark.asyncio
+async def test_ids_differing_only_in_case_are_two_peers(start_peer: Factory) -> None:
+    observer = await start_peer("observer")
+    upper = await start_peer("Node")
+    lower = await start_peer("node")
+    await observer.wait_for_peer("Node", timeout=5)
+    await observer.wait_for_peer("node", timeout=5)
+    await upper.wait_for_peer("node", timeout=5)
+    await lower.wait_for_peer("Node", timeout=5)
+    await upper.send_message("node", Message("node", "Node", b"hi"))
+    await lower.send_message("Node", Message("Node", "node", b"hello"))
+    assert [m.content for m in await lower.receive_messages()] == [b"hi"]
+    assert [m.content for m in await upper.receive_messages()] == [b"hello"]
+
+
+def test_capabilities_too_long_for_one_txt_string_are_refused_up_front() -> None:
+    tokens = [f"c{i}-" + "x" * 60 for i in range(3)]  # each a valid token, 190 bytes together
+    with pytest.raises(ValueError, match=r"'capabilities'.*255"):
+        MdnsTransport("n", 0, extra_capabilities=tokens)
+
+
+@pytest.mark.asyncio
+async def test_capabilities_filling_one_txt_string_exactly_still_start(
+    start_peer: Factory,
+) -> None:
+    base = MdnsTransport("probe").capabilities
+    budget = 255 - len("capabilities=" + ",".join(sorted(base)))
+    tokens: list[str] = []
+    while budget > 0:  # each token costs its length and a comma
+        size = min(64, budget - 1)
+        if budget - 1 - size == 1:
+            size -= 1  # a lone byte left over could not hold a comma and a token
+        tokens.append(chr(ord("a") + len(tokens)) * size)
+        budget -= size + 1
+    with pytest.raises(ValueError, match="'capabilities' would be 256 bytes"):
+        MdnsTransport("full-caps", 0, extra_capabilities=[*tokens[:-1], tokens[-1] + "-"])
+    peer = await start_peer("full-caps", extra_capabilities=tokens)
+    entry = "capabilities=" + peer._txt()["capabilities"]
+    assert len(entry.encode()) == 255
+    observer = await start_peer("observer")
+    info = await observer.wait_for_peer("full-caps", timeout=5)
+    assert set(tokens) <= info.capabilities
+
+
+@pytest.mark.asyncio
+async def test_a_bad_advertised_address_is_refused_and_changes_nothing(
+    start_peer: Factory,
+) -> None:
+    peer = await start_peer("b")
+    observer = await start_peer("observer")
+    await observer.wait_for_peer("b", timeout=5)
+    advertised = peer.advertised_address
+    info = peer._info
+    host, port = advertised
+    bad: list[tuple[Any, Any]] = [
+        (host, 70000),
+        (host, 0),
+        (host, True),
+        (host, "80"),
+        ("localhost", port),
+        ("300.1.1.1", port),
+        (None, port),
+        (2130706433, port),  # an int ipaddress would accept: the API takes strings
+    ]
+    for bad_host, bad_port in bad:
+        with pytest.raises(ValueError, match="advertised"):
+            await peer.set_advertised_address(bad_host, bad_port)
+        assert peer.advertised_address == advertised
+        assert peer._info is info
+    await observer.send_message("b", Message("b", "observer", b"still fine"))
+    with pytest.raises(ValueError, match="advertised port"):
+        MdnsTransport("c", 0, advertise_port=70000)
+    with pytest.raises(ValueError, match="advertised host"):
+        MdnsTransport("c", 0, advertise_host="localhost")
+
+
+@pytest.mark.asyncio
+async def test_an_advertised_address_set_during_a_start_is_announced(
+    start_peer: Factory, mdns_config: MdnsConfig
+) -> None:
+    watcher = await start_peer("watcher")
+    a = MdnsTransport("a", 0, mdns_config)
+    starting = asyncio.create_task(a.start())
+    await asyncio.sleep(0)
+    await a.set_advertised_address("127.0.0.1", 5555)  # waits for the start, then announces
+    await starting
+    try:
+        await watcher.wait_for_peer("a", timeout=10)
+        for _ in range(200):  # up to 10 s for the re-announcement to be resolved
+            if watcher.peers["a"][1] == 5555:
+                break
+            await asyncio.sleep(0.05)
+        assert watcher.peers["a"] == ("127.0.0.1", 5555)
+    finally:
+        await a.stop()
+    with pytest.raises(TransportClosedError):
+        await a.set_advertised_address("127.0.0.1", 5556)
+
+
+async def _eventually(check: Callable[[], bool], within: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def lasting_config(mdns_config: MdnsConfig) -> MdnsConfig:
+    return mdns_config.replace(peer_timeout=60.0)  # expiry must play no part in these tests
+
+
+@pytest_asyncio.fixture
+async def own_zeroconf(loopback_multicast: None) -> AsyncIterator[AsyncZeroconf]:
+    """A zeroconf that outlives the transport using it, as one shared with other services."""
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    try:
+        yield zc
+    finally:
+        await zc.async_close()
+
+
+@pytest.mark.asyncio
+async def test_a_stopped_peer_is_not_brought_back_by_an_answer_it_queued_before_its_goodbye(
+    start_peer: Factory, lasting_config: MdnsConfig, own_zeroconf: AsyncZeroconf
+) -> None:
+    a, b = await asyncio.gather(
+        start_peer("a", config=lasting_config),
+        start_peer("b", config=lasting_config, zeroconf=own_zeroconf),
+    )
+    await a.wait_for_peer("b")
+    await a.send_message("b", Message("b", "a", b"hello"))
+    zc = own_zeroconf.zeroconf
+
+    def answer_queued() -> bool:
+        return bool(zc.out_queue.queue or zc.out_delay_queue.queue)
+
+    a.query()  # b answers after a delay of its zeroconf's choosing...
+    await _eventually(answer_queued, within=2.0)
+    loop = asyncio.get_running_loop()
+    stopped_at = loop.time()
+    await b.stop()  # ...which is after its goodbye
+    await a.wait_for_peer_removed("b", timeout=2.0)
+    while loop.time() < stopped_at + 3.0:  # the stale answer is sent within 1.2 s
+        assert "b" not in a.discovered_peers, "the stale answer brought b back"
+        await asyncio.sleep(0.05)
+    assert not answer_queued()  # it was sent, and ignored
+
+    failures = a.stats().send_failures
+    with pytest.raises(PeerUnknownError):
+        await a.send_message("b", Message("b", "a", b"anyone?"))
+    assert a.stats().send_failures == failures  # no dead address was tried
+    assert "b" not in a.circuit_breakers
+
+
+@pytest.mark.asyncio
+async def test_a_peer_that_restarts_right_after_its_goodbye_is_found_again(
+    start_peer: Factory, lasting_config: MdnsConfig
+) -> None:
+    a, b = await asyncio.gather(
+        start_peer("a", config=lasting_config), start_peer("b", config=lasting_config)
+    )
+    await a.wait_for_peer("b")
+    await b.stop()
+    await a.wait_for_peer_removed("b", timeout=2.0)
+    again = await start_peer("b", config=lasting_config)  # announces during a's grace for b
+    info = await a.wait_for_peer("b", timeout=6.0)
+    assert info.port == again.address[1]
+    await a.send_message("b", Message("b", "a", b"welcome back"))
+    assert [m.content for m in await again.receive_messages()] == [b"welcome back"]
+
+
+@pytest.fixture
+def fast_query_config(mdns_config: MdnsConfig) -> MdnsConfig:
+    """The shared settings with faster queries: these tests wait on re-resolution."""
+    return dataclasses.replace(mdns_config, query_interval=0.3)
+
+
+@pytest.mark.asyncio
+async def test_breaker_time_never_expires_peers_and_reads_are_pure(
+    start_peer: Factory, fast_query_config: MdnsConfig
+) -> None:
+    breaker_clock, discovery_clock = VirtualClock(), VirtualClock()
+    quiet = fast_query_config.replace(query_interval=60.0, peer_timeout=30.0)
+    a, _ = await asyncio.gather(
+        start_peer("a", config=quiet, clock=breaker_clock, discovery_clock=discovery_clock),
+        start_peer("b", config=fast_query_config),
+    )
+    info = await a.wait_for_peer("b")
+    breaker = a.get_circuit_breaker("b")
+    breaker.force_open("test")
+    breaker.force_close()
+
+    breaker_clock.advance(3600.0)  # an hour of breaker time: nothing to do with liveness
+    await asyncio.sleep(0.1)
+    assert await a.can_reach("b")
+    assert "b" in a.discovered_peers
+    assert a.circuit_breakers == {"b": breaker}
+
+    discovery_clock.advance(31.0)  # b is overdue, but reads do not expire it
+    assert a.resolve("b") == (info.host, info.port)
+    assert await a.can_reach("b")
+    assert "b" in a.discovered_peers
+    assert "b" in a.peers
+    assert a.circuit_breakers == {"b": breaker}
+    await a.wait_for_peer_removed("b", timeout=2)  # the transport expires it
+    assert a.circuit_breakers == {}
+
+
+@pytest.mark.asyncio
+async def test_a_peer_over_max_peers_is_counted_once_and_admitted_when_a_slot_frees(
+    start_peer: Factory, fast_query_config: MdnsConfig
+) -> None:
+    a = await start_peer("a", config=fast_query_config.replace(max_peers=1, query_interval=0.2))
+    b, c = await asyncio.gather(
+        start_peer("b", config=fast_query_config), start_peer("c", config=fast_query_config)
+    )
+    await _wait_async(lambda: bool(a.discovered_peers) and a.peers_ignored > 0)
+    await asyncio.sleep(0.7)  # three query intervals: the refused peer answers each one
+    assert a.peers_ignored == 1
+    [kept] = a.discovered_peers
+    other = "c" if kept == "b" else "b"
+
+    await (b if kept == "b" else c).stop()  # goodbye: a slot frees up
+    await a.wait_for_peer(other, timeout=5)  # the refused peer was resolved again at once
+    assert other in a.discovered_peers
+
+
+async def _wait_async(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    for _ in range(int(limit / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+@pytest.mark.asyncio
+async def test_a_failing_maintenance_step_is_logged_and_the_loop_lives_on(
+    start_peer: Factory,
+    fast_query_config: MdnsConfig,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = await start_peer("a", config=fast_query_config.replace(announce_interval=0.05))
+    assert a._zc is not None
+    calls = 0
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError("no buffer space")
+
+    monkeypatch.setattr(a._zc, "async_update_service", broken)
+    with caplog.at_level(logging.ERROR, logger="synapse_core.transport.mdns"):
+        await _wait_async(lambda: calls >= 3, limit=2.0)
+    assert a._maintenance is not None
+    assert not a._maintenance.done()
+    assert "maintenance failed" in caplog.text

@@ -1,16 +1,21 @@
-"""Message: defaults, normalisation, the version-1 wire encoding and its strict decoder."""
+"""Message: defaults, normalisation, timestamps, pickling and copies, the version-1 wire encoding
+and its strict decoder."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import json
+import pickle
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from transport_support import msg
 
 from synapse_core.transport import WIRE_VERSION, Message, MessageDecodeError, SecurityLevel
 
@@ -205,3 +210,73 @@ def test_decoder_fuzz_on_corrupted_messages(message: Message, where: int, byte: 
     except MessageDecodeError:
         return
     assert isinstance(decoded, Message)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2024-01-01T00:00:00.0+0100Z",  # an offset hidden in the fraction
+        "2024-01-01T00:00:00.00000 Z",
+        "2024-01-01T00:00:00.-00000Z",
+        "2024-01-01T00:00:00.00000\u0661Z",  # a non-ASCII digit
+        "2024-01-0\u0661T00:00:00.000000Z",
+    ],
+)
+def test_non_canonical_timestamps_are_refused(timestamp: str) -> None:
+    fields = json.loads(msg().to_bytes()[1:])
+    fields["timestamp"] = timestamp
+    raw = b"\x01" + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(MessageDecodeError, match="timestamp"):
+        Message.from_bytes(raw)
+
+
+def test_a_canonical_timestamp_round_trips() -> None:
+    message = msg().replace(timestamp=datetime(2024, 1, 1, 12, 30, 5, 123456, tzinfo=UTC))
+    assert Message.from_bytes(message.to_bytes()) == message
+
+
+def _full_message() -> Message:
+    return Message(
+        "b",
+        "a",
+        b"\x00payload",
+        signature=b"sig",
+        timestamp=datetime(2024, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2))),
+        security_level=SecurityLevel.SECURE,
+        routing_path=("x", "y"),
+        metadata={"k": "v", "é": "\n"},
+    )
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_message_pickles_to_an_equal_message(protocol: int) -> None:
+    for message in (_full_message(), Message.from_bytes(_full_message().to_bytes())):
+        restored = pickle.loads(pickle.dumps(message, protocol))
+        assert restored == message
+        assert restored.to_bytes() == message.to_bytes()
+        assert isinstance(restored.metadata, MappingProxyType)
+        with pytest.raises(TypeError):
+            restored.metadata["k"] = "changed"  # type: ignore[index]
+
+
+def test_a_message_copies_to_an_equal_read_only_message() -> None:
+    message = _full_message()
+    for duplicate in (copy.deepcopy(message), copy.copy(message), copy.deepcopy([message])[0]):
+        assert duplicate == message
+        assert duplicate.to_bytes() == message.to_bytes()
+        with pytest.raises(TypeError):
+            duplicate.metadata["k"] = "changed"  # type: ignore[index]
+    assert message.metadata == {"k": "v", "é": "\n"}
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        datetime.min.replace(tzinfo=timezone(timedelta(hours=1))),
+        datetime.max.replace(tzinfo=timezone(timedelta(hours=-1))),
+    ],
+)
+def test_a_timestamp_outside_the_utc_calendar_is_a_value_error(timestamp: datetime) -> None:
+    with pytest.raises(ValueError, match="timestamp"):
+        Message("b", "a", b"", timestamp=timestamp)
+    assert Message("b", "a", b"", timestamp=datetime.min.replace(tzinfo=UTC)).timestamp.year == 1

@@ -201,3 +201,54 @@ async def test_a_message_that_may_have_arrived_is_not_sent_again_elsewhere(
         assert len({m.message_id for m in received}) == 20
         assert b.stats().duplicates == 20  # ... the second copies were only acknowledged
         assert router.stats().failovers == 20
+
+
+@pytest.mark.asyncio
+async def test_router_without_failover_raises_busy() -> None:
+    primary, backup = ScriptedTransport("p"), ScriptedTransport("s")
+    async with primary, backup:
+        primary.behaviour["b"] = MessageRejectedError("b", "busy", "queue full")
+        with pytest.raises(MessageRejectedError, match="busy"):
+            await FailoverRouter([primary, backup], failover_on_error=False).send_message(
+                "b", msg()
+            )
+        assert backup.calls == []
+        receipt = await FailoverRouter([primary, backup]).send_message("b", msg())
+        assert receipt.breaker == backup.breaker_name("b")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("error", [TimeoutError(), OSError("boom"), ConnectionResetError()])
+async def test_router_fails_over_on_bare_errors_only_for_at_least_once(error: Exception) -> None:
+    """A bare error cannot say whether the peer got the message: resending could duplicate it."""
+    primary, backup = ScriptedTransport("p"), ScriptedTransport("s")
+    async with primary, backup:
+        primary.behaviour["b"] = error
+        router = FailoverRouter([primary, backup])
+        with pytest.raises(type(error)):
+            await router.send_message("b", msg())
+        assert backup.calls == []
+        assert router.stats().not_failed_over == 1
+
+        router = FailoverRouter([primary, backup], at_least_once=True)
+        receipt = await router.send_message("b", msg())
+        assert receipt.breaker == backup.breaker_name("b")
+        assert router.stats().failed_attempts == 1
+
+        backup.behaviour["b"] = error
+        with pytest.raises(NoRouteError) as no_route:
+            await router.send_message("b", msg())
+        assert [type(e) for _, e in no_route.value.attempts] == [type(error)] * 2
+
+
+@pytest.mark.asyncio
+async def test_router_fails_over_on_a_refused_connection() -> None:
+    primary, backup = ScriptedTransport("p"), ScriptedTransport("s")
+    async with primary, backup:
+        primary.behaviour["b"] = ConnectionRefusedError()
+        receipt = await FailoverRouter([primary, backup]).send_message("b", msg())
+        assert receipt.breaker == backup.breaker_name("b")
+        with pytest.raises(ConnectionRefusedError):
+            await FailoverRouter([primary, backup], failover_on_error=False).send_message(
+                "b", msg()
+            )

@@ -1,4 +1,5 @@
-"""TcpTransport over real loopback sockets: acks, reuse, timeouts, breakers, bad input, auth.
+"""TcpTransport over real loopback sockets: acks, timeouts, breakers, bad input, auth, limits
+(the connections themselves are in ``test_transport_tcp_connections.py``).
 
 Breakers run on the virtual clock (so recovery needs no sleeping); timeouts are real and short.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 import statistics
 import struct
@@ -16,9 +18,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from transport_support import RawClient, free_port, msg
+from transport_support import free_port, msg
 
-from chaos import ToxiproxyClient
 from synapse_core import CircuitBreakerConfig, CircuitOpenError, CircuitState, VirtualClock
 from synapse_core.transport import (
     DeliveryError,
@@ -36,6 +37,8 @@ from synapse_core.transport import (
 from synapse_core.transport.tcp import parse_address
 
 Pair = tuple[TcpTransport, TcpTransport]
+KEY = secrets.token_bytes(32)
+LENIENT = CircuitBreakerConfig(failure_threshold=50, minimum_requests=50)
 
 
 class SilentServer:
@@ -125,18 +128,6 @@ async def test_message_round_trip_with_receipt(tcp_pair: Pair) -> None:
     assert receipt.latency > 0
     assert await b.receive_messages() == [message]
     assert a.stats().bytes_sent == b.stats().bytes_received == receipt.size
-
-
-@pytest.mark.asyncio
-async def test_connection_is_reused_and_requests_are_pipelined(tcp_pair: Pair) -> None:
-    a, b = tcp_pair
-    for i in range(20):
-        await a.send_message("b", msg(content=str(i).encode()))
-    receipts = await asyncio.gather(*(a.send_message("b", msg()) for _ in range(200)))
-    assert len({r.message_id for r in receipts}) == 200
-    assert len(await b.receive_messages()) == 220
-    assert a.stats().connections_opened == 1
-    assert b.stats().connections_accepted == 1
 
 
 @pytest.mark.asyncio
@@ -375,31 +366,6 @@ async def test_frame_size_limits(clock: VirtualClock) -> None:
 
 
 @pytest.mark.asyncio
-async def test_max_connections(clock: VirtualClock, caplog: pytest.LogCaptureFixture) -> None:
-    """A full listener serves the newcomer and says GOAWAY to its least useful connection."""
-    caplog.set_level(logging.INFO, "synapse_core.transport")
-    async with TcpTransport(node_id="b", max_connections=1) as b:
-        first_reader, first_writer = await asyncio.open_connection(*b.address)
-        second_reader, second_writer = None, None
-        try:
-            first_writer.write(encode_frame(FrameKind.PING, 1, b"ok"))
-            assert await first_reader.readexactly(11) == encode_frame(FrameKind.PONG, 1, b"ok")
-            second_reader, second_writer = await asyncio.open_connection(*b.address)
-            second_writer.write(encode_frame(FrameKind.PING, 2, b"ok"))
-            assert await second_reader.readexactly(11) == encode_frame(FrameKind.PONG, 2, b"ok")
-            goaway = encode_frame(FrameKind.GOAWAY, 0, b"closed to make room for a new connection")
-            assert await asyncio.wait_for(first_reader.read(), 5) == goaway  # and the end
-        finally:
-            for writer in (first_writer, second_writer):
-                if writer is not None:
-                    writer.close()
-                    with contextlib.suppress(ConnectionError):
-                        await writer.wait_closed()
-    assert b.stats().connections_evicted == 1
-    assert "closing the least useful connection" in caplog.text
-
-
-@pytest.mark.asyncio
 async def test_peers_and_addresses(clock: VirtualClock) -> None:
     transport = TcpTransport(node_id="a", clock=clock, peers={"b": ("127.0.0.1", 9)})
     with pytest.raises(TransportClosedError, match="before start"):
@@ -446,102 +412,6 @@ def test_add_peer_validation() -> None:
 
 
 # ---------------------------------------------------------------- under attack and failure
-
-
-async def _squat(address: tuple[str, int], source: str, seq: int = 1) -> RawClient:
-    """A connection that only ever pings (9-byte frames), from *source*, answered once."""
-    client = await RawClient.connect(address, source)
-    client.send(encode_frame(FrameKind.PING, seq))
-    assert [kind for kind, _, _ in await client.replies(1)] == [FrameKind.PONG]
-    return client
-
-
-@pytest.mark.asyncio
-async def test_connections_that_only_ping_cannot_lock_a_real_peer_out(clock: VirtualClock) -> None:
-    """256 connections each pinging now and then locked every new client out indefinitely,
-    and a peer whose pooled connection had idled out could not reconnect."""
-    squatters: list[RawClient] = []
-    async with (
-        TcpTransport(node_id="b", max_connections=8) as b,
-        TcpTransport(node_id="a", clock=clock) as a,
-    ):
-        a.add_peer("b", *b.address)
-        try:
-            for i in range(8):  # four sources, two each: within the per-source limit of 4
-                squatters.append(await _squat(b.address, f"127.0.0.{2 + i % 4}"))
-            await a.send_message("b", msg("b", "a"))  # served: a squatter made room
-            for i in range(8):  # more squatters push each other out, never the useful one
-                squatters.append(await _squat(b.address, f"127.0.0.{2 + i % 4}"))
-            await a.send_message("b", msg("b", "a"))
-            assert a.stats().connections_opened == 1  # its connection was never closed
-            assert b.stats().connections_evicted == 9
-            assert [await squatter.closed_by_server(2.0) for squatter in squatters[:9]] == [
-                True
-            ] * 9  # the oldest squatters went first
-            assert len(await b.receive_messages()) == 2
-        finally:
-            for squatter in squatters:
-                await squatter.close()
-
-
-@pytest.mark.asyncio
-async def test_one_source_holds_at_most_its_share_of_connections(clock: VirtualClock) -> None:
-    squatters: list[RawClient] = []
-    async with (
-        TcpTransport(node_id="b", max_connections=8, max_connections_per_source=3) as b,
-        TcpTransport(node_id="a", clock=clock) as a,
-    ):
-        a.add_peer("b", *b.address)
-        await a.send_message("b", msg("b", "a"))
-        try:
-            for seq in range(6):
-                squatters.append(await _squat(b.address, "127.0.0.2", seq))
-            goaway = (FrameKind.GOAWAY, 0, b"closed to make room for a new connection")
-            for squatter in squatters[:3]:  # the oldest of that source, each told why
-                assert await squatter.closed_by_server(2.0)
-                assert await squatter.replies(1) == [goaway]
-            for seq, squatter in enumerate(squatters[3:]):
-                squatter.send(encode_frame(FrameKind.PING, 100 + seq))
-                assert [k for k, _, _ in await squatter.replies(1)] == [FrameKind.PONG]
-            await a.send_message("b", msg("b", "a"))  # another source: untouched
-            assert a.stats().connections_opened == 1
-            assert b.stats().connections_evicted == 3
-        finally:
-            for squatter in squatters:
-                await squatter.close()
-    with pytest.raises(ValueError, match="max_connections_per_source"):
-        TcpTransport(max_connections=4, max_connections_per_source=5)
-
-
-@pytest.mark.asyncio
-async def test_a_send_crossing_the_receivers_idle_close_goes_again_quietly(
-    toxiproxy: ToxiproxyClient, clock: VirtualClock
-) -> None:
-    """A periodic sender whose period is near the receiver's idle_timeout failed every time
-    (each failure counted against its breaker): the frame was on its way while the receiver
-    closed. Now the receiver says GOAWAY, and the unprocessed send goes once more."""
-    idle, delay = 0.5, 0.3
-    async with (
-        TcpTransport(node_id="b", idle_timeout=idle) as b,
-        TcpTransport(node_id="a", clock=clock, send_timeout=5.0) as a,
-    ):
-        toxiproxy.create_proxy("b", upstream="{}:{}".format(*b.address))
-        listen = toxiproxy.proxies()["b"]
-        a.add_peer("b", listen.listen_host, listen.listen_port)
-        # Frames from a reach b `delay` late: one written between `idle - delay` and `idle`
-        # after the last ack leaves on a connection that still looks alive, and arrives after
-        # b closed it for idleness.
-        toxiproxy.add_toxic(
-            "b", "latency", stream="upstream", attributes={"latency": int(delay * 1000)}
-        )
-        await a.send_message("b", msg("b", "a"))
-        for _ in range(2):
-            await asyncio.sleep(idle - delay / 2)
-            await a.send_message("b", msg("b", "a"))
-        stats = a.get_circuit_stats("b")
-        assert (stats.success_count, stats.failure_count) == (3, 0)
-        assert a.stats().connections_opened == 3  # the crossing sends went on new ones
-        assert len(await b.receive_messages()) == 3
 
 
 @pytest.mark.asyncio
@@ -593,3 +463,40 @@ async def test_the_inbound_queue_is_bounded_in_bytes(clock: VirtualClock) -> Non
             await a2.send_message("b", msg("b", "a", big))  # larger than the limit, queue empty
             with pytest.raises(MessageRejectedError, match="busy"):
                 await a2.send_message("b", msg("b", "a"))
+
+
+@pytest.mark.asyncio
+async def test_a_message_refused_as_busy_can_be_delivered_later() -> None:
+    async with (
+        TcpTransport(
+            node_id="b",
+            authenticator=MessageAuthenticator(KEY, max_age=30),
+            inbound_queue_size=1,
+        ) as b,
+        TcpTransport(
+            node_id="a",
+            authenticator=MessageAuthenticator(KEY, max_age=30),
+            breaker_config=LENIENT,
+        ) as a,
+    ):
+        a.add_peer("b", *b.address)
+        await a.send_message("b", Message("b", "a", b"fill"))
+        important = Message("b", "a", b"important")
+        with pytest.raises(MessageRejectedError) as busy:
+            await a.send_message("b", important)
+        assert busy.value.code == "busy"
+        assert [m.content for m in await b.receive_messages()] == [b"fill"]
+
+        receipt = await a.send_message("b", important)  # the retry of the same message
+        assert receipt.message_id == important.message_id
+        assert [m.message_id for m in await b.receive_messages()] == [important.message_id]
+        assert b.stats().auth_failures == 0
+        assert b.stats().inbound_dropped == 1
+        stats = a.get_circuit_stats("b")
+        assert (stats.success_count, stats.failure_count) == (2, 1)  # busy was a failure
+
+        again = await a.send_message("b", important)  # delivered once: acked, not queued
+        assert again.message_id == important.message_id
+        assert await b.receive_messages() == []
+        assert b.stats().duplicates == 1
+        assert b.stats().auth_failures == 0
