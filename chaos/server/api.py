@@ -16,6 +16,8 @@ from aiohttp import web
 from chaos.server.apierror import ApiError, bad_request
 from chaos.server.config import parse_populate, parse_proxy_config, parse_proxy_update
 from chaos.server.control import ControlConnections
+from chaos.server.dashboard import PATHS as DASHBOARD_PATHS
+from chaos.server.dashboard import ServerDashboard
 from chaos.server.limits import ServerLimits
 from chaos.server.metrics import CONTENT_TYPE, ServerMetrics
 from chaos.server.proxy import Proxy
@@ -38,7 +40,9 @@ def error_response(error: ApiError) -> web.Response:
 async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     # Toxiproxy refuses browsers so a web page the developer visits cannot drive the API
     # through a cross-site request (it cannot set a non-browser User-Agent).
-    if request.headers.get("User-Agent", "").startswith("Mozilla/"):
+    # The dashboard's two read-only paths are the exception: they are meant for browsers.
+    readonly_page = request.method in ("GET", "HEAD") and request.path in DASHBOARD_PATHS
+    if request.headers.get("User-Agent", "").startswith("Mozilla/") and not readonly_page:
         return error_response(
             ApiError(
                 "User agent not allowed: the control API refuses web browsers so that web pages "
@@ -101,11 +105,13 @@ class ControlApi:
         metrics: ServerMetrics,
         limits: ServerLimits,
         connections: ControlConnections,
+        dashboard: ServerDashboard | None = None,
     ) -> None:
         self.proxies = proxies
         self.metrics = metrics
         self.limits = limits
         self.connections = connections
+        self.dashboard = dashboard
 
     async def _body(self, request: web.Request) -> object:
         return await _json_body(request, self.limits.header_timeout)
@@ -135,6 +141,9 @@ class ControlApi:
         r.add_get("/metrics", self.metrics_text)
         # Synapse's extension, beside the Toxiproxy API (which has no /synapse paths).
         r.add_get("/synapse/traffic/{proxy}", self.traffic)
+        if self.dashboard is not None:  # Synapse's live page of proxies, faults and breakers
+            r.add_get("/dashboard", self.dashboard.page)
+            r.add_get("/events", self.dashboard.events)
         return app
 
     async def reset(self, request: web.Request) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from aiohttp import web
 from chaos.server.api import ControlApi
 from chaos.server.config import LOOPBACK, ProxyConfig, join_address, parse_populate
 from chaos.server.control import ControlConnections
+from chaos.server.dashboard import ServerDashboard
 from chaos.server.fds import FdReserve, raise_open_file_limit
 from chaos.server.limits import ServerLimits
 from chaos.server.link import PlaneContext
@@ -63,6 +64,7 @@ class ChaosServer:
         self._clock = clock
         self.limits = limits if limits is not None else ServerLimits()
         self._runner: web.AppRunner | None = None
+        self._dashboard: ServerDashboard | None = None
         self._proxies: ProxyRegistry | None = None
         self._ctx: PlaneContext | None = None
         self._listeners: list[Listener] = []
@@ -101,7 +103,10 @@ class ChaosServer:
         ctx = PlaneContext(loop, self._clock, random.Random(self._seed), limits=limits, fds=fds)
         self._proxies = ProxyRegistry(ctx)
         connections = ControlConnections(loop, limits, fds)
-        api = ControlApi(self._proxies, ServerMetrics(self._proxies), limits, connections)
+        self._dashboard = ServerDashboard(self._proxies)
+        api = ControlApi(
+            self._proxies, ServerMetrics(self._proxies), limits, connections, self._dashboard
+        )
         runner = web.AppRunner(
             api.app(),
             access_log=None,
@@ -160,6 +165,9 @@ class ChaosServer:
         runner = self._runner
         self._runner = None
         self._close_listeners()
+        if self._dashboard is not None:
+            await self._dashboard.close()  # ends open pages' streams
+            self._dashboard = None
         if self._proxies is not None:
             await self._proxies.close()
         if runner is not None:
