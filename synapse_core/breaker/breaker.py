@@ -35,6 +35,7 @@ from synapse_core.breaker.registry import announce
 from synapse_core.breaker.rule import TripRule
 from synapse_core.breaker.state import CircuitState, RequestOutcome
 from synapse_core.breaker.stats import CircuitStats
+from synapse_core.breaker.store import BreakerStore, StoreLink
 from synapse_core.breaker.triggers import CircuitTrigger
 from synapse_core.breaker.window import SlidingWindow, count_value
 from synapse_core.clock import Clock, check_clock, monotonic_clock
@@ -109,8 +110,10 @@ class CircuitBreaker:
         "_plain",
         "_probes_high",
         "_rejections",
+        "_replica",
         "_result_check",
         "_rule",
+        "_shared",
         "_slow_after",
         "_state",
         "_timeouts",
@@ -123,7 +126,12 @@ class CircuitBreaker:
     )
 
     def __init__(
-        self, name: str, config: CircuitBreakerConfig | None = None, *, clock: Clock | None = None
+        self,
+        name: str,
+        config: CircuitBreakerConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        store: BreakerStore | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str, got {name!r}")
@@ -155,7 +163,17 @@ class CircuitBreaker:
         # (from, to) -> how many times; only transitions touch it, and reset() keeps it.
         self._transitions: dict[tuple[CircuitState, CircuitState], int] = {}
         self._reset_counters(self._clock())
+        # A store shares this breaker with the other replicas of a service: the seam is the
+        # few calls on self._shared below, all off the closed-state hot paths.
+        self._shared: StoreLink | None = None
+        self._replica: str | None = None
+        if store is not None:
+            self._shared = store.attach(self)
+            self._replica = self._shared.replica
+            self._rule = self._shared.rule
         announce(self)
+        if self._shared is not None:
+            self._shared.start()
 
     def _reset_counters(self, now: float) -> None:
         self._state = _CLOSED
@@ -309,6 +327,7 @@ class CircuitBreaker:
                 retry_after=retry_after,
                 forced=self._forced,
                 waiting_for=self._waiting_for(now, retry_after),
+                fleet=None if self._shared is None else self._shared.stats(now),
             )
 
     def transition_counts(self) -> dict[tuple[CircuitState, CircuitState], int]:
@@ -594,6 +613,10 @@ class CircuitBreaker:
         return CircuitOpenError(self.name, _OPEN, retry_after, self._last_failure)
 
     def _admit_locked(self) -> int:
+        if self._shared is not None:
+            shared = self._shared.admit()  # the fleet's probe grant; None: local rules decide
+            if shared is not None:
+                return shared
         admitted: int | None = None
         error: CircuitOpenError | None = None
         with self._lock:
@@ -613,17 +636,21 @@ class CircuitBreaker:
                 self._probes_high = max(self._probes_high, self._half_open_admitted)
                 admitted = self._epoch
             if admitted is None:
-                next(self._rejections)
-                state = self._state
-                retry_after = self._retry_after(now)
-                if self._listeners:
-                    self._pending.append(RequestRejected(self.name, now, state, retry_after))
-                error = CircuitOpenError(self.name, state, retry_after, self._last_failure)
+                error = self._reject_locked(now)
         if self._pending:
             self._deliver()
         if error is not None:
             raise error
         return admitted  # type: ignore[return-value]
+
+    def _reject_locked(self, now: float) -> CircuitOpenError:
+        """Count a rejection decided under the lock and build its error (lock held)."""
+        next(self._rejections)
+        state = self._state
+        retry_after = self._retry_after(now)
+        if self._listeners:
+            self._pending.append(RequestRejected(self.name, now, state, retry_after))
+        return CircuitOpenError(self.name, state, retry_after, self._last_failure)
 
     def _catch_up(self, now: float, *, admitting: bool) -> None:
         """Apply the time-driven changes due by *now*, dated when they happened (lock held).
@@ -726,13 +753,17 @@ class CircuitBreaker:
                 self._ignored += 1  # admitted in an earlier state: says nothing about this one
             elif self._state is _CLOSED:
                 self._window.add(now, False, slow)
+                if self._shared is not None:
+                    self._shared.recorded(False, slow)
                 self._assess(now)
             elif self._state is _HALF_OPEN:
                 self._half_open_success_total += 1
-                if slow:
-                    self._probe_failed(now, "slow probe call")
-                else:
-                    self._probe_succeeded(now)
+                shared = self._shared
+                if shared is None or not shared.probe_done("slow" if slow else "success"):
+                    if slow:
+                        self._probe_failed(now, "slow probe call")
+                    else:
+                        self._probe_succeeded(now)
         if self._pending:
             self._deliver()
 
@@ -756,8 +787,12 @@ class CircuitBreaker:
                 self._last_failure_time = now
                 if self._state is _CLOSED:
                     self._window.add(now, True, slow)
+                    if self._shared is not None:
+                        self._shared.recorded(True, slow)
                     self._assess(now)
-                elif self._state is _HALF_OPEN:
+                elif self._state is _HALF_OPEN and (
+                    self._shared is None or not self._shared.probe_done(outcome.value)
+                ):
                     self._probe_failed(now, f"probe call failed ({outcome.value})")
         if self._pending:
             self._deliver()
@@ -766,7 +801,11 @@ class CircuitBreaker:
         with self._lock:
             if ignored:
                 self._ignored += 1
-            if epoch == self._epoch and self._state is _HALF_OPEN:
+            if (
+                epoch == self._epoch
+                and self._state is _HALF_OPEN
+                and (self._shared is None or not self._shared.probe_done("release"))
+            ):
                 self._half_open_admitted -= 1
 
     def _assess(self, now: float) -> None:
@@ -804,7 +843,14 @@ class CircuitBreaker:
     # Called with the lock held. Each one starts a new epoch so late outcomes are ignored.
 
     def _to_open(
-        self, now: float, reason: str, failure_count: int, *, forced: bool = False
+        self,
+        now: float,
+        reason: str,
+        failure_count: int,
+        *,
+        forced: bool = False,
+        open_until: float | None = None,
+        replica: str | None = None,
     ) -> None:
         previous = self._state
         if previous is _HALF_OPEN:
@@ -812,9 +858,11 @@ class CircuitBreaker:
         elif previous is _CLOSED:
             self._consecutive_opens = 0
         self._forced = forced
-        self._open_until = (
-            math.inf if forced else now + self.config.open_duration(self._consecutive_opens)
-        )
+        if open_until is None:
+            open_until = (
+                math.inf if forced else now + self.config.open_duration(self._consecutive_opens)
+            )
+        self._open_until = open_until
         self._state = _OPEN
         self._epoch += 1
         self._fast_epoch = -1
@@ -824,10 +872,18 @@ class CircuitBreaker:
         self._count_transition(previous, _OPEN)
         if self._listeners or _observed():
             self._pending.append(
-                CircuitOpened(self.name, now, reason, failure_count, previous, self._open_until)
+                CircuitOpened(
+                    self.name,
+                    now,
+                    reason,
+                    failure_count,
+                    previous,
+                    open_until,
+                    replica or self._replica,
+                )
             )
 
-    def _to_half_open(self, now: float) -> None:
+    def _to_half_open(self, now: float, replica: str | None = None) -> None:
         self._state = _HALF_OPEN
         self._epoch += 1
         self._fast_epoch = -1
@@ -836,9 +892,9 @@ class CircuitBreaker:
         self._half_open_admitted = self._half_open_successes = self._half_open_failures = 0
         self._count_transition(_OPEN, _HALF_OPEN)
         if self._listeners or _observed():
-            self._pending.append(CircuitHalfOpened(self.name, now))
+            self._pending.append(CircuitHalfOpened(self.name, now, replica or self._replica))
 
-    def _to_closed(self, now: float, reason: str) -> None:
+    def _to_closed(self, now: float, reason: str, replica: str | None = None) -> None:
         previous = self._state
         self._state = _CLOSED
         self._epoch += 1
@@ -851,7 +907,9 @@ class CircuitBreaker:
         self._window.clear()  # rule: a call right after recovery never re-trips on old failures
         self._count_transition(previous, _CLOSED)
         if self._listeners or _observed():
-            self._pending.append(CircuitClosed(self.name, now, previous, reason))
+            self._pending.append(
+                CircuitClosed(self.name, now, previous, reason, replica or self._replica)
+            )
 
     def _count_transition(self, source: CircuitState, target: CircuitState) -> None:
         key = (source, target)
@@ -892,6 +950,8 @@ class CircuitBreaker:
             else:
                 self._to_open(now, reason, self._window.failures, forced=True)
         self._deliver()
+        if self._shared is not None:
+            self._shared.command("force_open", reason)
 
     def force_close(self) -> None:
         """Close now, forgetting the window; the breaker then trips again on new failures."""
@@ -905,6 +965,8 @@ class CircuitBreaker:
             else:
                 self._to_closed(now, "forced closed")
         self._deliver()
+        if self._shared is not None:
+            self._shared.command("force_close", "forced closed")
 
     def reset(self) -> None:
         """Back to a new breaker's state: closed, every counter and the window cleared."""
@@ -919,8 +981,12 @@ class CircuitBreaker:
             if previous is not _CLOSED:
                 self._count_transition(previous, _CLOSED)
                 if self._listeners or _observed():
-                    self._pending.append(CircuitClosed(self.name, now, previous, "reset"))
+                    self._pending.append(
+                        CircuitClosed(self.name, now, previous, "reset", self._replica)
+                    )
         self._deliver()
+        if self._shared is not None:
+            self._shared.command("reset", "reset")
 
     # ------------------------------------------------------------------------ triggers
 
@@ -971,16 +1037,18 @@ class CircuitBreaker:
             now = self._clock()
             self._catch_up(now, admitting=False)
             opened = self._state is _CLOSED
+            reason = "external trigger: " + ", ".join(t.description for t in fired)
             if opened:
                 if self._listeners:
                     for trigger in fired:
                         self._pending.append(
                             ExternalTriggerActivated(self.name, now, trigger.description)
                         )
-                names = ", ".join(t.description for t in fired)
-                self._to_open(now, f"external trigger: {names}", self._window.failures)
+                self._to_open(now, reason, self._window.failures)
                 self._tripped_by = tuple(fired)
         self._deliver()
+        if opened and self._shared is not None:
+            self._shared.command("trip", reason)
         return opened
 
     # ------------------------------------------------------------------------ events

@@ -26,13 +26,18 @@ class CircuitEvent:
 
 @dataclass(frozen=True, slots=True)
 class CircuitOpened(CircuitEvent):
-    """The breaker opened: calls are rejected until ``retry_at`` (on the breaker's clock)."""
+    """The breaker opened: calls are rejected until ``retry_at`` (on the breaker's clock).
+
+    ``replica`` (on every transition event) is ``None`` for a local breaker; for one shared
+    through a store it names the replica whose outcomes or command caused the transition.
+    """
 
     kind: ClassVar[str] = "opened"
     reason: str
     failure_count: int
     previous_state: CircuitState
     retry_at: float
+    replica: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,7 @@ class CircuitHalfOpened(CircuitEvent):
     """The recovery timeout passed and the breaker admits probe calls."""
 
     kind: ClassVar[str] = "half_opened"
+    replica: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,7 @@ class CircuitClosed(CircuitEvent):
     kind: ClassVar[str] = "closed"
     previous_state: CircuitState
     reason: str
+    replica: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

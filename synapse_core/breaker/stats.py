@@ -9,6 +9,41 @@ from synapse_core.breaker.state import CircuitState
 
 
 @dataclass(frozen=True, slots=True)
+class FleetStats:
+    """A shared breaker's fleet, as this replica last heard of it (``CircuitStats.fleet``).
+
+    ``connected`` is whether the fleet decides now; while it is ``False`` (the store is
+    unreachable) this replica judges its own outcomes with the same config (see
+    ``synapse_core.breaker.shared``). ``state`` is the fleet's state as last seen (``None``
+    before the first answer), ``caused_by`` the replica behind its last transition and
+    ``replicas`` how many replicas were alive then. The ``window_*`` figures are the fleet's
+    sliding window and the ``*_count`` ones the fleet's totals since its state was created
+    (every replica's outcomes and rejections, as flushed). ``last_heard`` is how many seconds
+    ago the store last answered or published (``None``: never), ``unsent_failures`` the
+    failures and slow calls recorded here and not yet flushed, ``fallbacks`` how many times
+    this replica fell back to its own rules, ``config_matches`` whether the fleet's state was
+    created with the same config as this replica's.
+    """
+
+    replica: str
+    connected: bool
+    state: CircuitState | None
+    caused_by: str | None
+    replicas: int
+    window_requests: int
+    window_failures: int
+    window_failure_rate: float
+    window_slow_calls: int
+    success_count: int
+    failure_count: int
+    rejection_count: int
+    last_heard: float | None
+    unsent_failures: int
+    fallbacks: int
+    config_matches: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CircuitStats:
     """What a breaker has seen, read without side effects by ``breaker.stats()``.
 
@@ -29,6 +64,10 @@ class CircuitStats:
 
     Times are on the breaker's clock (monotonic seconds); ``last_failure_time`` is ``None``
     until a failure is recorded.
+
+    For a breaker shared through a store, every figure above is this replica's own, except the
+    state, ``consecutive_opens``, ``retry_after`` and the half-open figures, which follow the
+    fleet; ``fleet`` holds the fleet's (``None`` for a local breaker).
     """
 
     name: str
@@ -52,9 +91,14 @@ class CircuitStats:
     retry_after: float | None
     forced: bool
     waiting_for: str | None = None
+    fleet: FleetStats | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the state as its string value)."""
         data = asdict(self)
         data["state"] = self.state.value
+        if self.fleet is None:
+            del data["fleet"]  # a local breaker's figures are unchanged
+        elif self.fleet.state is not None:
+            data["fleet"]["state"] = self.fleet.state.value
         return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from itertools import count
 
 WINDOW_BUCKETS = 100
@@ -90,6 +91,37 @@ class SlidingWindow:
         if slow:
             bucket.slow += 1
             self.slow += 1
+
+    @classmethod
+    def restore(
+        cls, length: float, buckets: Iterable[tuple[float, int, int, int]]
+    ) -> SlidingWindow:
+        """A window holding *buckets*, ``(index, successes, failures, slow)`` oldest first.
+
+        How a shared breaker judges the fleet's window (kept in a store, by bucket index on
+        the store's clock) with the very rule a local breaker applies to its own.
+        """
+        window = cls(length)
+        for index, successes, failures, slow in buckets:
+            window.add_counts(index, successes, failures, slow)
+        return window
+
+    def add_counts(self, index: float, successes: int, failures: int, slow: int) -> None:
+        """Record several outcomes at once in bucket *index* (``now // width``) as one change.
+
+        *slow* counts slow calls among them, successes or failures. Not for a window whose
+        successes are counted lock-free (a breaker's own): it replaces the bucket's counter.
+        """
+        if not self._buckets or self._buckets[-1].index < index:
+            self._roll(index)
+        bucket = self._buckets[-1]
+        if successes:
+            bucket.successes = count(bucket.live_successes() + successes)
+            self.current = (self.current[0], bucket.successes, -1)
+        bucket.failures += failures
+        self.failures += failures
+        bucket.slow += slow
+        self.slow += slow
 
     def allow_lock_free(self, tag: int) -> None:
         """Let callers holding *tag* count successes lock-free in the current bucket (-1: none)."""

@@ -1,0 +1,373 @@
+"""SharedBreakerStore: breakers shared by every replica of a service, on Redis."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from synapse_core.breaker.config import CircuitBreakerConfig
+from synapse_core.breaker.shared.fleet import SCRIPT, FleetState
+from synapse_core.breaker.shared.link import SharedLink
+from synapse_core.errors import CircuitOpenError
+
+if TYPE_CHECKING:
+    from synapse_core.breaker.breaker import CircuitBreaker
+
+logger = logging.getLogger("synapse_core.breaker")
+
+
+class SharedBreakerStore:
+    """Shares circuit breakers between the replicas of a service through Redis.
+
+    ::
+
+        store = SharedBreakerStore("redis://127.0.0.1:6379/0")  # or a redis.Redis/RedisCluster
+        breaker = CircuitBreaker("payments", config, store=store)
+
+    Every replica that creates a breaker of the same name on a store with the same Redis and
+    ``prefix`` shares one breaker: one sliding window of everyone's outcomes, one half-open
+    episode with ``half_open_max_calls`` probes across the fleet, each transition decided
+    once, in Redis (a Lua script), and announced to the others by pub/sub. Calls are still
+    admitted and rejected from local state, and outcomes are sent in the background; see
+    ``synapse_core.breaker.shared`` for the rules and README's "Breakers shared across
+    replicas" for the figures.
+
+    Args:
+        redis: a ``redis://`` URL (``cluster=True`` for Redis Cluster), or a client you made
+            (``redis.Redis`` or ``redis.cluster.RedisCluster``; its own timeouts and retries
+            then apply: give it ``socket_timeout`` and no retries, as ``from_url`` does).
+        replica: this process's name among the replicas (events and stats carry it); by
+            default ``host:pid:random``.
+        prefix: the first part of every key, so several stores can share a Redis.
+        timeout: seconds a Redis command may take before the store counts it as failed and
+            this replica follows its own breaker (the client's socket timeouts, for a URL).
+        flush_interval: the longest a recorded failure (or, with rate rules, success) waits
+            before it is sent.
+        max_batch: failures and slow calls waiting that make a flush happen at once.
+        sync_interval: how often each breaker asks Redis for the fleet's state when nothing
+            else made it talk to Redis (it also says this replica is alive); a missed message
+            heals within it.
+        ttl: seconds every key lives after its breaker last wrote it (renewed by every flush
+            and sync; an idle breaker's keys vanish). At least every shared breaker's
+            ``failure_window``.
+        reconnect_interval: while Redis does not answer, how long the store waits before
+            trying again (its own breaker's recovery timeout).
+        cluster: with a URL, connect to a Redis Cluster.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        replica: str | None = None,
+        prefix: str = "synapse",
+        timeout: float = 0.1,
+        flush_interval: float = 0.05,
+        max_batch: int = 100,
+        sync_interval: float = 1.0,
+        ttl: float = 3600.0,
+        reconnect_interval: float = 1.0,
+        cluster: bool = False,
+    ) -> None:
+        for field, value in (
+            ("timeout", timeout),
+            ("flush_interval", flush_interval),
+            ("sync_interval", sync_interval),
+            ("ttl", ttl),
+            ("reconnect_interval", reconnect_interval),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{field} must be a number of seconds > 0, got {value!r}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        if not isinstance(prefix, str) or not prefix or set(prefix) & set("{} "):
+            raise ValueError(
+                f"prefix must be a non-empty str without braces or spaces, got {prefix!r}"
+            )
+        if replica is None:
+            replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:4]}"
+        if not isinstance(replica, str) or not replica:
+            raise ValueError(f"replica must be a non-empty str, got {replica!r}")
+        self.replica = replica
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self.flush_interval = float(flush_interval)
+        self.max_batch = max_batch
+        self.sync_interval = float(sync_interval)
+        self.ttl = float(ttl)
+        self.reconnect_interval = float(reconnect_interval)
+        # A replica unheard of for this long holds no probe slot and counts as gone.
+        self.alive_for = 3 * self.sync_interval + 2 * self.timeout
+        # From a URL the client is made on first use (a cluster client connects when made):
+        # a Redis that is down when the service starts is a store that is away, not an error.
+        self._url = redis if isinstance(redis, str) else None
+        self._cluster = cluster
+        self._client: Any = None if isinstance(redis, str) else redis
+        self._script: Any = None
+        # The store's own calls go through a breaker of their own: while Redis does not
+        # answer, they are refused at once, and one is tried again after reconnect_interval.
+        from synapse_core.breaker.breaker import CircuitBreaker
+
+        self.breaker = CircuitBreaker(
+            f"{prefix}-store",
+            CircuitBreakerConfig(
+                failure_threshold=1,
+                minimum_requests=1,
+                recovery_timeout=self.reconnect_interval,
+                half_open_max_calls=1,
+                success_threshold=1.0,
+            ),
+        )
+        self._links: weakref.WeakValueDictionary[str, SharedLink] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._stop = threading.Event()
+        self._flushed = threading.Condition(self._lock)
+        self._flush_asked = 0
+        self._flush_done = 0
+        self._worker = threading.Thread(
+            target=self._work, name=f"synapse-store-{replica}", daemon=True
+        )
+        self._listener = threading.Thread(
+            target=self._listen, name=f"synapse-store-events-{replica}", daemon=True
+        )
+        self._worker.start()
+        self._listener.start()
+
+    # ------------------------------------------------------------ breakers
+
+    def attach(self, breaker: CircuitBreaker) -> SharedLink:
+        """Share *breaker* (``CircuitBreaker(..., store=store)`` calls this)."""
+        if self._stop.is_set():
+            raise RuntimeError("this SharedBreakerStore is closed; create a new one")
+        if breaker.config.failure_window > self.ttl:
+            raise ValueError(
+                f"breaker {breaker.name!r}: failure_window ({breaker.config.failure_window:g}s) "
+                f"is longer than the store's ttl ({self.ttl:g}s); its window would expire "
+                "while in use: give the store a longer ttl"
+            )
+        with self._lock:
+            if breaker.name in self._links:
+                raise ValueError(
+                    f"a breaker named {breaker.name!r} is already shared through this store; "
+                    "one store is one replica: give each replica its own store"
+                )
+            link = SharedLink(self, breaker)
+            self._links[breaker.name] = link
+        return link
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send everything recorded so far now and wait for the answers (at most *timeout*).
+
+        Returns whether it was done in time. For tests and for a clean shutdown; the store
+        flushes by itself otherwise.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._flush_asked += 1
+            wanted = self._flush_asked
+            self._wakeup.set()
+            while self._flush_done < wanted and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._flushed.wait(left)
+            return self._flush_done >= wanted
+
+    @property
+    def connected(self) -> bool:
+        """Whether every shared breaker currently follows the fleet (Redis answers)."""
+        return all(link.connected for link in list(self._links.values()))
+
+    def close(self) -> None:
+        """Stop sharing: pending outcomes are flushed (briefly), the breakers go on locally."""
+        if self._stop.is_set():
+            return
+        self.flush(timeout=max(0.5, 5 * self.timeout))
+        self._stop.set()
+        self._wakeup.set()
+        self._worker.join(5)
+        self._listener.join(5)
+        for link in list(self._links.values()):
+            link.close()
+        if self._url is not None and self._client is not None:
+            self._client.close()
+
+    def __enter__(self) -> SharedBreakerStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SharedBreakerStore replica={self.replica!r} breakers={len(self._links)}>"
+
+    # ------------------------------------------------------------ calls (no breaker lock held)
+
+    def wake(self) -> None:
+        """Ask the store's thread to look at its breakers now."""
+        self._wakeup.set()
+
+    def reachable(self) -> bool:
+        """Whether a call to Redis would be tried now (its breaker admits one)."""
+        return self.breaker.would_admit()
+
+    def call(self, link: SharedLink, op: str, *args: str) -> FleetState | None:
+        """Run *op* of the script for *link*'s breaker; the fleet's state, or ``None`` if
+        Redis did not answer (every breaker then follows its own rules)."""
+        answer = self.call_raw(link, op, *args)
+        return None if answer is None else answer[0]
+
+    def call_raw(
+        self, link: SharedLink, op: str, *args: str
+    ) -> tuple[FleetState, list[Any]] | None:
+        """:meth:`call`, with the rest of the script's reply as it came."""
+        keys = link.keys.all()
+        argv = [op, self.replica, uuid.uuid4().hex, link.keys.channel, *link.args, *args]
+        try:
+            reply: list[Any] = self.breaker.call(self._run, keys, argv)
+            fleet = FleetState.parse(reply[0])
+        except CircuitOpenError:
+            self._away("its breaker is open after a failed call")
+            return None
+        except Exception as exc:
+            self._away(f"{type(exc).__name__}: {exc}")
+            return None
+        link.exchanged_at = link.breaker._clock()
+        return fleet, reply[1:]
+
+    def _redis(self) -> Any:
+        """The client (made from the URL on first use)."""
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    assert self._url is not None
+                    self._client = _connect(self._url, self.timeout, self._cluster)
+                client = self._client
+        return client
+
+    def _run(self, keys: list[str], argv: list[str]) -> list[Any]:
+        script = self._script
+        if script is None:
+            script = self._script = self._redis().register_script(SCRIPT)
+        reply: list[Any] = script(keys=keys, args=argv)
+        return reply
+
+    def _away(self, why: str) -> None:
+        for link in list(self._links.values()):
+            link.disconnect(why)
+
+    # ------------------------------------------------------------ the store's two threads
+
+    def _work(self) -> None:
+        """Send what each breaker has due, every flush_interval or when woken."""
+        tick = min(self.flush_interval, self.sync_interval)
+        while not self._stop.is_set():
+            self._wakeup.wait(tick)
+            self._wakeup.clear()
+            with self._lock:
+                asked = self._flush_asked
+            force = asked > self._flush_done
+            for link in list(self._links.values()):
+                try:
+                    link.work(force=force)
+                except Exception:
+                    logger.exception(
+                        "shared breaker %r: the store's thread failed", link.breaker.name
+                    )
+            if force:
+                with self._lock:
+                    self._flush_done = asked
+                    self._flushed.notify_all()
+
+    def _listen(self) -> None:
+        """Hear the fleet's state changes (pub/sub), resubscribing after any failure."""
+        pubsub: Any = None
+        subscribed: set[str] = set()
+        pinged_at: float | None = None
+        last_heard = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
+                    subscribed = set()
+                    pinged_at = None
+                    last_heard = time.monotonic()
+                links = {link.keys.channel: link for link in list(self._links.values())}
+                new = [channel for channel in links if channel not in subscribed]
+                if new:
+                    pubsub.subscribe(*new)
+                    subscribed.update(new)
+                    for channel in new:  # what was published before is read by a sync
+                        links[channel].resync = True
+                    self._wakeup.set()
+                gone = [channel for channel in subscribed if channel not in links]
+                if gone:
+                    pubsub.unsubscribe(*gone)
+                    subscribed.difference_update(gone)
+                if not subscribed:
+                    self._stop.wait(0.05)
+                    continue
+                now = time.monotonic()
+                if pinged_at is None and now - last_heard >= self.sync_interval:
+                    pubsub.ping()  # a link cut without a reset says nothing: ask
+                    pinged_at = now
+                elif pinged_at is not None and now - pinged_at > self.sync_interval + self.timeout:
+                    raise TimeoutError("no answer to PING on the pub/sub connection")
+                message = pubsub.get_message(timeout=0.05)
+                if message is None:
+                    continue
+                last_heard = time.monotonic()
+                pinged_at = None
+                if message["type"] != "message":
+                    continue
+                channel = message["channel"]
+                link = links.get(channel.decode() if isinstance(channel, bytes) else channel)
+                if link is not None:
+                    link.receive(FleetState.parse(message["data"]))
+            except Exception as exc:
+                logger.debug("shared breakers: pub/sub connection lost (%r); reconnecting", exc)
+                if pubsub is not None:
+                    _quietly_close(pubsub)
+                    pubsub = None
+                self._stop.wait(self.reconnect_interval)
+        if pubsub is not None:
+            _quietly_close(pubsub)
+
+
+def _connect(url: str, timeout: float, cluster: bool) -> Any:
+    """A client for *url* with tight timeouts and no retries (the store's breaker retries)."""
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "SharedBreakerStore needs redis-py: pip install 'synapse-chaos[redis]'"
+        ) from exc
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _quietly_close(pubsub: Any) -> None:
+    try:
+        pubsub.close()
+    except Exception:
+        logger.debug("shared breakers: closing the pub/sub connection failed", exc_info=True)

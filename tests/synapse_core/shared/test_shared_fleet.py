@@ -1,0 +1,136 @@
+"""Breakers shared by replicas through a real Redis (one server, and a three-master cluster):
+one window for the whole fleet, probes limited fleet-wide, every transition reaching every
+replica, and the replicas in separate processes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from conftest import StoreFactory
+from shared_support import Replica, Target, wait_for
+
+from synapse_core import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, CircuitState
+from synapse_core.breaker import CircuitEvent, CircuitOpened
+
+OPEN, CLOSED, HALF_OPEN = CircuitState.OPEN, CircuitState.CLOSED, CircuitState.HALF_OPEN
+
+
+class Down(Exception):
+    pass
+
+
+def fail() -> None:
+    raise Down("the dependency failed")
+
+
+def ok() -> str:
+    return "ok"
+
+
+def outcome(breaker: CircuitBreaker, fn: Any) -> str:
+    """Call through the breaker; only the dependency's errors and rejections may come out."""
+    try:
+        breaker.call(fn)
+        return "ran"
+    except Down:
+        return "ran"
+    except CircuitOpenError:
+        return "rejected"
+
+
+def test_replicas_in_separate_processes_share_one_breaker(target: Target, prefix: str) -> None:
+    """Failures spread so that no replica alone reaches the threshold open every replica;
+    concurrent replicas get exactly half_open_max_calls probes between them; closing reaches
+    every replica; every replica's events name the replica that caused each transition."""
+    config = {
+        "failure_threshold": 6,
+        "minimum_requests": 1,
+        "recovery_timeout": 0.3,
+        "half_open_max_calls": 3,
+        "success_threshold": 1.0,
+    }
+    replicas = [Replica(target, prefix, f"replica-{i}", config) for i in range(3)]
+    try:
+        for replica in replicas:
+            replica.ready()
+        for replica in replicas:  # 2 each: a local breaker would need 6 of its own
+            assert replica.ask("fail", n=2) == {"ran": 2, "rejected": 0}
+        for replica in replicas:
+            assert replica.ask("wait", state="open", within=3.0)["ok"], replica.name
+        opened_by = set()
+        for replica in replicas:
+            opened = [e for e in replica.ask("events") if e["kind"] == "opened"]
+            assert len(opened) == 1, (replica.name, opened)
+            opened_by.add(opened[0]["replica"])
+        assert len(opened_by) == 1 and opened_by <= {r.name for r in replicas}, opened_by
+        stats = replicas[0].ask("stats")
+        assert stats["failure_count"] == 2  # this replica's own
+        assert stats["fleet"]["failure_count"] == 6  # the fleet's
+        assert stats["fleet"]["replicas"] == 3
+
+        time.sleep(0.35)  # past the recovery timeout: every replica may ask for a probe
+        for replica in replicas:  # four threads in each process call at the same moment
+            replica.send("probes", threads=4, hold=0.3)
+        results = [replica.read() for replica in replicas]
+        assert sum(r["admitted"] for r in results) == 3, results
+        assert sum(r["rejected"] for r in results) == 9, results
+        for replica in replicas:
+            assert replica.ask("wait", state="closed", within=3.0)["ok"], replica.name
+        for replica in replicas:
+            kinds = [e["kind"] for e in replica.ask("events")]
+            assert kinds[-1] == "closed", (replica.name, kinds)
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+def test_events_and_stats_say_who_did_what(make_store: StoreFactory) -> None:
+    """The tripping replica is named in every replica's event; stats keep each replica's own
+    counts apart from the fleet's."""
+    config = CircuitBreakerConfig(failure_threshold=3, minimum_requests=1, recovery_timeout=30)
+    breakers = [CircuitBreaker("ledger", config, store=make_store(f"r{i}")) for i in range(3)]
+    heard: dict[str, list[CircuitEvent]] = {}
+    for i, breaker in enumerate(breakers):
+        breaker.subscribe(heard.setdefault(f"r{i}", []).append)
+    assert outcome(breakers[0], ok) == "ran"
+    assert outcome(breakers[1], fail) == "ran"
+    assert outcome(breakers[1], fail) == "ran"
+    stores = [b._shared.store for b in breakers if b._shared is not None]
+    for store in stores:  # successes wait for the next sync unless a rate rule needs them
+        store.flush()
+    assert breakers[2].state is CLOSED
+    assert outcome(breakers[2], fail) == "ran"  # the third failure, on another replica
+    assert wait_for(lambda: all(b.state is OPEN for b in breakers), 3.0)
+    for events in heard.values():
+        opened = [e for e in events if isinstance(e, CircuitOpened)]
+        assert len(opened) == 1
+        assert opened[0].replica == "r2"
+        assert opened[0].reason == "3 failures in 4 calls within 30s (threshold 3)"
+    assert outcome(breakers[0], ok) == "rejected"
+    local = breakers[1].stats()
+    assert (local.failure_count, local.success_count) == (2, 0)
+    assert local.fleet is not None
+    assert local.fleet.connected and local.fleet.state is OPEN and local.fleet.caused_by == "r2"
+    assert (local.fleet.failure_count, local.fleet.success_count) == (3, 1)
+    assert local.to_dict()["fleet"]["state"] == "open"
+    # Rejections are counted where they happened and summed in the fleet.
+    for store in stores:
+        store.flush()
+    assert breakers[0].stats().rejection_count == 1
+    assert breakers[2].stats().fleet.rejection_count == 1  # type: ignore[union-attr]
+
+
+def test_forced_states_and_reset_reach_every_replica(make_store: StoreFactory) -> None:
+    config = CircuitBreakerConfig(failure_threshold=2, recovery_timeout=30)
+    breakers = [CircuitBreaker("mail", config, store=make_store(f"r{i}")) for i in range(2)]
+    breakers[0].force_open("maintenance")
+    assert wait_for(lambda: breakers[1].state is OPEN, 3.0)
+    assert breakers[1].stats().forced and breakers[1].retry_after == float("inf")
+    breakers[1].force_close()
+    assert wait_for(lambda: breakers[0].state is CLOSED, 3.0)
+    assert outcome(breakers[0], fail) == outcome(breakers[1], fail) == "ran"
+    assert wait_for(lambda: all(b.state is OPEN for b in breakers), 3.0)
+    breakers[0].reset()
+    assert wait_for(lambda: breakers[1].state is CLOSED, 3.0)
