@@ -220,30 +220,33 @@ class SharedLink:
 
     # ------------------------------------------------------------ the store's thread
 
-    def work(self, *, force: bool = False) -> None:
-        """Send what is due: a control operation, probe reports, outcomes, a periodic sync."""
+    def work(self, *, force: bool = False) -> bool:
+        """Send what is due: a control operation, probe reports, outcomes, a periodic sync.
+
+        Returns whether the fleet has everything (nothing left unsent, Redis answering).
+        """
         if self.closed:
-            return
+            return False
         if not self.connected:
             self._reconnect()
-            return
+            return False
         if self.pending is not None and not self._send_command():
-            return
+            return False
         while self.reports:
             token, epoch, report = self.reports[0]
             fleet = self.store.call(self, "report", token, str(epoch), report)
             if fleet is None:
-                return
+                return False
             self.reports.popleft()
             self._receive(fleet)
-        self._flush(force=force)
+        return self._flush(force=force)
 
-    def _flush(self, *, force: bool) -> None:
+    def _flush(self, *, force: bool) -> bool:
         breaker = self.breaker
         with breaker._lock:
             batch = self._take(breaker._clock(), force=force)
         if batch is None:
-            return
+            return self.connected
         fleet_epoch, token, successes, failures, slow, rejections = batch
         answer = self.store.call_raw(
             self,
@@ -258,7 +261,7 @@ class SharedLink:
         if answer is None:
             with breaker._lock:  # sent nowhere: they go with the next flush
                 self._give_back(successes, failures, slow, rejections)
-            return
+            return False
         fleet, rest = answer
         if not fleet.applied and fleet.token != token:
             with breaker._lock:  # a new fleet state (the store lost its data): merge them
@@ -291,6 +294,7 @@ class SharedLink:
                 if breaker._state is _CLOSED:
                     breaker._assess(breaker._clock())  # successes take the lock while armed
         self._receive(fleet)
+        return self.connected
 
     def _take(self, now: float, *, force: bool) -> tuple[int, str, int, int, int, int] | None:
         """The batch to flush now, if one is due (lock held); its counts leave the tally."""

@@ -132,6 +132,7 @@ class SharedBreakerStore:
         self._flushed = threading.Condition(self._lock)
         self._flush_asked = 0
         self._flush_done = 0
+        self._flush_sent = False
         self._worker = threading.Thread(
             target=self._work, name=f"synapse-store-{replica}", daemon=True
         )
@@ -166,8 +167,9 @@ class SharedBreakerStore:
     def flush(self, timeout: float = 5.0) -> bool:
         """Send everything recorded so far now and wait for the answers (at most *timeout*).
 
-        Returns whether it was done in time. For tests and for a clean shutdown; the store
-        flushes by itself otherwise.
+        Returns whether Redis took it all in time (``False`` also while it is unreachable:
+        the breakers then follow their own rules, and keep what they could not send). For
+        tests and for a clean shutdown; the store flushes by itself otherwise.
         """
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -179,7 +181,7 @@ class SharedBreakerStore:
                 if left <= 0:
                     return False
                 self._flushed.wait(left)
-            return self._flush_done >= wanted
+            return self._flush_done >= wanted and self._flush_sent
 
     @property
     def connected(self) -> bool:
@@ -276,16 +278,19 @@ class SharedBreakerStore:
             with self._lock:
                 asked = self._flush_asked
             force = asked > self._flush_done
+            sent = True
             for link in list(self._links.values()):
                 try:
-                    link.work(force=force)
+                    sent = link.work(force=force) and sent
                 except Exception:
+                    sent = False
                     logger.exception(
                         "shared breaker %r: the store's thread failed", link.breaker.name
                     )
             if force:
                 with self._lock:
                     self._flush_done = asked
+                    self._flush_sent = sent
                     self._flushed.notify_all()
 
     def _listen(self) -> None:

@@ -5,6 +5,7 @@ server started here is stopped by whoever started it (and dies with this process
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -110,7 +111,7 @@ class RedisServer:
             )
             client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
             try:
-                wait_for(lambda: self._answers(client) is not None, 10, 0.01)
+                wait_for(functools.partial(self._started, client), 10, 0.01)
                 if self._answers(client):
                     self.port = port
                     return self
@@ -120,6 +121,9 @@ class RedisServer:
             if self.port:
                 time.sleep(0.1)  # the old one still holds the port: try the same one again
         raise RuntimeError("redis-server did not start on a free port in 5 attempts")
+
+    def _started(self, client: redis.Redis) -> bool:
+        return self._answers(client) is not None
 
     def _answers(self, client: redis.Redis) -> bool | None:
         """True: it answers; False: it exited; None: not yet."""
@@ -169,7 +173,7 @@ class ThreeMasterCluster:
                 "--cluster-replicas",
                 "0",
                 "--cluster-yes",
-            ],  # fmt: skip
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
 from conftest import StoreFactory
 from shared_support import Replica, Target, wait_for
 
@@ -64,7 +63,8 @@ def test_replicas_in_separate_processes_share_one_breaker(target: Target, prefix
             opened = [e for e in replica.ask("events") if e["kind"] == "opened"]
             assert len(opened) == 1, (replica.name, opened)
             opened_by.add(opened[0]["replica"])
-        assert len(opened_by) == 1 and opened_by <= {r.name for r in replicas}, opened_by
+        assert len(opened_by) == 1, opened_by
+        assert opened_by <= {r.name for r in replicas}, opened_by
         stats = replicas[0].ask("stats")
         assert stats["failure_count"] == 2  # this replica's own
         assert stats["fleet"]["failure_count"] == 6  # the fleet's
@@ -112,7 +112,9 @@ def test_events_and_stats_say_who_did_what(make_store: StoreFactory) -> None:
     local = breakers[1].stats()
     assert (local.failure_count, local.success_count) == (2, 0)
     assert local.fleet is not None
-    assert local.fleet.connected and local.fleet.state is OPEN and local.fleet.caused_by == "r2"
+    assert local.fleet.connected
+    assert local.fleet.state is OPEN
+    assert local.fleet.caused_by == "r2"
     assert (local.fleet.failure_count, local.fleet.success_count) == (3, 1)
     assert local.to_dict()["fleet"]["state"] == "open"
     # Rejections are counted where they happened and summed in the fleet.
@@ -127,7 +129,8 @@ def test_forced_states_and_reset_reach_every_replica(make_store: StoreFactory) -
     breakers = [CircuitBreaker("mail", config, store=make_store(f"r{i}")) for i in range(2)]
     breakers[0].force_open("maintenance")
     assert wait_for(lambda: breakers[1].state is OPEN, 3.0)
-    assert breakers[1].stats().forced and breakers[1].retry_after == float("inf")
+    assert breakers[1].stats().forced
+    assert breakers[1].retry_after == float("inf")
     breakers[1].force_close()
     assert wait_for(lambda: breakers[0].state is CLOSED, 3.0)
     assert outcome(breakers[0], fail) == outcome(breakers[1], fail) == "ran"
