@@ -42,6 +42,20 @@ class Keys:
             *(f"{base}:{part}" for part in ("state", "window", "probes", "replicas", "events"))
         )
 
+    @staticmethod
+    def pattern(prefix: str) -> str:
+        """The channels of every breaker of *prefix* (one ``PSUBSCRIBE`` hears them all)."""
+        return f"{prefix}:{SCHEMA}:*:events"
+
+    @staticmethod
+    def name_of(channel: bytes | str, prefix: str) -> str | None:
+        """The breaker a channel of *prefix* belongs to (``None``: not one of ours)."""
+        text = channel.decode() if isinstance(channel, bytes) else channel
+        head, tail = f"{prefix}:{SCHEMA}:{{", "}:events"
+        if not (text.startswith(head) and text.endswith(tail)):
+            return None
+        return text[len(head) : -len(tail)]
+
     def all(self) -> list[str]:
         """The four keys, in the order the script takes them."""
         return [self.state, self.window, self.probes, self.replicas]

@@ -162,6 +162,7 @@ class SharedLink:
 
     def start(self) -> None:
         """The breaker is ready: sync with the fleet now (a failure leaves it local)."""
+        self.store.listening()  # first hear changes, then read the state: none falls between
         self._reconnect()
 
     def close(self) -> None:
@@ -267,7 +268,9 @@ class SharedLink:
             with breaker._lock:  # a new fleet state (the store lost its data): merge them
                 self._give_back(successes, failures, slow, 0)
         verdict = None
-        if fleet.applied and len(rest) > 1:
+        # The script sends the stored window back whenever the batch or the window holds a
+        # failure or a slow call: nothing else can trip it.
+        if fleet.applied and (failures or slow or len(rest) > 1):
             index = float(int(rest[0]))
             verdict = judge(
                 self.config, parse_buckets(rest[1:]), index, (successes, failures, slow)

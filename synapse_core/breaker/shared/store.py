@@ -12,7 +12,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from synapse_core.breaker.config import CircuitBreakerConfig
-from synapse_core.breaker.shared.fleet import SCRIPT, FleetState
+from synapse_core.breaker.shared.fleet import SCRIPT, FleetState, Keys
 from synapse_core.breaker.shared.link import SharedLink
 from synapse_core.errors import CircuitOpenError
 
@@ -86,9 +86,10 @@ class SharedBreakerStore:
                 raise ValueError(f"{field} must be a number of seconds > 0, got {value!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
-        if not isinstance(prefix, str) or not prefix or set(prefix) & set("{} "):
+        if not isinstance(prefix, str) or not prefix or set(prefix) & set("{}[]*?\\ "):
             raise ValueError(
-                f"prefix must be a non-empty str without braces or spaces, got {prefix!r}"
+                "prefix must be a non-empty str without spaces, braces or glob characters "
+                f"([]*?\\), got {prefix!r}"
             )
         if replica is None:
             replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:4]}"
@@ -128,6 +129,7 @@ class SharedBreakerStore:
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._wakeup = threading.Event()
+        self._listening = threading.Event()
         self._stop = threading.Event()
         self._flushed = threading.Condition(self._lock)
         self._flush_asked = 0
@@ -217,6 +219,10 @@ class SharedBreakerStore:
         """Ask the store's thread to look at its breakers now."""
         self._wakeup.set()
 
+    def listening(self) -> bool:
+        """Wait (at most ``timeout``) until state changes can be heard; whether they can."""
+        return self._listening.wait(self.timeout)
+
     def reachable(self) -> bool:
         """Whether a call to Redis would be tried now (its breaker admits one)."""
         return self.breaker.would_admit()
@@ -294,51 +300,45 @@ class SharedBreakerStore:
                     self._flushed.notify_all()
 
     def _listen(self) -> None:
-        """Hear the fleet's state changes (pub/sub), resubscribing after any failure."""
+        """Hear the fleet's state changes (pub/sub), resubscribing after any failure.
+
+        One pattern covers every breaker of this prefix, present and future: a breaker made
+        later hears from its first moment, and nothing is subscribed per breaker.
+        """
+        pattern = Keys.pattern(self.prefix)
         pubsub: Any = None
-        subscribed: set[str] = set()
         pinged_at: float | None = None
         last_heard = time.monotonic()
         while not self._stop.is_set():
             try:
                 if pubsub is None:
                     pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
-                    subscribed = set()
+                    pubsub.psubscribe(pattern)
                     pinged_at = None
                     last_heard = time.monotonic()
-                links = {link.keys.channel: link for link in list(self._links.values())}
-                new = [channel for channel in links if channel not in subscribed]
-                if new:
-                    pubsub.subscribe(*new)
-                    subscribed.update(new)
-                    for channel in new:  # what was published before is read by a sync
-                        links[channel].resync = True
+                    # What was published while nobody listened is read by a sync.
+                    for link in list(self._links.values()):
+                        link.resync = True
                     self._wakeup.set()
-                gone = [channel for channel in subscribed if channel not in links]
-                if gone:
-                    pubsub.unsubscribe(*gone)
-                    subscribed.difference_update(gone)
-                if not subscribed:
-                    self._stop.wait(0.05)
-                    continue
+                    self._listening.set()
                 now = time.monotonic()
                 if pinged_at is None and now - last_heard >= self.sync_interval:
                     pubsub.ping()  # a link cut without a reset says nothing: ask
                     pinged_at = now
                 elif pinged_at is not None and now - pinged_at > self.sync_interval + self.timeout:
                     raise TimeoutError("no answer to PING on the pub/sub connection")
-                message = pubsub.get_message(timeout=0.05)
+                message = pubsub.get_message(timeout=0.1)
                 if message is None:
                     continue
                 last_heard = time.monotonic()
                 pinged_at = None
-                if message["type"] != "message":
+                if message["type"] != "pmessage":
                     continue
-                channel = message["channel"]
-                link = links.get(channel.decode() if isinstance(channel, bytes) else channel)
+                link = self._links.get(Keys.name_of(message["channel"], self.prefix))
                 if link is not None:
                     link.receive(FleetState.parse(message["data"]))
             except Exception as exc:
+                self._listening.clear()
                 logger.debug("shared breakers: pub/sub connection lost (%r); reconnecting", exc)
                 if pubsub is not None:
                     _quietly_close(pubsub)
