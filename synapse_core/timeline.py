@@ -161,6 +161,9 @@ class Timeline:
             state = state or event.state.value
         elif isinstance(event, ExternalTriggerActivated):
             detail = {"trigger": event.trigger_name}
+        replica = getattr(event, "replica", None)
+        if replica is not None:  # a shared breaker: the replica that caused the transition
+            detail["replica"] = replica
         record = BreakerRecord(
             breaker=event.breaker_name,
             kind=event.kind,

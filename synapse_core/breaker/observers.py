@@ -84,7 +84,8 @@ def transition_of(event: CircuitEvent) -> tuple[CircuitState, CircuitState, str]
 
 def transition_fields(event: CircuitEvent) -> dict[str, Any]:
     """``breaker``, ``from_state``, ``to_state``, ``reason`` (and ``failure_count`` for an
-    opening) of a transition event, as the logs, the health endpoints and tracing report it."""
+    opening, ``replica`` for a breaker shared through a store) of a transition event, as the
+    logs, the health endpoints and tracing report it."""
     source, target, reason = transition_of(event)
     fields: dict[str, Any] = {
         "breaker": event.breaker_name,
@@ -94,6 +95,9 @@ def transition_fields(event: CircuitEvent) -> dict[str, Any]:
     }
     if isinstance(event, CircuitOpened):
         fields["failure_count"] = event.failure_count
+    replica = getattr(event, "replica", None)
+    if replica is not None:
+        fields["replica"] = replica
     return fields
 
 

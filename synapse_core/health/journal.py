@@ -25,7 +25,9 @@ class Transition:
 
     ``seq`` numbers the breaker's transitions seen by this journal (1, 2, ...); ``at`` is the
     event's time on the breaker's clock; ``observed`` is ``time.monotonic()`` and ``time`` the
-    wall clock (Unix seconds) when the journal heard of it.
+    wall clock (Unix seconds) when the journal heard of it. ``replica`` names the replica that
+    caused it, for a breaker shared through a store (``None`` otherwise, and left out of the
+    JSON).
     """
 
     breaker: str
@@ -37,6 +39,7 @@ class Transition:
     at: float
     observed: float
     time: float
+    replica: str | None = None
 
     def to_json(self, now: float | None = None) -> dict[str, Any]:
         """The JSON object; with *now* (``time.monotonic()``), its ``age_seconds`` then."""
@@ -50,6 +53,8 @@ class Transition:
         }
         if now is not None:
             data["age_seconds"] = round(max(0.0, now - self.observed), 6)
+        if self.replica is not None:
+            data["replica"] = self.replica
         return data
 
 
@@ -104,6 +109,7 @@ class TransitionJournal:
                 event.timestamp,
                 time.monotonic(),
                 time.time(),
+                fields.get("replica"),
             )
             history.recent.append(entry)
         if self._on_transition is not None:

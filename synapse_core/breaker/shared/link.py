@@ -80,6 +80,7 @@ class SharedLink:
             or config.minimum_requests > config.failure_threshold
         )
         self.connected = False
+        self.away = False  # this replica fell back to its own rules (and said so)
         self.closed = False
         self.fleet: FleetState | None = None
         self.synced_epoch = -1
@@ -385,24 +386,26 @@ class SharedLink:
         breaker = self.breaker
         with breaker._lock:
             self.connected = True
+            self.away = False
             self.resync = False
             self.reports.clear()
             push = self._apply(fleet, breaker._clock(), rejoining=True)
             if breaker._state is _CLOSED:
                 breaker._assess(breaker._clock())  # the fleet's rule judges from now on
         breaker._deliver()
-        log.info(
-            "shared breaker %r: replica %s rejoined the fleet (fleet %s, here %s)",
-            breaker.name,
-            self.replica,
-            fleet.state.value,
-            breaker._state.value,
-            extra={
-                "synapse_event": "breaker.store_rejoined",
-                "breaker": breaker.name,
-                "replica": self.replica,
-            },
-        )
+        if self.fallbacks:  # joining at creation is not news
+            log.info(
+                "shared breaker %r: replica %s rejoined the fleet (fleet %s, here %s)",
+                breaker.name,
+                self.replica,
+                fleet.state.value,
+                breaker._state.value,
+                extra={
+                    "synapse_event": "breaker.store_rejoined",
+                    "breaker": breaker.name,
+                    "replica": self.replica,
+                },
+            )
         if push:
             self._push_open()
 
@@ -410,10 +413,12 @@ class SharedLink:
         """The store did not answer: this replica judges its own outcomes until it does."""
         breaker = self.breaker
         with breaker._lock:
-            if not self.connected:
+            if self.away:
                 return
             self.connected = False
-            self.fallbacks += 1
+            self.away = True
+            if not self.closed:
+                self.fallbacks += 1
             self.fleet_armed = False
             now = breaker._clock()
             if breaker._state is _HALF_OPEN and breaker._epoch == self.synced_epoch:
