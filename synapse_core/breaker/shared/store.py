@@ -334,9 +334,10 @@ class SharedBreakerStore:
                 pinged_at = None
                 if message["type"] != "pmessage":
                     continue
-                link = self._links.get(Keys.name_of(message["channel"], self.prefix))
-                if link is not None:
-                    link.receive(FleetState.parse(message["data"]))
+                name = Keys.name_of(message["channel"], self.prefix)
+                heard = None if name is None else self._links.get(name)
+                if heard is not None:
+                    heard.receive(FleetState.parse(message["data"]))
             except Exception as exc:
                 self._listening.clear()
                 logger.debug("shared breakers: pub/sub connection lost (%r); reconnecting", exc)
