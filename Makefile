@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synapse-installed
 
-.PHONY: test demo breaker-demo lint bench format clean serve system-deps image docker-demo
+.PHONY: test demo breaker-demo shared-breaker-demo lint bench format clean serve system-deps image docker-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ docker-demo: image
 
 breaker-demo: $(STAMP)
 	$(PY) examples/circuit_breaker_demo.py
+
+# Three replica processes sharing one breaker through a redis-server it starts (or REDIS_URL).
+shared-breaker-demo: $(STAMP) system-deps
+	$(PY) examples/shared_breaker/demo.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
