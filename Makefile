@@ -50,8 +50,9 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(PY) benchmarks/bench_breaker.py
+	$(PY) benchmarks/bench_shared_breaker.py
 	$(PY) benchmarks/bench_proxy.py
 	$(PY) benchmarks/bench_chaos_tests.py
 	$(PY) benchmarks/bench_transport.py

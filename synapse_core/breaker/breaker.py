@@ -80,6 +80,8 @@ class CircuitBreaker:
     The call whose failure trips the breaker raises its own exception. No lock is held while the
     guarded code runs. ``clock`` is any zero-argument callable returning monotonic seconds
     (``time.monotonic`` by default; pass a :class:`~synapse_core.VirtualClock` in tests).
+    ``store`` shares the breaker with the other replicas of a service that use the same store
+    and name (``synapse_core.breaker.shared.SharedBreakerStore``; docs/shared-breakers.md).
     """
 
     __slots__ = (

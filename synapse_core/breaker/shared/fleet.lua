@@ -140,7 +140,8 @@ end
 local extra = {}
 local granted, applied = 0, 0
 if op == 'flush' then
-  -- ARGV 15 token, 16 epoch, 17 successes, 18 failures, 19 slow, 20 rejections
+  -- ARGV 15 token, 16 epoch, 17 successes, 18 failures, 19 slow, 20 rejections, 21 whether
+  -- the caller judges by bucket (a rate rule: ageing matters) or by the totals
   local succ, fail, slow, rej = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
   n_ok, n_fail, n_rej = n_ok + succ, n_fail + fail, n_rej + rej
   changed = true
@@ -173,7 +174,7 @@ if op == 'flush' then
     redis.call('PEXPIRE', KEYS[2], TTL)
     count_window(index)
     -- Only failures and slow calls can trip a window: without any, the caller needs no more.
-    if bad_calls > 0 then
+    if bad_calls > 0 and ARGV[21] == '1' then
       for i = 1, #kept do extra[#extra + 1] = kept[i] end
     end
   else

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from synapse_core.breaker.config import CircuitBreakerConfig
 from synapse_core.breaker.rule import Assessment, TripRule
 from synapse_core.breaker.shared.fleet import FleetState, Keys, config_args
-from synapse_core.breaker.shared.verdict import judge, parse_buckets
+from synapse_core.breaker.shared.verdict import judge, judge_totals, parse_buckets
 from synapse_core.breaker.state import CircuitState
 from synapse_core.breaker.stats import FleetStats
 from synapse_core.breaker.store import Command, ProbeReport
@@ -72,6 +72,11 @@ class SharedLink:
         self.keys = Keys.of(store.prefix, breaker.name)
         self.width = config.failure_window / WINDOW_BUCKETS
         self.args, self.fingerprint = config_args(config, ttl=store.ttl, alive_for=store.alive_for)
+        # Without a rate rule the verdict depends on the window's totals only (and ageing
+        # never trips it): the script need not send the window's buckets.
+        self.by_bucket = (
+            config.failure_rate_threshold is not None or config.slow_call_rate_threshold is not None
+        )
         # Without a rate rule, and with minimum_requests <= failure_threshold, successes can
         # never change the fleet's verdict: they travel with failures and the periodic sync.
         self.successes_matter = (
@@ -112,17 +117,16 @@ class SharedLink:
             self.failures += 1
         if slow:
             self.slow += 1
+        if self.urgent or not self.connected:
+            return  # a flush is already asked for, or nobody to send it to
         if not (failed or slow):
-            if self.fleet_armed and self.connected:
-                self.urgent = True  # this success may complete the fleet's minimum_requests
+            if self.fleet_armed:  # this success may complete the fleet's minimum_requests
+                self.urgent = True
                 self.store.wake()
             return
-        if not self.connected:
-            return
-        now = self.breaker._clock()
         if (
             self.failures + self.slow >= self.store.max_batch
-            or now - self.flushed_at >= self.store.flush_interval
+            or self.breaker._clock() - self.flushed_at >= self.store.flush_interval
             or self._could_trip()
         ):
             self.urgent = True
@@ -259,6 +263,7 @@ class SharedLink:
             str(failures),
             str(slow),
             str(rejections),
+            "1" if self.by_bucket else "0",
         )
         if answer is None:
             with breaker._lock:  # sent nowhere: they go with the next flush
@@ -271,7 +276,12 @@ class SharedLink:
         verdict = None
         # The script sends the stored window back whenever the batch or the window holds a
         # failure or a slow call: nothing else can trip it.
-        if fleet.applied and (failures or slow or len(rest) > 1):
+        if not fleet.applied:
+            pass
+        elif not self.by_bucket:
+            if fleet.window is not None and (fleet.window[1] or fleet.window[2]):
+                verdict = judge_totals(self.config, fleet.window)
+        elif failures or slow or len(rest) > 1:
             index = float(int(rest[0]))
             verdict = judge(
                 self.config, parse_buckets(rest[1:]), index, (successes, failures, slow)

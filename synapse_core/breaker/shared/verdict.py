@@ -74,5 +74,18 @@ def judge(
     return Verdict(None, armed)
 
 
+def judge_totals(config: CircuitBreakerConfig, totals: tuple[int, int, int]) -> Verdict:
+    """:func:`judge` for a config without rate rules, from the window's totals after the
+    flush ``(outcomes, failures, slow)``: only counts matter, and ageing never trips it."""
+    outcomes, failures, slow = totals
+    window = SlidingWindow.restore(
+        config.failure_window, [(0.0, outcomes - failures, failures, slow)]
+    )
+    reason, _, armed = TripRule(config).assess(window)
+    if reason is not None:
+        return Verdict(Trip(reason, failures, None), False)
+    return Verdict(None, armed)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
