@@ -238,12 +238,19 @@ class SharedLink:
             return False
         if self.pending is not None and not self._send_command():
             return False
-        while self.reports:
-            token, epoch, report = self.reports[0]
+        breaker = self.breaker
+        while True:
+            with breaker._lock:  # disconnect() may clear them meanwhile
+                if not self.reports:
+                    break
+                head = self.reports[0]
+            token, epoch, report = head
             fleet = self.store.call(self, "report", token, str(epoch), report)
             if fleet is None:
                 return False
-            self.reports.popleft()
+            with breaker._lock:
+                if self.reports and self.reports[0] is head:
+                    self.reports.popleft()
             self._receive(fleet)
         return self._flush(force=force)
 

@@ -11,7 +11,12 @@ from conftest import StoreFactory
 from shared_support import Replica, Target, wait_for
 
 from synapse_core import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, CircuitState
-from synapse_core.breaker import CircuitEvent, CircuitOpened
+from synapse_core.breaker import (
+    CircuitEvent,
+    CircuitOpened,
+    LatencyTrigger,
+    TransportMetrics,
+)
 
 OPEN, CLOSED, HALF_OPEN = CircuitState.OPEN, CircuitState.CLOSED, CircuitState.HALF_OPEN
 
@@ -137,3 +142,18 @@ def test_forced_states_and_reset_reach_every_replica(make_store: StoreFactory) -
     assert wait_for(lambda: all(b.state is OPEN for b in breakers), 3.0)
     breakers[0].reset()
     assert wait_for(lambda: breakers[1].state is CLOSED, 3.0)
+
+
+def test_an_external_trigger_on_one_replica_opens_the_fleet(make_store: StoreFactory) -> None:
+    """A trigger trips the fleet; it holds probes only where it fired (documented)."""
+    config = CircuitBreakerConfig(recovery_timeout=0.05)
+    here, there = (CircuitBreaker("link", config, store=make_store(n)) for n in ("here", "there"))
+    here.add_trigger(LatencyTrigger(max_latency=0.1, samples_required=1))
+    assert here.check_external_triggers(TransportMetrics(latency=1.0))
+    assert wait_for(lambda: there.state is OPEN, 3.0)
+    opened = there.stats().fleet
+    assert opened is not None
+    assert opened.caused_by == "here"
+    assert wait_for(lambda: not here.would_admit() and there.would_admit(), 3.0)
+    assert here.stats().waiting_for is not None
+    assert "external trigger" in here.stats().waiting_for  # type: ignore[operator]
