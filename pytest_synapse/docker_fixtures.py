@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_synapse.fixtures import _run
+from pytest_synapse.session import run_of, settings_of
 
 if TYPE_CHECKING:
     from chaos.docker import Container, Network
@@ -30,8 +30,6 @@ def _engine_or_skip() -> None:
 
 def _docker_session(config: pytest.Config) -> bool:
     """True when the session's chaos backend is the docker one."""
-    from pytest_synapse.plugin import settings_of
-
     value = settings_of(config).toxiproxy.value
     return isinstance(value, str) and value.strip().lower() == "docker"
 
@@ -75,7 +73,7 @@ def container(request: pytest.FixtureRequest) -> Iterator[ContainerFactory]:
     _engine_or_skip()
     from chaos.docker import start_container
 
-    run = _run(request)
+    run = run_of(request)
     started: list[Container] = []
 
     def make(
@@ -129,7 +127,7 @@ def chaos_container(request: pytest.FixtureRequest) -> Iterator[Callable[[object
     _engine_or_skip()
     from chaos.docker import Container
 
-    run = _run(request)
+    run = run_of(request)
     handles: list[Container] = []
 
     def wrap(obj: object) -> Container:
@@ -158,7 +156,7 @@ def compose_stack(request: pytest.FixtureRequest) -> Iterator[ComposeFactory]:
     _engine_or_skip()
     from chaos.docker.compose import ComposeStack
 
-    run = _run(request)
+    run = run_of(request)
     stacks: list[ComposeStack] = []
 
     def make(

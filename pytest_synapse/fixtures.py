@@ -14,7 +14,8 @@ from pytest_synapse import assertions
 from pytest_synapse.poller import BreakerStatePoller, PolledState
 from pytest_synapse.remote import RemoteBreakers
 from pytest_synapse.render import side_by_side
-from pytest_synapse.run import MeasuredBreaker, TestRun, current_run
+from pytest_synapse.run import MeasuredBreaker, TestRun
+from pytest_synapse.session import run_of, session_of, settings_of
 from synapse_core import CircuitBreaker, CircuitBreakerConfig, Timeline, VirtualClock
 
 if TYPE_CHECKING:
@@ -25,32 +26,13 @@ if TYPE_CHECKING:
     from chaos.scenario import Scenario
 
 
-def _run(request: pytest.FixtureRequest, *, virtual: bool = False) -> TestRun:
-    """The test's recording; *virtual*: the caller needs the timeline on the virtual clock."""
-    run = current_run()
-    if run is None or run.nodeid != request.node.nodeid:
-        from pytest_synapse.plugin import session_of
-
-        session = session_of(request.config)
-        if session is None or not isinstance(request.node, pytest.Item):
-            raise RuntimeError(
-                "Synapse fixtures need the pytest_synapse plugin's per-test hooks; "
-                "is the plugin disabled with -p no:synapse?"
-            )
-        # Asked for late (request.getfixturevalue): collection did not see the fixture name.
-        return session.start_run(request.node, virtual=virtual)
-    if virtual:
-        run.use_virtual_clock()
-    return run
-
-
 @pytest.fixture
 def virtual_clock(request: pytest.FixtureRequest) -> VirtualClock:
     """The test's virtual clock: starts at 0, moves only with ``advance()``.
 
     Breakers from ``circuit_breaker`` run on it, and the test's timeline uses it.
     """
-    return _run(request, virtual=True).virtual_clock
+    return run_of(request, virtual=True).virtual_clock
 
 
 BreakerFactory = Callable[..., CircuitBreaker]
@@ -66,7 +48,7 @@ def circuit_breaker(request: pytest.FixtureRequest, virtual_clock: VirtualClock)
     scoped to the test; asking again for a name returns the same breaker (by name alone, or
     with the same settings; different settings raise ``ValueError``).
     """
-    run = _run(request)
+    run = run_of(request)
 
     def make(
         name: str, config: CircuitBreakerConfig | None = None, **config_fields: Any
@@ -217,7 +199,7 @@ class BreakerTimeline:
 @pytest.fixture
 def breaker_timeline(request: pytest.FixtureRequest) -> Iterator[BreakerTimeline]:
     """The test's :class:`BreakerTimeline`: breaker events next to the fault timeline."""
-    view = BreakerTimeline(_run(request))
+    view = BreakerTimeline(run_of(request))
     try:
         yield view
     finally:
@@ -244,7 +226,6 @@ def synapse_backend(pytestconfig: pytest.Config) -> Iterator[Backend]:
     """The session's Toxiproxy backend (``--synapse-toxiproxy``): one per xdist worker."""
     from chaos import ChaosError
     from chaos.backends import resolve_backend
-    from pytest_synapse.plugin import settings_of
 
     settings = settings_of(pytestconfig)
     problem = None
@@ -290,9 +271,8 @@ def chaos_proxy(request: pytest.FixtureRequest, synapse_backend: Backend) -> Ite
     nothing here can tell a live session's proxy from an abandoned one.
     """
     from chaos.errors import ProxyExists
-    from pytest_synapse.plugin import session_of
 
-    run = _run(request)
+    run = run_of(request)
     made: list[Proxy] = []
     shared = synapse_backend.kind != "embedded"  # embedded: one server per worker
     session = session_of(request.config)
@@ -358,7 +338,7 @@ def chaos_scenario(
     from chaos.runner import ScenarioRunner
     from chaos.scenario import Scenario, load_scenario
 
-    run = _run(request)
+    run = run_of(request)
     from pytest_synapse.markers import chaos_settings, proxies_problem
 
     marked = chaos_settings(request.node)

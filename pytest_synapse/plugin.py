@@ -20,22 +20,6 @@ import pytest
 
 from pytest_synapse import gates as gates_mod
 from pytest_synapse import junit
-from pytest_synapse.docker_fixtures import (  # noqa: F401  (registered by import)
-    chaos_container,
-    compose_stack,
-    container,
-    docker_network,
-)
-from pytest_synapse.fixtures import (  # noqa: F401  (fixtures are registered by import)
-    breaker_timeline,
-    chaos_proxy,
-    chaos_scenario,
-    circuit_breaker,
-    remote_breakers,
-    synapse_backend,
-    toxiproxy,
-    virtual_clock,
-)
 from pytest_synapse.interrupt import TermHandler
 from pytest_synapse.ledger import WorkerLedger, read_ledger, remove_proxies
 from pytest_synapse.markers import chaos_settings, validate_chaos_markers
@@ -43,22 +27,10 @@ from pytest_synapse.metrics import MetricValue, compute
 from pytest_synapse.options import SynapseSettings, add_options, resolve
 from pytest_synapse.records import TestRecord
 from pytest_synapse.run import TestRun, set_current
+from pytest_synapse.session import SESSION, SYNAPSE_FIXTURES, VIRTUAL_CLOCK_FIXTURES, settings_of
 
-SYNAPSE_FIXTURES = frozenset(
-    {
-        "virtual_clock",
-        "circuit_breaker",
-        "breaker_timeline",
-        "remote_breakers",
-        "chaos_proxy",
-        "toxiproxy",
-        "chaos_scenario",
-        "synapse_backend",
-        "container",
-        "chaos_container",
-        "compose_stack",
-    }
-)
+# The fixtures are registered as plugins of their own (nothing here imports them).
+pytest_plugins = ("pytest_synapse.fixtures", "pytest_synapse.docker_fixtures")
 
 
 class SynapseSession:
@@ -107,7 +79,7 @@ class SynapseSession:
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         if self.wants(item):
             names = set(getattr(item, "fixturenames", ()))
-            self.start_run(item, virtual=bool(names & {"virtual_clock", "circuit_breaker"}))
+            self.start_run(item, virtual=bool(names & VIRTUAL_CLOCK_FIXTURES))
         yield
 
     def start_run(self, item: pytest.Item, *, virtual: bool) -> TestRun:
@@ -493,18 +465,6 @@ is one the user declared broken."""
 
 # ------------------------------------------------------------------------ module-level hooks
 
-_STATE = pytest.StashKey[SynapseSession]()
-
-
-def session_of(config: pytest.Config) -> SynapseSession | None:
-    """The plugin's session object, or ``None`` when the plugin is not active."""
-    return config.stash.get(_STATE, None)
-
-
-def settings_of(config: pytest.Config) -> SynapseSettings:
-    """The resolved Synapse settings of this pytest run."""
-    return config.stash[_STATE].settings
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
@@ -519,7 +479,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "upstreams.",
     )
     session = SynapseSession(config, resolve(config, lenient=bool(config.option.help)))
-    config.stash[_STATE] = session
+    config.stash[SESSION] = session
     config.pluginmanager.register(session, "synapse-session")
     session.term.install()
     if session.ledger is not None:
@@ -527,7 +487,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    session = config.stash.get(_STATE, None)
+    session = config.stash.get(SESSION, None)
     if session is not None:
         session.close()
 
@@ -551,7 +511,7 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    settings = config.stash[_STATE].settings
+    settings = settings_of(config)
     return settings.header_lines() + _timeout_method_warning(config, settings)
 
 
@@ -579,7 +539,7 @@ def _timeout_method_warning(config: pytest.Config, settings: SynapseSettings) ->
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    settings = config.stash[_STATE].settings
+    settings = settings_of(config)
     for item in items:
         if item.get_closest_marker("chaos") is None:
             continue

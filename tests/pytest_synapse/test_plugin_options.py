@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 CHAOS_TEST = """
@@ -326,3 +328,23 @@ def test_an_unreachable_server_is_reported_once_without_a_traceback(
     assert "During handling of the above exception" not in out
     assert out.count("http://127.0.0.1:1") >= 1
     assert "Traceback" not in out
+
+
+def test_the_plugin_registers_each_fixture_its_session_module_names(
+    synapse_pytester: pytest.Pytester,
+) -> None:
+    """The fixture modules are plugins of their own (the plugin used to import every fixture by
+    name, and the fixtures imported the plugin back); session.SYNAPSE_FIXTURES, the one list of
+    fixtures that make a test recorded, names each of them but the session's Docker network."""
+    from pytest_synapse.session import SYNAPSE_FIXTURES
+
+    synapse_pytester.makepyfile("def test_x(): pass")
+    result = synapse_pytester.runpytest("--fixtures", "-v")
+    registered = set(
+        re.findall(
+            r"^(\w+)(?: \[\w+ scope\])? -- \S*pytest_synapse/\w*fixtures\.py:\d+$",
+            result.stdout.str(),
+            re.MULTILINE,
+        )
+    )
+    assert registered == SYNAPSE_FIXTURES | {"docker_network"}
