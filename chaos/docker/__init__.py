@@ -15,17 +15,19 @@ engine is first used; importing this package is cheap.
         ...
 
 See :mod:`chaos.docker.faults` for how each fault is made and healed, and
-:mod:`chaos.docker.labels` for labels and reaping.
+:mod:`chaos.docker.labels` and :mod:`chaos.docker.reaping` for labels and reaping.
 """
 
 from chaos.docker.backend import DockerBackend, DockerProxy, default_image
 from chaos.docker.container import Container, Ready
 from chaos.docker.engine import DockerUnavailable, engine, engine_problem
 from chaos.docker.errors import ContainerFaultError, ContainerNotReady
-from chaos.docker.faults import CONTAINER_FAULT_KINDS, ContainerFault, isolate, partition
-from chaos.docker.labels import RUN_LABEL, reap, run_id
+from chaos.docker.faults import CONTAINER_FAULT_KINDS, ContainerFault
+from chaos.docker.labels import RUN_LABEL, run_id
 from chaos.docker.launch import start_container
 from chaos.docker.network import Network
+from chaos.docker.partition import isolate, partition
+from chaos.docker.reaping import reap
 
 __all__ = [
     "CONTAINER_FAULT_KINDS",

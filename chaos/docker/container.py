@@ -22,15 +22,23 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from chaos.docker.engine import engine
 from chaos.docker.errors import ContainerNotReady
+from chaos.docker.faults import (
+    ContainerFault,
+    DisconnectFault,
+    FlakyFault,
+    IsolateFault,
+    KillFault,
+    PauseFault,
+    RestartFault,
+    StopFault,
+    validate,
+)
 from synapse_core.clock import Clock, monotonic_clock
 from synapse_core.timeline import Timeline
-
-if TYPE_CHECKING:
-    from chaos.docker.faults import ContainerFault
 
 Ready = str | int | re.Pattern[str] | Callable[["Container"], bool] | None
 """What :meth:`Container.wait_ready` waits for: ``"running"``, ``"healthy"``, a container port
@@ -56,6 +64,16 @@ def _sdk_container(obj: object) -> Any:
         f"expected a Container, a docker SDK container, a testcontainers container or a "
         f"container name, got {type(obj).__name__}"
     )
+
+
+# Faults on one container whose parameters need no conversion.
+_SINGLE_FAULTS: dict[str, type[ContainerFault]] = {
+    "pause": PauseFault,
+    "isolate": IsolateFault,
+    "stop": StopFault,
+    "restart": RestartFault,
+    "kill": KillFault,
+}
 
 
 def network_name(network: object) -> str:
@@ -304,10 +322,15 @@ class Container:
 
     def fault(self, kind: str, **params: Any) -> ContainerFault:
         """Build the fault *kind* (``pause``, ``stop``, ``kill``, ``restart``, ``disconnect``,
-        ``isolate``, ``flaky``) with *params*, not started (scenario steps use this)."""
-        from chaos.docker.faults import make_fault
-
-        return make_fault(self, kind, params)
+        ``isolate``, ``flaky``) with *params*, validated, not started (scenario steps use this)."""
+        checked = validate(kind, params)
+        if kind == "disconnect":
+            return DisconnectFault([self], {"network": network_name(checked["network"])})
+        if kind == "flaky":
+            towards = checked.get("towards")
+            targets = None if towards is None else [Container.of(c) for c in towards]
+            return FlakyFault(self, checked["loss"], targets)
+        return _SINGLE_FAULTS[kind]([self], checked)
 
     def pause(self) -> ContainerFault:
         """Freeze every process of the container (cgroup freezer); unpaused on heal.

@@ -34,15 +34,17 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from chaos.docker import netfilter
-from chaos.docker.container import Container, network_name
 from chaos.docker.errors import ContainerFaultError
 from chaos.docker.labels import rule_comment
 from chaos.errors import FaultError, InvalidFault
 from chaos.lifecycle import StartStop
 from synapse_core.timeline import Timeline
+
+if TYPE_CHECKING:
+    from chaos.docker.container import Container
 
 CONTAINER_FAULT_KINDS: Final = (
     "pause",
@@ -448,69 +450,16 @@ def validate(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def make_fault(container: Container, kind: str, params: Mapping[str, Any]) -> ContainerFault:
-    """Build the fault *kind* on *container* with *params*, validated (not started)."""
-    checked = validate(kind, params)
-    if kind == "disconnect":
-        return DisconnectFault([container], {"network": network_name(checked["network"])})
-    if kind == "flaky":
-        towards = checked.get("towards")
-        return FlakyFault(
-            container,
-            checked["loss"],
-            None if towards is None else [Container.of(c) for c in towards],
-        )
-    faults: dict[str, type[ContainerFault]] = {
-        "pause": PauseFault,
-        "isolate": IsolateFault,
-        "stop": StopFault,
-        "restart": RestartFault,
-        "kill": KillFault,
-    }
-    return faults[kind]([container], checked)
-
-
-def partition(
-    groups: Sequence[Sequence[object]], *, timeline: Timeline | None = None
-) -> PartitionFault:
-    """A network partition between *groups* of containers (Jepsen's nemesis partition).
-
-    No container of one group reaches any container of another group, in either direction;
-    each group still reaches everything else (containers in no group, the host). Members may
-    be :class:`Container` handles, docker SDK or testcontainers containers, or names. The span
-    goes to *timeline* (default: the first member's).
-
-    ::
-
-        with partition([[a], [b]]):      # a and b cannot see each other; both still reach c
-            ...
-    """
-    if len(groups) < 2 or any(len(group) == 0 for group in groups):
-        raise InvalidFault(
-            "partition needs at least two non-empty groups, like [[a], [b, c]]", fault="partition"
-        )
-    handles = [[Container.of(member) for member in group] for group in groups]
-    seen: set[str] = set()
-    for group in handles:
-        for member in group:
-            if member.id in seen:
-                raise InvalidFault(
-                    f"container {member.name} is in two groups of the partition", fault="partition"
-                )
-            seen.add(member.id)
-    return PartitionFault(handles, timeline=timeline)
-
-
-def isolate(container: object) -> ContainerFault:
-    """Cut *container* off from everything (one-against-all): see :meth:`Container.isolate`."""
-    return Container.of(container).isolate()
-
-
 __all__ = [
     "CONTAINER_FAULT_KINDS",
     "ContainerFault",
-    "isolate",
-    "make_fault",
-    "partition",
+    "DisconnectFault",
+    "FlakyFault",
+    "KillFault",
+    "PartitionFault",
+    "PauseFault",
+    "RestartFault",
+    "StopFault",
+    "IsolateFault",
     "validate",
 ]

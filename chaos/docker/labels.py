@@ -1,12 +1,10 @@
-"""Labels on everything Synapse creates in Docker, and reaping what dead runs left behind.
+"""Labels on everything Synapse creates in Docker, and run ids that tell a dead run's leftovers.
 
 Every container and network carries ``io.synapse.run=<run id>``; every iptables rule carries the
 same text as its comment. A run id names this process and when it started
 (``<machine>.<pid>.<start ticks>.<random>``), so a later run can tell that a run is over (the
-process is gone, or its pid now belongs to a newer process) and remove what it left: containers
-and networks with its label, and its rules in the containers still running. Runs of other
-machines sharing an engine, and live runs, are never touched; neither is anything without the
-label.
+process is gone, or its pid now belongs to a newer process) and remove what it left
+(:mod:`chaos.docker.reaping`).
 """
 
 from __future__ import annotations
@@ -16,9 +14,8 @@ import functools
 import os
 import re
 import secrets
-import subprocess
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 RUN_LABEL: Final = "io.synapse.run"
 """The label key on every container and network Synapse creates (value: the run id)."""
@@ -78,41 +75,3 @@ def rule_comment(token: str) -> str:
 def runs_in_rules(rules: str) -> set[str]:
     """The run ids named in the comments of ``iptables-save`` output."""
     return {m.group(1) for m in _COMMENT.finditer(rules)}
-
-
-def reap(client: Any) -> list[str]:
-    """Remove what dead runs of this machine left; returns what was removed (for logs).
-
-    Containers and networks labelled by a dead run are removed (containers first); rules of
-    dead runs are deleted from running containers, ours or not.
-    """
-    from chaos.docker import netfilter
-
-    removed: list[str] = []
-    dead: dict[str, bool] = {}
-
-    def is_dead(run: str) -> bool:
-        if run not in dead:
-            dead[run] = is_alive(run) is False
-        return dead[run]
-
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
-        if is_dead(container.labels.get(RUN_LABEL, "")):
-            with contextlib.suppress(Exception):  # gone meanwhile, or being removed
-                container.remove(force=True, v=True)
-                removed.append(f"container {container.name}")
-    for network in client.networks.list(filters={"label": RUN_LABEL}):
-        if is_dead(network.attrs.get("Labels", {}).get(RUN_LABEL, "")):
-            with contextlib.suppress(Exception):
-                network.remove()
-                removed.append(f"network {network.name}")
-    for container in client.containers.list(filters={"status": "running"}):
-        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
-        if pid <= 0:
-            continue
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            runs = [run for run in netfilter.runs_with_rules(pid) if is_dead(run)]
-            for run in runs:
-                count = netfilter.delete_run_rules(pid, run)
-                removed.append(f"{count} rule(s) of run {run} in {container.name}")
-    return removed

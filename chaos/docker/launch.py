@@ -11,8 +11,9 @@ from typing import Any
 from chaos.docker.container import Container, Ready, network_name
 from chaos.docker.engine import engine
 from chaos.docker.errors import ContainerNotReady
-from chaos.docker.labels import RUN_LABEL, reap, run_id, run_labels
+from chaos.docker.labels import RUN_LABEL, run_id, run_labels
 from chaos.docker.network import unique_name
+from chaos.docker.reaping import reap
 from chaos.errors import BackendError
 from synapse_core.timeline import Timeline
 

@@ -101,7 +101,7 @@ def step_fault(
     containers: Mapping[str, Any], name: str, kind: str, params: Mapping[str, Any]
 ) -> Any:
     """The (not started) fault of a container step; *containers* maps names to handles."""
-    from chaos.docker.faults import partition
+    from chaos.docker.partition import partition
 
     target = containers[name]
     key = _NAMES.get(kind)

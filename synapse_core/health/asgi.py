@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from synapse_core.health.endpoints import Response, StreamResponse
 from synapse_core.health.feed import STREAM_START
+from synapse_core.health.responses import Response, StreamResponse
 
 if TYPE_CHECKING:
     from synapse_core.health.endpoints import HealthEndpoints

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -18,9 +17,10 @@ from synapse_core.health.documents import (
     stats_document,
     to_json_bytes,
 )
-from synapse_core.health.feed import DEFAULT_BUFFER_BYTES, EventFeed, Subscription
+from synapse_core.health.feed import DEFAULT_BUFFER_BYTES, EventFeed
 from synapse_core.health.journal import Transition, TransitionJournal
 from synapse_core.health.page import DashboardPage
+from synapse_core.health.responses import Response, StreamResponse
 from synapse_core.metrics import metrics_registry
 
 PATHS = ("/health", "/breakers", "/metrics", "/dashboard", "/events")
@@ -30,33 +30,6 @@ ALLOWED_METHODS = ("GET", "HEAD")
 
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream; charset=utf-8"
-
-
-@dataclass(slots=True)
-class Response:
-    """A complete response."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-
-
-@dataclass(slots=True)
-class StreamResponse:
-    """``GET /events``: the adapter writes :attr:`subscription`'s reads until ``None``."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    subscription: Subscription
-    keepalive: float = field(default=15.0)
-
-
-REASONS = {
-    200: "OK",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    503: "Service Unavailable",
-}
 
 
 def _critical_of(critical: Iterable[str] | Callable[[str], bool] | None) -> Critical:

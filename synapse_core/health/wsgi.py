@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from synapse_core.health.endpoints import REASONS, Response
 from synapse_core.health.feed import STREAM_START, Subscription
+from synapse_core.health.responses import REASONS, Response
 
 if TYPE_CHECKING:
     from synapse_core.health.endpoints import HealthEndpoints
