@@ -183,16 +183,22 @@ class ToxiproxyClient:
     @staticmethod
     def _decode(method: str, url: str, status: int, raw: bytes, content_type: str | None) -> Any:
         data: Any = None
-        if raw and "json" in (content_type or ""):
+        # Toxiproxy writes its errors with Go's http.Error: JSON, but as text/plain.
+        if raw and ("json" in (content_type or "") or status >= 400):
             try:
                 data = json.loads(raw)
             except ValueError:
                 data = None
         if status >= 400:
             message = data.get("error") if isinstance(data, dict) else None
+            hint = data.get("hint") if isinstance(data, dict) else None
             text = str(message) if message else raw.decode("utf-8", "replace").strip()
             raise error_for_status(status)(
-                text or f"HTTP {status}", status=status, method=method, url=url
+                text or f"HTTP {status}",
+                status=status,
+                method=method,
+                url=url,
+                hint=str(hint) if isinstance(hint, str) else "",
             )
         if data is None and raw and "json" not in (content_type or ""):
             return raw.decode("utf-8", "replace")

@@ -17,24 +17,35 @@ class ToxiproxyError(ChaosError):
 
     Attributes:
         status: HTTP status code, or ``None`` when no response arrived.
-        message: the server's ``error`` text (or what went wrong locally).
+        message: the server's ``error`` text (or what went wrong locally): Toxiproxy's exact
+            words, from the real server and Synapse's alike (``proxy already exists``).
         method: HTTP method of the request.
         url: full URL of the request.
+        hint: what to do about it: the ``hint`` Synapse's server adds beside Toxiproxy's
+            ``error`` (``""`` from a real Toxiproxy), or a local one; shown after the message.
     """
 
     def __init__(
-        self, message: str, *, status: int | None = None, method: str = "", url: str = ""
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        method: str = "",
+        url: str = "",
+        hint: str = "",
     ) -> None:
         self.status = status
         self.message = message
         self.method = method
         self.url = url
+        self.hint = hint
         super().__init__(message)
 
     def __str__(self) -> str:
         where = f"{self.method} {self.url}".strip()
         status = f" -> {self.status}" if self.status is not None else ""
-        return f"{where}{status}: {self.message}" if where else self.message
+        text = f"{where}{status}: {self.message}" if where else self.message
+        return f"{text} ({self.hint})" if self.hint else text
 
     def __repr__(self) -> str:
         return (
@@ -60,8 +71,8 @@ class ToxiproxyUnavailable(ToxiproxyError):
 
     Attributes:
         timed_out: no answer came within the timeout (rather than a refused connection).
-        hint: what to do about it, shown after the message; a program with its own timeout
-            setting (the CLI's ``--timeout``) replaces the default, which names the Python API.
+        hint: what to do about it; a program with its own timeout setting (the CLI's
+            ``--timeout``) replaces the default, which names the Python API.
     """
 
     def __init__(
@@ -74,13 +85,8 @@ class ToxiproxyUnavailable(ToxiproxyError):
         timed_out: bool = False,
         hint: str = "",
     ) -> None:
-        super().__init__(message, status=status, method=method, url=url)
+        super().__init__(message, status=status, method=method, url=url, hint=hint)
         self.timed_out = timed_out
-        self.hint = hint
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text} ({self.hint})" if self.hint else text
 
 
 class EmbeddedServerError(ChaosError):

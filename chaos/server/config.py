@@ -1,18 +1,27 @@
-"""Proxy configuration as the API receives it: parsing and validation of proxy bodies.
+"""Proxy configuration as the API receives it: proxy bodies read as Toxiproxy reads them.
 
-Addresses are ``host:port`` (``[v6]:port`` for IPv6). An empty or missing listen host means
+Bodies are decoded as Toxiproxy's Go code decodes them (:mod:`chaos.server.gojson`): the same
+errors for malformed JSON and fields of the wrong type, keys matched case-insensitively, unknown
+keys ignored. Then Toxiproxy's checks (``missing required field: name``), then ours, which
+Toxiproxy does not make: a name over :data:`NAME_MAX` characters, an upstream that is not
+``host:port``, a ``/populate`` naming one proxy twice.
+
+A ``listen`` address is not checked here: as in Toxiproxy, one that cannot be used is a bind
+failure with Go's text (:mod:`chaos.server.golisten`). An empty or missing host means
 127.0.0.1, not every interface: the proxy is a test tool and stays on loopback unless asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import json
+from collections.abc import Sequence
 from typing import Final
 
-from chaos.server.apierror import ApiError, bad_request, missing_field
+from chaos.server import gojson
+from chaos.server.apierror import bad_request, missing_field
+from chaos.server.gojson import BOOL, STRING, GoType
 
-DEFAULT_LISTEN: Final = "127.0.0.1:0"
 LOOPBACK: Final = "127.0.0.1"
 
 NAME_MAX: Final = 256
@@ -20,31 +29,52 @@ NAME_MAX: Final = 256
 toxic's URL (two names) within the 8 KiB request line the API reads; a longer name could be
 created but never addressed again."""
 
-_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_PROXY_FIELDS: Final = {
+    "name": STRING,
+    "listen": STRING,
+    "upstream": STRING,
+    "enabled": BOOL,
+    # Toxiproxy's Proxy struct has an exported Logger field: it is decoded (and shown) too.
+    "Logger": gojson.go_struct("Logger", "zerolog.Logger", {}),
+}
+PROXY: Final = gojson.go_struct("Proxy", "toxiproxy.Proxy", _PROXY_FIELDS)
+"""``POST /proxies`` and ``PATCH /proxies/{p}`` bodies (Go's ``toxiproxy.Proxy``)."""
+
+_POPULATE_ENTRY: Final = gojson.go_struct(
+    "", 'struct { toxiproxy.Proxy; Enabled *bool "json:\\"enabled\\"" }', _PROXY_FIELDS
+)
+POPULATE: Final = gojson.slice_of(_POPULATE_ENTRY, "[]" + _POPULATE_ENTRY.name)
+"""``POST /populate`` bodies."""
 
 
-def clean_text(text: str) -> str:
-    """*text* with each lone surrogate (``"\\ud800"`` in JSON) replaced by U+FFFD.
+def decode_body(raw: bytes, go_type: GoType) -> object:
+    """*raw* decoded into *go_type* as Toxiproxy decodes it; a 400 with Go's text if not."""
+    try:
+        return gojson.unmarshal(gojson.decode(raw), go_type)
+    except gojson.GoJsonError as exc:
+        raise bad_request(str(exc), _BODY_HINTS[go_type.name]) from None
 
-    Go's JSON decoder, and so Toxiproxy, does the same. Left in, such a string cannot be
-    encoded: ``/metrics`` failed and no URL could reach a proxy named with one.
-    """
-    return _LONE_SURROGATE.sub("\ufffd", text)
+
+_BODY_HINTS: Final = {
+    PROXY.name: 'send a JSON object such as {"name": "redis", "listen": "127.0.0.1:26379", '
+    '"upstream": "127.0.0.1:6379"}',
+    POPULATE.name: 'send a JSON array of proxies: [{"name": ..., "listen": ..., "upstream": ...}]',
+}
 
 
 def check_name(name: str, what: str) -> str:
     """Return *name* if it is at most :data:`NAME_MAX` characters; else a 400 naming *what*."""
     if len(name) > NAME_MAX:
         raise bad_request(
-            f"{what} is {len(name)} characters long; names are at most {NAME_MAX} characters "
-            "(so that every name fits in a request URL)"
+            f"{what} is {len(name)} characters long, over {NAME_MAX}",
+            f"names are at most {NAME_MAX} characters, so that every name fits in a request URL",
         )
     return name
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProxyConfig:
-    """What a client asked for when creating a proxy."""
+    """What a client asked for when creating a proxy (``listen`` as given: ``""`` if none)."""
 
     name: str
     listen: str
@@ -57,17 +87,20 @@ def split_address(text: str, field: str, *, allow_zero_port: bool) -> tuple[str,
 
     An empty host becomes 127.0.0.1.
     """
+    example = "for example 127.0.0.1:6379"
     host, sep, port_text = text.rpartition(":")
     if not sep:
-        raise bad_request(f"{field} {text!r} is not host:port (for example 127.0.0.1:6379)")
+        raise bad_request(f"{field} {text!r} is not host:port", f"write host:port, {example}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not port_text.isdigit():
-        raise bad_request(f"{field} {text!r} has no numeric port (for example 127.0.0.1:6379)")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise bad_request(f"{field} {text!r} has no numeric port", f"write host:port, {example}")
     port = int(port_text)
     low = 0 if allow_zero_port else 1
     if not low <= port <= 65535:
-        raise bad_request(f"{field} {text!r} has port {port}, expected {low} to 65535")
+        raise bad_request(
+            f"{field} {text!r} has port {port}", f"a port is {low} to 65535, {example}"
+        )
     return (host or LOOPBACK), port
 
 
@@ -76,55 +109,67 @@ def join_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _field(body: dict[str, object], name: str, kind: type, where: str) -> object:
-    value = body.get(name)
-    if value is not None and not isinstance(value, kind):
-        raise bad_request(
-            f"field {name!r}{where} must be a {'boolean' if kind is bool else 'string'}, "
-            f"got {type(value).__name__} {value!r}"
-        )
-    return clean_text(value) if isinstance(value, str) else value
-
-
-def parse_proxy_config(body: object, *, position: int | None = None) -> ProxyConfig:
-    """Validate a proxy object from ``POST /proxies`` or one entry of ``POST /populate``.
-
-    *position* (1-based) is named in errors for populate entries, as Toxiproxy does.
-    """
-    where = f" at proxy {position}" if position is not None else ""
-    if not isinstance(body, dict):
-        raise bad_request(f"expected a JSON object describing a proxy{where}")
-    name = _field(body, "name", str, where)
-    upstream = _field(body, "upstream", str, where)
-    listen = _field(body, "listen", str, where)
-    enabled = _field(body, "enabled", bool, where)
+def _required(fields: dict[str, object], where: str) -> tuple[str, str]:
+    name = str(fields.get("name") or "")
+    upstream = str(fields.get("upstream") or "")
     if not name:
-        raise missing_field(f"name{where}")
+        raise missing_field(f"name{where}", "every proxy needs a name")
     if not upstream:
-        raise missing_field(f"upstream{where}")
-    assert isinstance(name, str)
-    assert isinstance(upstream, str)
-    check_name(name, f"name{where}")
-    listen_text = listen if isinstance(listen, str) and listen else DEFAULT_LISTEN
-    split_address(listen_text, f"listen{where}", allow_zero_port=True)
-    split_address(upstream, f"upstream{where}", allow_zero_port=False)
-    return ProxyConfig(name, listen_text, upstream, True if enabled is None else bool(enabled))
-
-
-def parse_populate(body: object) -> list[ProxyConfig]:
-    """Validate every entry of a ``POST /populate`` array before anything is changed."""
-    if not isinstance(body, list):
-        raise bad_request(
-            f"expected a JSON array of proxies, got {type(body).__name__}; "
-            'send [{"name": ..., "listen": ..., "upstream": ...}]'
+        raise missing_field(
+            f"upstream{where}",
+            "every proxy needs the host:port it forwards to, e.g. 127.0.0.1:6379",
         )
-    configs = [parse_proxy_config(entry, position=i) for i, entry in enumerate(body, 1)]
+    return name, upstream
+
+
+def _ours(name: str, upstream: str, where: str) -> None:
+    """The checks Toxiproxy does not make, after its own."""
+    check_name(name, f"name{where}")
+    split_address(upstream, f"upstream{where}", allow_zero_port=False)
+
+
+def _fields(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def parse_proxy_config(raw: bytes) -> ProxyConfig:
+    """Validate a ``POST /proxies`` body (Toxiproxy's checks, in its order, then ours)."""
+    fields = _fields(decode_body(raw, PROXY))
+    name, upstream = _required(fields, "")
+    listen = str(fields.get("listen") or "")
+    return ProxyConfig(name, listen, upstream, bool(fields.get("enabled", True)))
+
+
+def check_proxy_config(config: ProxyConfig) -> None:
+    """Our own checks of a new proxy, made once Toxiproxy's would have passed (after 409)."""
+    _ours(config.name, config.upstream, "")
+
+
+def parse_populate(raw: bytes) -> list[ProxyConfig]:
+    """Validate every entry of a ``POST /populate`` body before anything is changed."""
+    entries = decode_body(raw, POPULATE)
+    items = entries if isinstance(entries, list) else []
+    required = [_required(_fields(item), f" at proxy {i}") for i, item in enumerate(items, 1)]
+    configs = []
     seen: set[str] = set()
-    for config in configs:
-        if config.name in seen:
-            raise bad_request(f"duplicate proxy name {config.name!r} in populate request")
-        seen.add(config.name)
+    for i, (item, (name, upstream)) in enumerate(zip(items, required, strict=True), 1):
+        _ours(name, upstream, f" at proxy {i}")
+        if name in seen:
+            raise bad_request(
+                f"duplicate proxy name {name!r} in populate request",
+                "each proxy may appear once; Toxiproxy would create the first and then "
+                "replace it with the second",
+            )
+        seen.add(name)
+        fields = _fields(item)
+        listen = str(fields.get("listen") or "")
+        configs.append(ProxyConfig(name, listen, upstream, bool(fields.get("enabled", True))))
     return configs
+
+
+def populate_body(config: Sequence[object]) -> bytes:
+    """A ``/populate`` body for *config* (a list of proxy dicts, as ``--config`` holds)."""
+    return json.dumps(list(config)).encode()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -136,29 +181,19 @@ class ProxyUpdate:
     enabled: bool | None = None
 
 
-def parse_proxy_update(body: object) -> ProxyUpdate:
-    """Validate the partial body of ``POST``/``PATCH /proxies/{p}``."""
-    if not isinstance(body, dict):
-        raise bad_request("expected a JSON object with listen, upstream and/or enabled")
-    listen = _field(body, "listen", str, "")
-    upstream = _field(body, "upstream", str, "")
-    enabled = _field(body, "enabled", bool, "")
-    if isinstance(listen, str) and listen:
-        split_address(listen, "listen", allow_zero_port=True)
+def parse_proxy_update(raw: bytes) -> ProxyUpdate:
+    """Validate the partial body of ``POST``/``PATCH /proxies/{p}``.
+
+    As Toxiproxy, a ``name`` in the body is ignored (a proxy cannot be renamed).
+    """
+    fields = _fields(decode_body(raw, PROXY))
+    listen = fields.get("listen")
+    upstream = fields.get("upstream")
+    enabled = fields.get("enabled")
     if isinstance(upstream, str) and upstream:
         split_address(upstream, "upstream", allow_zero_port=False)
     return ProxyUpdate(
         listen if isinstance(listen, str) and listen else None,
         upstream if isinstance(upstream, str) and upstream else None,
         enabled if isinstance(enabled, bool) else None,
-    )
-
-
-def listen_error(listen: str, proxy: str, exc: OSError) -> ApiError:
-    """A 500 for a listen address that cannot be bound (the proxy is not created/started)."""
-    reason = exc.strerror or str(exc)
-    return ApiError(
-        f"could not listen on {listen} for proxy {proxy!r}: {reason}; "
-        "choose a free port (or port 0 for any free port) or stop whatever uses it",
-        500,
     )

@@ -57,13 +57,14 @@ def _loop_error(node: Node, path: Sequence[Node]) -> ApiError:
     )
     if len(path) == 1:
         return bad_request(
-            f"upstream {node.upstream_text} is proxy {node.name!r}'s own listen address; "
-            f"{consequence}"
+            f"upstream {node.upstream_text} is proxy {node.name!r}'s own listen address",
+            consequence,
         )
     route = " -> ".join(repr(n.name) for n in [*path, node])
     return bad_request(
         f"upstream {node.upstream_text} leads back to proxy {node.name!r} through other "
-        f"proxies ({route}); {consequence}"
+        f"proxies ({route})",
+        consequence,
     )
 
 

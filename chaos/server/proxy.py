@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Iterator
 from typing import Final
 
-from chaos.server.apierror import toxic_exists, toxic_not_found
-from chaos.server.config import ProxyConfig, join_address, listen_error, split_address
+from chaos.server.apierror import ApiError, listen_failed, toxic_exists, toxic_not_found
+from chaos.server.config import ProxyConfig, join_address, split_address
+from chaos.server.golisten import ListenError, bind_failure, resolve_listen
 from chaos.server.link import Connection, PlaneContext
 from chaos.server.listener import Listener, bind_holdable
 from chaos.server.toxics import STREAMS, Stream, ToxicSpec, parse_new_toxic, parse_toxic_update
 from chaos.server.traffic import TrafficLog
-
-
-def _ip_literal(host: str) -> tuple[socket.AddressFamily, str] | None:
-    """``(family, address)`` when *host* is an IP address, else ``None`` (a name to resolve)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), str(ip)
-
 
 # Bursts of connects (a pool warming up, the 1,000-connection test) must not overflow the queue.
 LISTEN_BACKLOG: Final = 4096
@@ -69,7 +59,8 @@ class Proxy:
                 parked.resume(LISTEN_BACKLOG)
             except OSError as exc:
                 self._release()
-                raise listen_error(self.listen, self.name, exc) from exc
+                host, port = parked.sockname
+                raise self._failed(str(bind_failure(host, port, exc))) from exc
             self._parked = None
             self._listening(parked)
             return
@@ -86,20 +77,18 @@ class Proxy:
         self._listening(listener)
 
     async def _bind(self) -> socket.socket:
-        host, port = split_address(self.listen, "listen", allow_zero_port=True)
-        loop = self.ctx.loop
+        """A listening socket for :attr:`listen`; a 500 with Go's ``net.Listen`` text if not."""
         try:
-            literal = _ip_literal(host)
-            if literal is not None:  # the common case: no resolver round trip through a thread
-                family, address = literal
-            else:
-                # Resolve first so a name such as localhost binds one socket, not one per family.
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                family, _, _, _, sockaddr = infos[0]
-                address = str(sockaddr[0])
+            family, address, port = await resolve_listen(self.ctx.loop, self.listen)
+        except ListenError as exc:
+            raise self._failed(f"listen tcp: {exc}") from None
+        try:
             return bind_holdable(family, (address, port), LISTEN_BACKLOG)
         except OSError as exc:
-            raise listen_error(self.listen, self.name, exc) from exc
+            raise self._failed(str(bind_failure(address, port, exc))) from exc
+
+    def _failed(self, text: str) -> ApiError:
+        return listen_failed(text, self.listen, self.name)
 
     def _listening(self, listener: Listener) -> None:
         bound = listener.sockname
@@ -208,18 +197,20 @@ class Proxy:
             raise toxic_not_found(self.name, name)
         return spec
 
-    def add_toxic(self, body: object) -> ToxicSpec:
+    def add_toxic(self, body: bytes) -> ToxicSpec:
         """Validate and add a toxic; it applies to open connections at once."""
-        spec = parse_new_toxic(body)
-        if spec.name in self._toxics:
-            raise toxic_exists(self.name, spec.name)
+        spec = parse_new_toxic(body, self._check_free)
         self._toxics[spec.name] = spec
         order = self.toxic_order(spec.stream)
         for conn in list(self.connections):
             conn.flow(spec.stream).set_toxic(spec, order)
         return spec
 
-    def update_toxic(self, name: str, body: object) -> ToxicSpec:
+    def _check_free(self, name: str) -> None:
+        if name in self._toxics:
+            raise toxic_exists(self.name, name)
+
+    def update_toxic(self, name: str, body: bytes) -> ToxicSpec:
         """Update a toxic's attributes/toxicity; open connections re-roll and use the new values."""
         spec = parse_toxic_update(self.get_toxic(name), body)
         self._toxics[name] = spec
@@ -251,12 +242,14 @@ class Proxy:
         )
 
     def to_json(self) -> dict[str, object]:
-        """Return the Toxiproxy JSON form (``name, listen, upstream, enabled, toxics``)."""
+        """Return the Toxiproxy JSON form, in its order: ``name, listen, upstream, enabled,
+        Logger, toxics`` (Toxiproxy shows its Go struct's logger field as an empty object)."""
         return {
             "name": self.name,
             "listen": self.listen,
             "upstream": self.upstream,
             "enabled": self.enabled,
+            "Logger": {},
             "toxics": [spec.to_json() for spec in self.toxic_specs()],
         }
 

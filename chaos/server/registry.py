@@ -6,8 +6,15 @@ import asyncio
 import socket
 from collections.abc import Iterable, Sequence
 
-from chaos.server.apierror import proxy_exists, proxy_not_found
-from chaos.server.config import ProxyConfig, ProxyUpdate, split_address
+from chaos.server.apierror import listen_failed, proxy_exists, proxy_not_found
+from chaos.server.config import (
+    LOOPBACK,
+    ProxyConfig,
+    ProxyUpdate,
+    check_proxy_config,
+    split_address,
+)
+from chaos.server.golisten import ListenError, parse_listen, resolve_listen
 from chaos.server.link import PlaneContext
 from chaos.server.loops import Endpoint, Node, refuse_loops
 from chaos.server.proxy import Proxy
@@ -41,11 +48,12 @@ class ProxyRegistry:
         return proxy
 
     async def create(self, config: ProxyConfig) -> Proxy:
-        """Create (and, if enabled, start) a proxy; 409 if the name is taken, 400 if its upstream
-        leads back to its own listener, 500 if unbindable."""
+        """Create (and, if enabled, start) a proxy; 409 if the name is taken, then 400 for our own
+        checks (name length, upstream, a loop back into its own listener), 500 if unbindable."""
         async with self._lock:
             if config.name in self._proxies:
                 raise proxy_exists(config.name)
+            check_proxy_config(config)
             if config.enabled:
                 node = await self._node(config.name, config.listen, config.upstream)
                 await refuse_loops(node, self._nodes(), self.ctx.loop)
@@ -62,6 +70,8 @@ class ProxyRegistry:
         """Apply a partial update to proxy *name*; 400 (nothing changed) if it would loop."""
         async with self._lock:
             proxy = self.get(name)
+            if update.listen is not None:
+                await self._resolvable(update.listen, name)
             enabled = proxy.enabled if update.enabled is None else update.enabled
             if enabled:
                 upstream = update.upstream or proxy.upstream
@@ -102,6 +112,10 @@ class ProxyRegistry:
                 await refuse_loops(node, [*kept, *planned], self.ctx.loop)
             for config in configs:
                 existing = self._proxies.get(config.name)
+                if existing is not None:
+                    # Toxiproxy first compares the address with the existing proxy's: an
+                    # address that does not resolve fails there, in ResolveTCPAddr's words.
+                    await self._resolvable(config.listen, config.name)
                 if existing is not None and existing.matches(config):
                     result.append(existing)
                     continue
@@ -119,10 +133,22 @@ class ProxyRegistry:
         """A proxy about to listen on *listen*, for the loop check (port 0: not reachable)."""
         return Node(name, await self._fixed_endpoint(listen), _upstream(upstream), upstream)
 
+    async def _resolvable(self, listen: str, name: str) -> None:
+        """A 500 with Go's ``ResolveTCPAddr`` text (no ``listen tcp`` prefix) if *listen*
+        cannot be an address: how Toxiproxy answers a changed listen that it compares first."""
+        try:
+            await resolve_listen(self.ctx.loop, listen)
+        except ListenError as exc:
+            raise listen_failed(str(exc), listen, name) from None
+
     async def _fixed_endpoint(self, listen: str) -> Endpoint | None:
-        host, port = split_address(listen, "listen", allow_zero_port=True)
+        try:
+            host, port = parse_listen(listen)
+        except ListenError:
+            return None  # cannot be bound either: creating it fails with Go's error
         if port == 0:
             return None  # a fresh port: nothing can point at it yet
+        host = host or LOOPBACK
         try:
             infos = await self.ctx.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):

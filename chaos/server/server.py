@@ -12,7 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from chaos.server.api import ControlApi
-from chaos.server.config import LOOPBACK, ProxyConfig, join_address, parse_populate
+from chaos.server.config import LOOPBACK, join_address, parse_populate, populate_body
 from chaos.server.control import ControlConnections
 from chaos.server.dashboard import ServerDashboard
 from chaos.server.fds import FdReserve, raise_open_file_limit
@@ -181,8 +181,7 @@ class ChaosServer:
 
         Raises :class:`~chaos.server.apierror.ApiError` naming the first bad entry.
         """
-        configs: list[ProxyConfig] = parse_populate(list(config))
-        return await self.proxies.populate(configs)
+        return await self.proxies.populate(parse_populate(populate_body(config)))
 
     async def __aenter__(self) -> ChaosServer:
         await self.start()

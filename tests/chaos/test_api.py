@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import pytest
-from chaos_helpers import EchoServer, RawApi, connect, recv_exactly, recv_until_closed
+from chaos_helpers import (
+    EchoServer,
+    RawApi,
+    RawResponse,
+    connect,
+    recv_exactly,
+    recv_until_closed,
+)
 
 PROXY = {"name": "redis", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:6379"}
 
@@ -16,18 +24,34 @@ def create(raw_api: RawApi, **overrides: object) -> dict[str, object]:
     return response.json()  # type: ignore[no-any-return]
 
 
-def assert_error(response: object, status: int, prefix: str) -> None:
-    assert response.status == status, response  # type: ignore[attr-defined]
-    body = response.json()  # type: ignore[attr-defined]
+def assert_error(
+    response: RawResponse, status: int, error: str, *, prefix: bool = False, populate: bool = False
+) -> dict[str, Any]:
+    """*response* is Toxiproxy's error *error* (exactly, or starting with it when *prefix*),
+    written as Toxiproxy writes it, with our hint beside it; returns the JSON body."""
+    assert response.status == status, response
+    body: dict[str, Any] = response.json()
     assert body["status"] == status
-    assert body["error"].startswith(prefix), body
-    assert response.headers["content-type"].startswith("application/json")  # type: ignore[attr-defined]
+    if prefix:
+        assert body["error"].startswith(error), body
+    else:
+        assert body["error"] == error, body
+    assert isinstance(body.get("hint"), str), body
+    assert body["hint"], body
+    if populate:
+        assert response.headers["content-type"] == "application/json"
+    else:  # Go's http.Error
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.body.endswith(b"}\n")
+    return body
 
 
 class TestProxies:
     def test_create_rewrites_listen_to_bound_port(self, raw_api: RawApi) -> None:
         body = create(raw_api)
-        assert set(body) == {"name", "listen", "upstream", "enabled", "toxics"}
+        assert list(body) == ["name", "listen", "upstream", "enabled", "Logger", "toxics"]
+        assert body["Logger"] == {}
         assert body["name"] == "redis"
         assert body["upstream"] == "127.0.0.1:6379"
         assert body["enabled"] is True
@@ -108,7 +132,7 @@ class TestProxies:
         [b"{not json", b"", b"[1, 2]", {"name": 5, "upstream": "x:1"}, {**PROXY, "enabled": "no"}],
     )
     def test_bad_body_is_400(self, raw_api: RawApi, body: object) -> None:
-        assert_error(raw_api("POST", "/proxies", body), 400, "bad request body")
+        assert_error(raw_api("POST", "/proxies", body), 400, "bad request body: ", prefix=True)
 
     def test_unbindable_listen_is_500_and_not_created(self, raw_api: RawApi) -> None:
         taken = socket.socket()
@@ -117,8 +141,8 @@ class TestProxies:
             taken.listen()
             port = taken.getsockname()[1]
             response = raw_api("POST", "/proxies", {**PROXY, "listen": f"127.0.0.1:{port}"})
-            assert_error(response, 500, "could not listen on")
-            assert str(port) in response.json()["error"]
+            error = f"listen tcp 127.0.0.1:{port}: bind: address already in use"
+            assert "'redis'" in assert_error(response, 500, error)["hint"]
         finally:
             taken.close()
         assert raw_api("GET", "/proxies").json() == {}
@@ -220,8 +244,7 @@ class TestToxics:
     def test_invalid_type_is_400(self, raw_api: RawApi) -> None:
         create(raw_api)
         response = raw_api("POST", "/proxies/redis/toxics", {"type": "lag"})
-        assert_error(response, 400, "invalid toxic type")
-        assert "'lag'" in response.json()["error"]
+        assert "'lag'" in assert_error(response, 400, "invalid toxic type")["hint"]
 
     def test_invalid_stream_is_400(self, raw_api: RawApi) -> None:
         create(raw_api)
@@ -256,8 +279,11 @@ class TestToxics:
         response = raw_api(
             "PATCH", "/proxies/redis/toxics/latency_downstream", {"attributes": {"latency": 1.5}}
         )
-        assert_error(response, 400, "bad request body")
-        assert "latency" in response.json()["error"]
+        error = (
+            "bad request body: json: cannot unmarshal number 1.5 into Go struct field "
+            "LatencyToxic.attributes.latency of type int64"
+        )
+        assert_error(response, 400, error)
         shown = raw_api("GET", "/proxies/redis/toxics/latency_downstream").json()
         assert shown["attributes"]["latency"] == 5
 
@@ -288,8 +314,10 @@ class TestPopulateResetVersion:
 
     def test_populate_validates_everything_first(self, raw_api: RawApi) -> None:
         response = raw_api("POST", "/populate", [PROXY, {"name": "broken"}])
-        assert_error(response, 400, "missing required field: upstream")
-        assert "proxy 2" in response.json()["error"]
+        body = assert_error(
+            response, 400, "missing required field: upstream at proxy 2", populate=True
+        )
+        assert body["proxies"] is None
         assert raw_api("GET", "/proxies").json() == {}
 
     @pytest.mark.parametrize("body", [{"proxies": []}, b"[", b"", [PROXY, PROXY]])
@@ -314,12 +342,32 @@ class TestPopulateResetVersion:
 
 
 class TestProtocolErrors:
-    def test_wrong_method_is_405(self, raw_api: RawApi) -> None:
-        assert_error(raw_api("DELETE", "/proxies"), 405, "method not allowed")
-        assert_error(raw_api("GET", "/reset"), 405, "method not allowed")
+    def test_wrong_method_is_405_with_an_empty_body(self, raw_api: RawApi) -> None:
+        for method, path in (("DELETE", "/proxies"), ("GET", "/reset"), ("HEAD", "/version")):
+            response = raw_api(method, path)
+            assert (response.status, response.body) == (405, b""), response
+            assert "x-toxiproxy-request-id" not in response.headers  # as Toxiproxy's router
 
-    def test_unknown_path_is_404(self, raw_api: RawApi) -> None:
-        assert_error(raw_api("GET", "/nothing/here"), 404, "not found")
+    def test_unknown_path_is_404_page_not_found(self, raw_api: RawApi) -> None:
+        for path in ("/nothing/here", "/proxies/", "/"):
+            response = raw_api("GET", path)
+            assert (response.status, response.body) == (404, b"404 page not found\n")
+            assert response.headers["content-type"] == "text/plain; charset=utf-8"
+
+    def test_every_endpoint_answer_has_a_request_id(self, raw_api: RawApi) -> None:
+        ids = {
+            raw_api(method, path, body).headers["x-toxiproxy-request-id"]
+            for method, path, body in (
+                ("GET", "/version", None),
+                ("GET", "/proxies", None),
+                ("POST", "/proxies", PROXY),
+                ("POST", "/proxies", PROXY),  # 409
+                ("GET", "/proxies/nope", None),  # 404 of an endpoint
+                ("POST", "/reset", None),  # 204
+            )
+        }
+        assert len(ids) == 6
+        assert all(len(i) == 20 and set(i) <= set("0123456789abcdefghijklmnopqrstuv") for i in ids)
 
     @pytest.mark.parametrize(
         "agent",
@@ -330,7 +378,8 @@ class TestProtocolErrors:
     )
     def test_browser_user_agent_is_403(self, raw_api: RawApi, agent: str) -> None:
         response = raw_api("POST", "/proxies", PROXY, headers={"User-Agent": agent})
-        assert_error(response, 403, "User agent not allowed")
+        assert (response.status, response.body) == (403, b"User agent not allowed\n")
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
         assert raw_api("GET", "/proxies").json() == {}
 
     def test_metrics_exposition(self, raw_api: RawApi, echo_server: EchoServer) -> None:
@@ -397,8 +446,11 @@ class TestNames:
         else:
             create(raw_api)
             response = raw_api("POST", "/proxies/redis/toxics", {"type": "noop", "name": long})
-        assert_error(response, 400, "bad request body: name")
-        assert "256 characters" in response.json()["error"]
+        body = assert_error(
+            response, 400, "bad request body: name", prefix=True, populate=where == "populate"
+        )
+        assert "over 256" in body["error"]
+        assert "256 characters" in body["hint"]
         if where == "toxic":
             assert raw_api("GET", "/proxies/redis/toxics").json() == []
         else:
@@ -436,15 +488,15 @@ class TestLoops:
                 "/proxies",
                 {"name": "loop", "listen": f"127.0.0.1:{port}", "upstream": upstream},
             )
-            assert_error(response, 400, "bad request body: upstream")
-            assert "own listen address" in response.json()["error"]
+            body = assert_error(response, 400, "bad request body: upstream", prefix=True)
+            assert "own listen address" in body["error"]
         assert raw_api("GET", "/proxies").json() == {}
         response = raw_api(
             "POST",
             "/populate",
             [{"name": "loop", "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{port}"}],
         )
-        assert_error(response, 400, "bad request body: upstream")
+        assert_error(response, 400, "bad request body: upstream", prefix=True, populate=True)
         # the port is free again: nothing was left bound
         with socket.socket() as again:
             again.bind(("127.0.0.1", port))
@@ -452,21 +504,21 @@ class TestLoops:
     def test_an_update_that_would_loop_is_400_and_changes_nothing(self, raw_api: RawApi) -> None:
         created = create(raw_api)
         response = raw_api("PATCH", "/proxies/redis", {"upstream": created["listen"]})
-        assert_error(response, 400, "bad request body: upstream")
+        assert_error(response, 400, "bad request body: upstream", prefix=True)
         assert raw_api("GET", "/proxies/redis").json() == created
 
     def test_a_wildcard_listener_loops_through_loopback_too(self, raw_api: RawApi) -> None:
         created = create(raw_api, listen="0.0.0.0:0")
         port = str(created["listen"]).rsplit(":", 1)[1]
         response = raw_api("PATCH", "/proxies/redis", {"upstream": f"127.0.0.1:{port}"})
-        assert_error(response, 400, "bad request body: upstream")
+        assert_error(response, 400, "bad request body: upstream", prefix=True)
 
     def test_two_proxies_pointing_at_each_other_are_400(self, raw_api: RawApi) -> None:
         first = create(raw_api, name="a")
         second = create(raw_api, name="b", upstream=first["listen"])
         response = raw_api("PATCH", "/proxies/a", {"upstream": second["listen"]})
-        assert_error(response, 400, "bad request body: upstream")
-        assert "b" in response.json()["error"]
+        body = assert_error(response, 400, "bad request body: upstream", prefix=True)
+        assert "'a' -> 'b' -> 'a'" in body["error"]
 
     def test_a_chain_without_a_cycle_is_fine(self, raw_api: RawApi) -> None:
         first = create(raw_api, name="a")

@@ -106,16 +106,20 @@ def test_errors_carry_status_and_message(client: ToxiproxyClient) -> None:
     with pytest.raises(ProxyExists) as exists:
         client.create_proxy("p", upstream="127.0.0.1:1")
     assert exists.value.status == 409
-    assert exists.value.message.startswith("proxy already exists")
+    assert exists.value.message == "proxy already exists"  # Toxiproxy's words, exactly
     assert "POST" in str(exists.value)
     with pytest.raises(NotFound) as missing:
         client.get_proxy("nope")
     assert missing.value.status == 404
-    assert "nope" in missing.value.message
+    assert missing.value.message == "proxy not found"
+    # the server's hint beside it names the proxy, and shows in the exception's text
+    assert "'nope'" in missing.value.hint
+    assert missing.value.hint in str(missing.value)
     with pytest.raises(InvalidToxic) as invalid:
         client.add_toxic("p", "lag")
     assert invalid.value.status == 400
-    assert invalid.value.message.startswith("invalid toxic type")
+    assert invalid.value.message == "invalid toxic type"
+    assert "'lag'" in invalid.value.hint
     taken = client.get_proxy("p").listen
     with pytest.raises(ToxiproxyError) as unbindable:
         client.create_proxy("q", upstream="127.0.0.1:1", listen=taken)

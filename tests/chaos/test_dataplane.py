@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import socketserver
 import struct
 import threading
 import time
@@ -24,6 +25,7 @@ from chaos_helpers import (
     running_plane,
     wait_until,
 )
+from threaded_servers import serving
 
 from chaos import ToxiproxyClient
 from chaos.server import ServerLimits
@@ -244,3 +246,31 @@ def test_a_graceful_close_toward_a_client_that_does_not_read_is_bounded(
         finally:
             sock.close()
             upstream.join()
+
+
+class _AnswerAfterEof(socketserver.BaseRequestHandler):
+    """Reads the whole request (to the client's FIN), then answers and closes."""
+
+    def handle(self) -> None:
+        self.request.settimeout(10)
+        request = b""
+        while chunk := self.request.recv(65536):
+            request += chunk
+        self.request.sendall(b"reply:" + request)
+
+
+def test_a_half_close_reaches_the_upstream_and_its_reply_still_arrives(
+    client: ToxiproxyClient,
+) -> None:
+    """A documented difference from Toxiproxy 2.12, which closes both directions when the client
+    half-closes (the client reads EOF at once, the reply is lost): here the FIN is forwarded and
+    the other direction stays open, as on a direct TCP connection."""
+    with serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _AnswerAfterEof)) as upstream:
+        proxy = client.create_proxy("halfclose", upstream=upstream)
+        with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+            sock.sendall(b"hello")
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer == b"reply:hello"

@@ -119,9 +119,10 @@ class TestPopulateFailures:
         response = raw_api("POST", "/populate", [{"name": "broken"}])
         assert response.status == 400
         assert response.json() == {
-            "error": response.json()["error"],
+            "error": "missing required field: upstream at proxy 1",
             "status": 400,
             "proxies": None,
+            "hint": response.json()["hint"],  # ours, after Toxiproxy's members
         }
 
     def test_bind_failure_lists_the_proxies_done_before_it(

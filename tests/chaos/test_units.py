@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 
 import pytest
 
 from chaos.server import ApiError, ServerLimits
-from chaos.server.config import clean_text, join_address, parse_proxy_config, split_address
+from chaos.server.config import (
+    check_proxy_config,
+    join_address,
+    parse_populate,
+    parse_proxy_config,
+    split_address,
+)
+from chaos.server.gojson import go_text
 from chaos.server.runtimes import (
     BandwidthRuntime,
     LatencyRuntime,
@@ -42,7 +50,8 @@ class FakeFlow:
 
 
 def spec(toxic_type: str, **attributes: int) -> ToxicSpec:
-    return parse_new_toxic({"type": toxic_type, "attributes": attributes})
+    body = json.dumps({"type": toxic_type, "attributes": attributes}).encode()
+    return parse_new_toxic(body, _free)
 
 
 async def run(runtime: ToxicRuntime, data: bytes, ts: float | None = None) -> list[bytes]:
@@ -108,13 +117,21 @@ async def test_limit_data_truncates_closes_and_survives_update() -> None:
     assert flow.closed == 1
 
 
+def _free(name: str) -> None:
+    """A toxic name check that finds every name free."""
+
+
 def test_toxic_parsing_defaults_and_update() -> None:
-    toxic = parse_new_toxic({"type": "latency", "stream": "UPSTREAM"})
-    assert (toxic.name, toxic.stream, toxic.toxicity) == ("latency_upstream", "upstream", 1.0)
+    toxic = parse_new_toxic(b'{"type": "latency", "stream": "UPSTREAM"}', _free)
+    # As Toxiproxy: any case selects the stream, which is shown (and names the toxic) as given.
+    assert (toxic.name, toxic.stream, toxic.toxicity) == ("latency_UPSTREAM", "upstream", 1.0)
+    assert toxic.to_json()["stream"] == "UPSTREAM"
     assert dict(toxic.attributes) == {"latency": 0, "jitter": 0}
-    updated = parse_toxic_update(toxic, {"attributes": {"jitter": 3.0}, "name": "ignored"})
+    updated = parse_toxic_update(toxic, b'{"attributes": {"Jitter": 3}, "name": "ignored"}')
     assert dict(updated.attributes) == {"latency": 0, "jitter": 3}
-    assert updated.name == "latency_upstream"
+    assert updated.name == "latency_UPSTREAM"
+    with pytest.raises(ApiError, match=r"cannot unmarshal number 3\.0 into Go struct field"):
+        parse_toxic_update(toxic, b'{"attributes": {"jitter": 3.0}}')
 
 
 @pytest.mark.parametrize(
@@ -139,8 +156,10 @@ def test_split_address_rejects(text: str) -> None:
 
 
 def test_upstream_port_zero_is_rejected() -> None:
-    with pytest.raises(ApiError, match="expected 1 to 65535"):
-        parse_proxy_config({"name": "a", "upstream": "127.0.0.1:0"})
+    config = parse_proxy_config(b'{"name": "a", "upstream": "127.0.0.1:0"}')
+    with pytest.raises(ApiError, match="has port 0") as error:
+        check_proxy_config(config)
+    assert "1 to 65535" in error.value.hint
 
 
 def test_join_address() -> None:
@@ -187,9 +206,11 @@ def test_throttled_log_says_how_many_it_left_out(caplog: pytest.LogCaptureFixtur
 
 
 def test_names_are_capped_and_lone_surrogates_replaced() -> None:
-    assert clean_text("a\ud800b\U0001f600") == "a\ufffdb\U0001f600"
-    assert parse_new_toxic({"type": "noop", "name": "x" * 256}).name == "x" * 256
+    assert go_text("a\ud800b\U0001f600") == "a\ufffdb\U0001f600"
+    name = "x" * 256
+    assert parse_new_toxic(b'{"type": "noop", "name": "%s"}' % name.encode(), _free).name == name
     with pytest.raises(ApiError, match="name is 257 characters long"):
-        parse_new_toxic({"type": "noop", "name": "x" * 257})
+        parse_new_toxic(b'{"type": "noop", "name": "%s"}' % (b"x" * 257), _free)
+    body = b'[{"name": "a", "upstream": "h:1"}, {"name": "%s", "upstream": "h:1"}]' % (b"x" * 300)
     with pytest.raises(ApiError, match="name at proxy 2 is 300 characters long"):
-        parse_proxy_config({"name": "x" * 300, "upstream": "h:1"}, position=2)
+        parse_populate(body)
