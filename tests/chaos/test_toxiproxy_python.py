@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -77,12 +78,26 @@ def test_errors_map_to_its_exceptions(toxiproxy_python: Any) -> None:
     proxy = toxiproxy_python.create(upstream="127.0.0.1:1", name="p")
     with pytest.raises(ProxyExists):  # its own pre-check
         toxiproxy_python.create(upstream="127.0.0.1:1", name="p")
-    with pytest.raises(ProxyExists):  # our 409
+    with pytest.raises(ProxyExists) as exists:  # our 409
         APIConsumer.post("/proxies", json={"name": "p", "upstream": "127.0.0.1:1"})
-    with pytest.raises(InvalidToxic):
+    # It keeps the body as its message: Toxiproxy's members, exactly, and our hint after them.
+    assert _error(exists.value) == ("proxy already exists", 409)
+    with pytest.raises(InvalidToxic) as invalid:
         proxy.add_toxic(type="no_such_toxic")
-    with pytest.raises(NotFound):
+    assert _error(invalid.value) == ("invalid toxic type", 400)
+    with pytest.raises(NotFound) as missing:
         proxy.destroy_toxic("missing")
+    assert _error(missing.value) == ("toxic not found", 404)
     proxy.destroy()
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as gone:
         proxy.toxics()
+    assert _error(gone.value) == ("proxy not found", 404)
+
+
+def _error(exc: Exception) -> tuple[str, int]:
+    """The ``error`` and ``status`` of a toxiproxy-python exception's body (its message)."""
+    (content,) = exc.args
+    body = json.loads(content)
+    assert list(body) == ["error", "status", "hint"]
+    assert body["hint"]
+    return body["error"], body["status"]
