@@ -54,11 +54,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("chaos.server.api")
 
 
-def json_response(body: object, status: int = 200) -> web.Response:
-    """*body* as Toxiproxy writes a JSON answer."""
-    return web.Response(
-        body=gojson.encode(body).encode(), status=status, headers={hdrs.CONTENT_TYPE: JSON}
-    )
+def json_response(body: object, status: int = 200, *, float32: bool = True) -> web.Response:
+    """*body* as Toxiproxy writes a JSON answer (floats as float32, see gojson.encode)."""
+    text = gojson.encode(body, float32=float32)
+    return web.Response(body=text.encode(), status=status, headers={hdrs.CONTENT_TYPE: JSON})
 
 
 def error_response(error: ApiError) -> web.Response:
@@ -307,7 +306,7 @@ class ControlApi:
                 "since is a time on the server's monotonic clock, as in `now`",
             ) from None
         body = {"proxy": proxy.name, **proxy.traffic.to_json(low)}
-        return json_response(body)
+        return json_response(body, float32=False)
 
     async def metrics_text(self, request: web.Request) -> web.StreamResponse:
         """``GET /metrics``: Prometheus text with per-proxy byte counters."""

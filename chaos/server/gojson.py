@@ -437,13 +437,6 @@ def unmarshal(value: object, go_type: GoType) -> object:
 # -- encoding ----------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Float32:
-    """A float32 value, encoded as Go encodes one (shortest form that reads back the same)."""
-
-    value: float
-
-
 _STRING_ESCAPES: Final = {
     **{c: f"\\u{c:04x}" for c in range(0x20)},
     ord("\n"): "\\n",
@@ -485,8 +478,12 @@ def format_float32(value: float) -> str:
     return f"{mantissa}e{sign}{magnitude.zfill(2) if sign == '+' else magnitude}"
 
 
-def encode(value: object) -> str:
-    """*value* as ``json.Marshal`` writes it: compact, dicts in their order."""
+def encode(value: object, *, float32: bool = True) -> str:
+    """*value* as ``json.Marshal`` writes it: compact, dicts in their order.
+
+    Floats are written as Go writes a ``float32`` (the only floats in Toxiproxy's answers are
+    toxicities), or, with ``float32=False``, as Python writes a float (our own endpoints).
+    """
     if value is None:
         return "null"
     if value is True:
@@ -497,13 +494,13 @@ def encode(value: object) -> str:
         return _encode_string(value)
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, Float32):
-        return format_float32(value.value)
     if isinstance(value, float):
-        return repr(value) if not value.is_integer() else str(int(value))
+        return format_float32(value) if float32 else json.dumps(value)
     if isinstance(value, Mapping):
-        members = (f"{_encode_string(str(k))}:{encode(v)}" for k, v in value.items())
+        members = (
+            f"{_encode_string(str(k))}:{encode(v, float32=float32)}" for k, v in value.items()
+        )
         return "{" + ",".join(members) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(encode(v) for v in value) + "]"
+        return "[" + ",".join(encode(v, float32=float32) for v in value) + "]"
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")

@@ -32,7 +32,7 @@ from chaos.server.apierror import (
     bad_request,
 )
 from chaos.server.config import check_name
-from chaos.server.gojson import FLOAT32, INT, INT64, STRING, Float32, GoType
+from chaos.server.gojson import FLOAT32, INT, INT64, STRING, GoType
 
 Stream = Literal["upstream", "downstream"]
 STREAMS: Final[tuple[Stream, ...]] = ("upstream", "downstream")
@@ -129,7 +129,7 @@ class ToxicSpec:
             "name": self.name,
             "type": self.type,
             "stream": self.stream_text or self.stream,
-            "toxicity": Float32(self.toxicity),
+            "toxicity": self.toxicity,  # a float32 value (see gojson.encode)
         }
 
     def attr(self, key: str) -> int:

@@ -100,7 +100,7 @@ def test_encoding_is_compact_and_escapes_as_go() -> None:
     value = {
         "b": [1, True, None],
         "a": 'x<y>&"\\\n\t\b\x01\u2028\u2029é\ud800',
-        "f": gojson.Float32(1),
+        "f": 1.0,
     }
     assert gojson.encode(value) == (
         '{"b":[1,true,null],"a":"x\\u003cy\\u003e\\u0026\\"\\\\\\n\\t\\u0008\\u0001'
