@@ -11,10 +11,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from health_support import Breakers, get, get_json
+from health_support import Breakers, Down, get, get_json
 from prometheus_client.parser import text_string_to_metric_families
 
-from synapse_core import CircuitBreakerManager, default_manager
+from synapse_core import CircuitBreakerConfig, CircuitBreakerManager, default_manager
 from synapse_core.health import HealthEndpoints, HealthServer
 
 SCHEMA = json.loads(
@@ -124,6 +124,45 @@ def test_failure_rate_and_forced_open_in_metrics(serve: Serve, breakers: Breaker
     assert value(forced, "synapse_circuit_breaker_retry_after_seconds", breaker="db") == float(
         "inf"
     )
+
+
+def test_ignored_exceptions_are_their_own_outcome_in_metrics(
+    serve: Serve, breakers: Breakers
+) -> None:
+    """An exception listed in ignore_exceptions is outcome="ignored", never a failure or a
+    success, and stays out of the failure rate (before, no test set the ignored count above 0,
+    so a collector that dropped or misfiled it passed)."""
+
+    class Cancelled(Exception):
+        """What the caller raises when it gives up itself: not the dependency's fault."""
+
+    def cancelled() -> None:
+        raise Cancelled("caller gave up")
+
+    server = serve()
+    config = CircuitBreakerConfig(
+        failure_threshold=3, minimum_requests=3, recovery_timeout=5, ignore_exceptions=(Cancelled,)
+    )
+    search = breakers.make("search", config)
+    breakers.succeed(search, 2)
+    for _ in range(4):
+        with contextlib.suppress(Cancelled):
+            search.call(cancelled)
+    with contextlib.suppress(Down):
+        search.call(_fail)
+    samples = scrape(server)
+    calls = "synapse_circuit_breaker_calls_total"
+    assert value(samples, calls, breaker="search", outcome="ignored") == 4
+    assert value(samples, calls, breaker="search", outcome="success") == 2
+    assert value(samples, calls, breaker="search", outcome="failure") == 1
+    assert value(samples, calls, breaker="search", outcome="timeout") == 0
+    # One failure among three judged outcomes; the four ignored ones are not in the window.
+    assert value(samples, "synapse_circuit_breaker_failure_rate", breaker="search") == 1 / 3
+    assert state_of(samples, "search") == "closed"
+
+
+def _fail() -> None:
+    raise Down("dependency down")
 
 
 def test_openmetrics_when_asked(serve: Serve, breakers: Breakers) -> None:
