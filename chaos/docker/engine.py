@@ -1,8 +1,10 @@
 """The seam to the Docker engine: the ``docker`` SDK, imported lazily, and one clear error.
 
-Nothing else in Synapse imports ``docker``; importing :mod:`chaos` or the pytest plugin never
-pays for it. :func:`engine` connects once per process (``docker.from_env()``: ``DOCKER_HOST``
-or the local socket) and checks the engine answers.
+Importing :mod:`chaos`, :mod:`chaos.docker` or the pytest plugin never imports ``docker``:
+this module loads the SDK when an engine is first asked for, and the few functions elsewhere
+that need ``docker.errors`` or ``docker.types`` import them when they run. :func:`engine`
+connects once per process (``docker.from_env()``: ``DOCKER_HOST`` or the local socket) and
+checks the engine answers.
 """
 
 from __future__ import annotations

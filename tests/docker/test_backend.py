@@ -69,6 +69,21 @@ def test_no_docker_package_is_one_error_naming_the_extra() -> None:
     assert "pip install 'synapse-chaos[docker]'" in result.stdout, result.stderr
 
 
+def test_importing_chaos_docker_does_not_import_the_sdk() -> None:
+    """chaos.docker and every module in it import without the docker SDK: users who never ask
+    for Docker do not pay for it (only the plugin's own import was checked before)."""
+    result = _python(
+        "import pkgutil, importlib, sys, chaos.docker\n"
+        "for m in pkgutil.iter_modules(chaos.docker.__path__):\n"
+        "    importlib.import_module('chaos.docker.' + m.name)\n"
+        "import pytest_synapse.docker_fixtures\n"
+        "print(sorted(n for n in sys.modules if n == 'docker' or n.startswith('docker.')))\n",
+        {},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_plugin_without_an_engine_fails_the_backend_and_skips_container_tests(
     pytester: pytest.Pytester,
 ) -> None:
