@@ -84,9 +84,18 @@ def test_importing_chaos_docker_does_not_import_the_sdk() -> None:
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    ("form", "source"),
+    [
+        ("option", "command line --synapse-toxiproxy"),
+        ("env", "env SYNAPSE_TOXIPROXY"),
+        ("ini", "ini synapse_toxiproxy"),
+    ],
+)
 def test_plugin_without_an_engine_fails_the_backend_and_skips_container_tests(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, form: str, source: str
 ) -> None:
+    """The docker backend is asked for in each of the option's forms; the error names it."""
     pytester.makepyfile(
         """
         def test_needs_backend(toxiproxy):
@@ -96,16 +105,22 @@ def test_plugin_without_an_engine_fails_the_backend_and_skips_container_tests(
             pass
         """
     )
+    args = ["-rs", "-p", "no:cacheprovider"]
+    if form == "option":
+        args.append("--synapse-toxiproxy=docker")
+    elif form == "ini":
+        pytester.makeini("[pytest]\nsynapse_toxiproxy = docker\n")
     with pytest.MonkeyPatch.context() as patch:
         for key, value in NO_ENGINE.items():
             patch.setenv(key, value)
-        result = pytester.runpytest_subprocess(
-            "--synapse-toxiproxy=docker", "-rs", "-p", "no:cacheprovider"
-        )
+        patch.delenv("SYNAPSE_TOXIPROXY", raising=False)
+        if form == "env":
+            patch.setenv("SYNAPSE_TOXIPROXY", "docker")
+        result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(errors=1, skipped=1)
     result.stdout.fnmatch_lines(
         [
-            "*synapse: command line --synapse-toxiproxy: no Docker engine answered at "
+            f"*synapse: {source}: no Docker engine answered at "
             "DOCKER_HOST=unix:///nonexistent/docker.sock*",
             "SKIPPED*docker: no Docker engine answered*",
         ]
