@@ -159,6 +159,20 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
             return err.code, json.loads(err.read())
 
 
+def warm(url: str, within: float = 5.0) -> bool:
+    """GET *url* until it answers 200 from Redis, for at most *within* seconds.
+
+    A precondition, not a check: the service's Redis timeout is 200 ms, which a loaded CI
+    machine can exceed once; a test starts from a healthy service with a filled cache.
+    """
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if get(url)[0] == 200:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def drive_until_closed(url: str, states: Callable[[], dict[str, str]], *, within: float) -> bool:
     """Request stock until the ``redis`` breaker reports closed, for at most *within* seconds.
 

@@ -37,6 +37,8 @@ def test_health_endpoints_and_metrics_show_a_shared_breaker(
         with caplog.at_level(logging.INFO, logger="synapse.breaker"):
             assert outcome(there, fail) == outcome(there, fail) == "ran"
             assert wait_for(lambda: here.state is OPEN, 3.0)
+            # Listeners hear a transition just after the state changes (outside the lock).
+            assert wait_for(lambda: opened_in(endpoints), 3.0)
         document = endpoints.breakers()
         jsonschema.validate(document, SCHEMA)
         entry = document["breakers"]["orders-db"]
@@ -57,6 +59,11 @@ def test_health_endpoints_and_metrics_show_a_shared_breaker(
         assert {r.replica for r in opened} == {"there"}  # type: ignore[attr-defined]
     finally:
         endpoints.close()
+
+
+def opened_in(endpoints: HealthEndpoints) -> bool:
+    """Whether the health journal holds the transition yet."""
+    return bool(endpoints.breakers()["breakers"]["orders-db"]["recent_transitions"])
 
 
 def test_a_local_breakers_documents_are_unchanged() -> None:
