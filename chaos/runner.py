@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TextIO
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self, TextIO
 
 from chaos.errors import ScenarioBindingError, ScenarioError
 from chaos.faults import Fault, FlappingFault
@@ -44,8 +44,25 @@ if TYPE_CHECKING:
 TICK: Final = 0.1
 """Longest real-time wait between two progress updates, seconds."""
 
+RunnerAction = Literal[
+    "begin",
+    "stale",
+    "apply",
+    "heal",
+    "expire",
+    "down",
+    "up",
+    "end",
+    "cleanup",
+    "error",
+    "interrupted",
+]
+"""What a :class:`RunnerEvent` records (see its ``action``)."""
+
+_AgendaAction = Literal["expire", "heal", "apply", "end"]
+
 # Order of agenda items due at the same instant: faults end before new ones start.
-_ORDER: Final = {"expire": 0, "heal": 0, "apply": 1, "end": 2}
+_ORDER: Final[dict[_AgendaAction, int]] = {"expire": 0, "heal": 0, "apply": 1, "end": 2}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,7 +85,7 @@ class RunnerEvent:
 
     at: float
     time: float
-    action: str
+    action: RunnerAction
     proxy: str = ""
     fault: str = ""
     step: int | None = None
@@ -114,7 +131,7 @@ class _Item:
     offset: float
     order: int
     step: int
-    action: str
+    action: _AgendaAction
 
 
 class ScenarioRunner:
@@ -502,7 +519,7 @@ class ScenarioRunner:
                 message=f"{len(healed)} fault(s) removed",
             )
 
-    def _end_fault(self, index: int, action: str) -> None:
+    def _end_fault(self, index: int, action: Literal["expire", "cleanup"]) -> None:
         fault = self._active.pop(index)
         try:
             fault.stop()
@@ -513,7 +530,7 @@ class ScenarioRunner:
 
     def _emit(
         self,
-        action: str,
+        action: RunnerAction,
         *,
         proxy: str = "",
         fault: str = "",

@@ -11,11 +11,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from pytest_synapse.gates import parse_gate
+
+OptionKind = Literal["bool", "str", "int", "path", "list"]
+"""How a setting's text is read: a flag, text, an integer, a path or a list of lines."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class OptionSpec:
     env: str
     ini: str
     help: str
-    kind: str  # "bool" | "str" | "int" | "path" | "list"
+    kind: OptionKind
     default: Any = None
 
 
@@ -207,7 +210,7 @@ def _raw(config: pytest.Config, env: Mapping[str, str], spec: OptionSpec) -> tup
 def _convert(spec: OptionSpec, raw: Any, source: str, start_dir: Path) -> Any:
     if raw is None or (source == "default" and spec.kind != "list"):
         return raw
-    converters: dict[str, Callable[[Any], Any]] = {
+    converters: dict[OptionKind, Callable[[Any], Any]] = {
         "bool": _to_bool,
         "str": _to_backend if spec.dest == "toxiproxy" else _to_str,
         "int": _to_int,

@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pytest_synapse.records import TestRecord, summarize_breaker
 from synapse_core import (
@@ -82,6 +82,19 @@ class MeasuredBreaker(CircuitBreaker):
             raise
 
 
+class WatchedBreaker(NamedTuple):
+    """One breaker a test records, under its report key."""
+
+    breaker: CircuitBreaker
+    origin: str
+    """How the test came to watch it: ``fixture``, ``default_manager``, ``existing``, ``created``
+    (``polled`` breakers are not kept here)."""
+    initial_state: str
+    """Its state when watching began."""
+    source: str
+    """The tag of its events on the timeline."""
+
+
 class TestRun:
     """What Synapse records while one test runs: a timeline, its breakers, assertion figures."""
 
@@ -93,8 +106,8 @@ class TestRun:
         self.virtual_clock = VirtualClock()
         self.timeline = Timeline(self.virtual_clock if virtual else None)
         self.clock_kind = "virtual" if virtual else "monotonic"
-        # report key -> (breaker, origin, state when watching began, timeline source tag)
-        self.breakers: dict[str, tuple[CircuitBreaker, str, str, str]] = {}
+        # report key -> the breaker watched under it
+        self.breakers: dict[str, WatchedBreaker] = {}
         self._keys_by_id: dict[int, str] = {}
         self._handles: dict[int, Unsubscribe] = {}
         self._untracked: set[int] = set()
@@ -150,11 +163,10 @@ class TestRun:
             if previous is not None:
                 if origin == "fixture" and previous != key:
                     # Announced at construction as "created"; the fixture claims it.
-                    _, _, initial, tag = self.breakers.pop(previous)
-                    self.breakers[key] = (breaker, origin, initial, tag)
+                    self.breakers[key] = self.breakers.pop(previous)._replace(origin=origin)
                     self._keys_by_id[id(breaker)] = key
                 return self._keys_by_id[id(breaker)]
-            self.breakers[key] = (breaker, origin, breaker.state.value, source)
+            self.breakers[key] = WatchedBreaker(breaker, origin, breaker.state.value, source)
             self._keys_by_id[id(breaker)] = key
             self._handles[id(breaker)] = self.timeline.watch(breaker, source=source)
         return key

@@ -97,6 +97,11 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'synapse_core' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The lazily loaded transport names are attributes too (tab completion, dir(), inspect).
+    return sorted({*globals(), *_TRANSPORT_NAMES})
+
+
 __all__ = [
     "BreakerRecord",
     "CallPermit",
