@@ -73,7 +73,7 @@ def pytest_runtest_logreport(report):
     PHASES[0] += report.duration  # setup + call + teardown of every test
 
 def pytest_configure(config):
-    from chaos.client import ToxiproxyClient
+    from chaos.control.client import ToxiproxyClient
     original = ToxiproxyClient.request
     def counted(self, *args, **kwargs):
         REQUESTS[0] += 1

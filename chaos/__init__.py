@@ -6,7 +6,10 @@ from chaos.backends import (
     ExternalBackend,
     resolve_backend,
 )
-from chaos.client import ProxyInfo, ToxicInfo, ToxiproxyClient
+from chaos.control.client import ProxyInfo, ToxicInfo, ToxiproxyClient
+from chaos.control.faults import Fault, FlappingFault
+from chaos.control.faultspec import FAULT_KINDS
+from chaos.control.proxy import Proxy
 from chaos.embedded import EmbeddedToxiproxy
 from chaos.errors import (
     BackendError,
@@ -25,9 +28,6 @@ from chaos.errors import (
     ToxiproxyUnavailable,
     UnknownScenario,
 )
-from chaos.faults import Fault, FlappingFault
-from chaos.faultspec import FAULT_KINDS
-from chaos.proxy import Proxy
 from chaos.runner import RunnerEvent, ScenarioRunner
 from chaos.scenario import (
     Scenario,

@@ -31,12 +31,12 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Final, Self
 
-from chaos.client import ToxiproxyClient
+from chaos.control.client import ToxiproxyClient
+from chaos.control.livefaults import DEFAULT_OWNER, check_owner
+from chaos.control.proxy import Proxy
 from chaos.embedded import EmbeddedToxiproxy, Mode
 from chaos.errors import BackendError, NotFound, ProxyExists
 from chaos.lifecycle import StartStop
-from chaos.livefaults import DEFAULT_OWNER, check_owner
-from chaos.proxy import Proxy
 from synapse_core.timeline import Timeline
 
 ENV_VAR: Final = "SYNAPSE_TOXIPROXY"

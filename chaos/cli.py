@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from chaos.livefaults import DEFAULT_OWNER
+from chaos.control.livefaults import DEFAULT_OWNER
 from chaos.runcli import run_command as _run
 from chaos.runcli import scenarios_command as _scenarios
 from chaos.server import ApiError, ChaosServer, ServerLimits

@@ -36,7 +36,7 @@ import sys
 import threading
 from typing import Literal
 
-from chaos.client import ToxiproxyClient
+from chaos.control.client import ToxiproxyClient
 from chaos.errors import EmbeddedServerError
 from chaos.lifecycle import StartStop
 from chaos.server import ChaosServer, ServerLimits

@@ -34,9 +34,9 @@ from types import FrameType
 from typing import Any, Final, NoReturn
 
 from chaos.backends import Backend, ProxyMismatch, get_or_create_proxy, resolve_backend
+from chaos.control.livefaults import toxic_prefix
+from chaos.control.proxy import Proxy
 from chaos.errors import ChaosError, ToxiproxyUnavailable
-from chaos.livefaults import toxic_prefix
-from chaos.proxy import Proxy
 from chaos.runner import ConsoleProgress, ScenarioRunner
 from chaos.scenario import Scenario, load_scenario, scenario_library
 

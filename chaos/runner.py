@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self, TextIO
 
+from chaos.control.faults import Fault, FlappingFault
+from chaos.control.proxy import Proxy
 from chaos.errors import ScenarioBindingError, ScenarioError
-from chaos.faults import Fault, FlappingFault
-from chaos.proxy import Proxy
 from chaos.scenario import Scenario
 from synapse_core.clock import Clock, VirtualClock, monotonic_clock
 from synapse_core.timeline import Timeline

@@ -35,10 +35,7 @@ from typing import Any, Final
 
 import yaml
 
-from chaos.docker.steps import check_step
-from chaos.docker.steps import resources as container_resources
-from chaos.errors import InvalidFault, ScenarioError, ScenarioFileError, UnknownScenario
-from chaos.faultspec import (
+from chaos.control.faultspec import (
     FAULT_KINDS,
     disables_proxy,
     normalize_params,
@@ -46,6 +43,9 @@ from chaos.faultspec import (
     text_number_hint,
     toxic_plans,
 )
+from chaos.docker.steps import check_step
+from chaos.docker.steps import resources as container_resources
+from chaos.errors import InvalidFault, ScenarioError, ScenarioFileError, UnknownScenario
 
 HEAL: Final = "heal"
 """The ``fault`` of a step that removes this scenario's faults from its proxy."""

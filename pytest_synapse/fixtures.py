@@ -21,7 +21,7 @@ from synapse_core import CircuitBreaker, CircuitBreakerConfig, Timeline, Virtual
 if TYPE_CHECKING:
     from chaos import Proxy
     from chaos.backends import Backend
-    from chaos.client import ToxiproxyClient
+    from chaos.control.client import ToxiproxyClient
     from chaos.runner import ScenarioRunner
     from chaos.scenario import Scenario
 

@@ -40,8 +40,8 @@ from pytest_synapse.verdicts import (
 from synapse_core import CircuitBreaker, Timeline
 
 if TYPE_CHECKING:
-    from chaos.proxy import Proxy
-    from chaos.traffic import ProxyTraffic
+    from chaos.control.proxy import Proxy
+    from chaos.control.traffic import ProxyTraffic
 
 _INF = float("inf")
 
@@ -72,7 +72,7 @@ def assert_no_calls_while_open(
     check_number("grace", grace)
     tl = timeline_of(timeline)
     poll_now(tl, breaker)
-    proxy_type = getattr(sys.modules.get("chaos.proxy"), "Proxy", None)
+    proxy_type = getattr(sys.modules.get("chaos.control.proxy"), "Proxy", None)
     if proxy_type is not None and isinstance(upstream, proxy_type):
         _no_traffic_while_open(tl, breaker, upstream, grace)
     elif upstream is None or isinstance(upstream, str):

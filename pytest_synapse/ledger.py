@@ -93,7 +93,7 @@ def remove_proxies(proxies: Iterable[tuple[str, str]], *, timeout: float = 5.0) 
     Returns one line per proxy that could not be removed; one already gone is fine. Each
     request is bounded by *timeout* seconds.
     """
-    from chaos.client import ToxiproxyClient
+    from chaos.control.client import ToxiproxyClient
     from chaos.errors import ChaosError, NotFound
 
     problems = []

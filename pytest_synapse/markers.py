@@ -78,7 +78,7 @@ def proxies_problem(proxies: object) -> str:
     """What is wrong with a ``proxies=`` value (marker or ``chaos_scenario``), or ``""``."""
     if not isinstance(proxies, Mapping):
         return f"{PROXIES_MEANING}; got {proxies!r}"
-    proxy_type = getattr(sys.modules.get("chaos.proxy"), "Proxy", None)
+    proxy_type = getattr(sys.modules.get("chaos.control.proxy"), "Proxy", None)
     for name, target in proxies.items():
         if not isinstance(name, str):
             return f"{PROXIES_MEANING}; the name {name!r} is not a string"

@@ -129,7 +129,7 @@ def _schedule(
 
 def _known_faults() -> tuple[str, ...]:
     # Schedules may drive real proxies too; chaos (and aiohttp with it) is imported only here.
-    from chaos.faultspec import FAULT_KINDS
+    from chaos.control.faultspec import FAULT_KINDS
 
     return tuple(dict.fromkeys((*SIMULATED_FAULTS, *FAULT_KINDS)))
 

@@ -22,6 +22,7 @@ PACKAGES = (
     "synapse_core.health",
     "synapse_core.transport",
     "chaos",
+    "chaos.control",
     "chaos.server",
     "chaos.docker",
     "pytest_synapse",

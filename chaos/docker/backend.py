@@ -27,14 +27,14 @@ from importlib import metadata
 from typing import Final, Self
 
 from chaos.backends import Backend, register_backend
-from chaos.client import ProxyInfo, ToxiproxyClient
+from chaos.control.client import ProxyInfo, ToxiproxyClient
+from chaos.control.livefaults import DEFAULT_OWNER
+from chaos.control.proxy import Proxy
 from chaos.docker.container import Container
 from chaos.docker.launch import image_missing_message, prepare, start_container
 from chaos.docker.network import Network, unique_name
 from chaos.docker.upstream import network_upstream
 from chaos.errors import BackendError, ToxiproxyError
-from chaos.livefaults import DEFAULT_OWNER
-from chaos.proxy import Proxy
 from synapse_core.timeline import Timeline
 
 API_PORT: Final = 8474

@@ -30,7 +30,7 @@ from chaos import (
     parse_scenario,
     resolve_backend,
 )
-from chaos.livefaults import toxic_prefix
+from chaos.control.livefaults import toxic_prefix
 from synapse_core import Timeline, VirtualClock
 
 OFFLINE_INFO = ProxyInfo("svc", "127.0.0.1:1", "127.0.0.1:2", True)

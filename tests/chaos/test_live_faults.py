@@ -1,4 +1,6 @@
-"""Disable faults held on one proxy by several handles, owners, URLs and servers (chaos.livefaults).
+"""Disable faults held on one proxy by several handles, owners, URLs and servers.
+
+The bookkeeping of :mod:`chaos.control.livefaults`.
 
 The proxy stays down while any holder holds it, whoever releases last brings it back, another
 owner's marker (another process) is respected, and a hung server holds up no other server.
@@ -26,7 +28,7 @@ from chaos_helpers import (
 )
 
 from chaos import EmbeddedToxiproxy, Proxy, ProxyInfo, ToxiproxyClient, ToxiproxyError
-from chaos.livefaults import server_key
+from chaos.control.livefaults import server_key
 
 
 def test_ending_a_down_leaves_the_proxy_down_while_another_owner_holds_it(
@@ -79,7 +81,7 @@ def test_stale_cleanup_leaves_the_proxy_down_while_another_owner_holds_it(
 def test_two_owners_releasing_at_once_leave_the_proxy_up(
     client: ToxiproxyClient, shared_proxy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chaos.faults import _Disable
+    from chaos.control.faults import _Disable
 
     bob = client.get_proxy(shared_proxy, owner="bob")
     other_owner_takes_it_down(client, shared_proxy)

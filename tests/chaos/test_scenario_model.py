@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chaos import ScenarioError, UnknownScenario
-from chaos.faultspec import FAULT_KINDS
+from chaos.control.faultspec import FAULT_KINDS
 from chaos.scenario import Scenario, ScenarioStep, load_scenario, parse_scenario, scenario_library
 
 LIBRARY = {

@@ -19,8 +19,8 @@ from chaos_helpers import EchoServer, connect, round_trip, wait_until
 from threaded_servers import serving
 
 from chaos import NotFound, ToxiproxyClient
+from chaos.control.traffic import ProxyTraffic, TrafficUnavailable
 from chaos.server.traffic import TrafficLog
-from chaos.traffic import ProxyTraffic, TrafficUnavailable
 
 
 def test_connections_and_bytes_are_logged_with_times(

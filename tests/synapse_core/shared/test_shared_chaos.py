@@ -20,7 +20,7 @@ from shared_support import RedisServer, Target, ThreeMasterCluster, wait_for
 from test_shared_fleet import CLOSED, OPEN, fail, ok, outcome
 
 from chaos import EmbeddedToxiproxy
-from chaos.proxy import Proxy
+from chaos.control.proxy import Proxy
 from synapse_core import CircuitBreaker, CircuitBreakerConfig
 
 TIMEOUT = 0.25

@@ -1,6 +1,7 @@
 """The :class:`Proxy` handle: one proxy of a Toxiproxy server, with fault methods.
 
-See :mod:`chaos.faults` for what each fault is built from and how stale faults are recognised.
+See :mod:`chaos.control.faults` for what each fault is built from and how stale faults are
+recognised.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
-from chaos.errors import NotFound
-from chaos.faults import DisableFault, Fault, FlappingFault, ToxicFault, _quiet_remove
-from chaos.faultspec import StreamArg, disables_proxy, normalize_params, toxic_plans
-from chaos.livefaults import (
+from chaos.control.faults import DisableFault, Fault, FlappingFault, ToxicFault, _quiet_remove
+from chaos.control.faultspec import StreamArg, disables_proxy, normalize_params, toxic_plans
+from chaos.control.livefaults import (
     DEFAULT_OWNER,
     MARKER_SUFFIX,
     check_owner,
@@ -22,11 +22,12 @@ from chaos.livefaults import (
     proxy_gate,
     toxic_prefix,
 )
+from chaos.errors import NotFound
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
-    from chaos.client import ProxyInfo, ToxicInfo, ToxiproxyClient
-    from chaos.traffic import ProxyTraffic
+    from chaos.control.client import ProxyInfo, ToxicInfo, ToxiproxyClient
+    from chaos.control.traffic import ProxyTraffic
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -112,7 +113,7 @@ class Proxy:
     def traffic(self) -> ProxyTraffic:
         """When clients connected to this proxy and sent bytes toward the upstream.
 
-        Synapse's server only: see :mod:`chaos.traffic` (the real Toxiproxy cannot tell).
+        Synapse's server only: see :mod:`chaos.control.traffic` (the real Toxiproxy cannot tell).
         """
         return self.client.traffic(self.name)
 

@@ -1,6 +1,6 @@
 """The fault objects :class:`chaos.Proxy` methods return, and how faults are named and cleaned.
 
-A :class:`~chaos.Proxy` (:mod:`chaos.proxy`) is a handle on one proxy of a Toxiproxy server
+A :class:`~chaos.Proxy` (:mod:`chaos.control.proxy`) is a handle on one proxy of a Toxiproxy server
 (ours or the real one). Its fault methods return a :class:`Fault`, which does nothing until
 started, either as a context manager or with :meth:`Fault.start` / :meth:`Fault.stop`::
 
@@ -36,7 +36,7 @@ by ``synapse-chaos run``) removes the toxics of its owner that no live fault in 
 and re-enables the proxy if a stale marker says the harness disabled it. Concurrent runs against
 one shared server should use different owners; a disabling fault that ends leaves the proxy
 disabled while another owner's marker is on it (that owner's fault still holds it down). The
-bookkeeping lives in :mod:`chaos.livefaults`.
+bookkeeping lives in :mod:`chaos.control.livefaults`.
 
 Faults are logged on the ``synapse.chaos`` logger at INFO, with stable messages (``fault
 latency applied to proxy 'redis'``, ``fault latency healed on proxy 'redis'``) and ``extra``
@@ -56,10 +56,8 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from chaos.errors import ChaosError, FaultError, NotFound
-from chaos.faultspec import ToxicPlan
-from chaos.lifecycle import StartStop
-from chaos.livefaults import (
+from chaos.control.faultspec import ToxicPlan
+from chaos.control.livefaults import (
     MARKER_SUFFIX,
     any_marker,
     live_markers,
@@ -69,12 +67,14 @@ from chaos.livefaults import (
     toxic_prefix,
     unregister,
 )
+from chaos.errors import ChaosError, FaultError, NotFound
+from chaos.lifecycle import StartStop
 from synapse_core.clock import Clock, monotonic_clock
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
-    from chaos.client import ToxiproxyClient
-    from chaos.proxy import Proxy
+    from chaos.control.client import ToxiproxyClient
+    from chaos.control.proxy import Proxy
 
 # Toxic names must be unique on a server, across processes too: a random per-process token
 # plus a counter. (Liveness is not read from the name: see _LIVE.)

@@ -3,7 +3,7 @@
 Each :class:`ToxiproxyClient` talks to one server, so several servers can be driven from one
 process (``toxiproxy-python`` keeps its address in a class attribute and cannot). Every request
 has a timeout; failures raise :mod:`chaos.errors` exceptions carrying the status and message.
-Connections are kept alive and reused (:mod:`chaos.httppool`): ``close()`` ends them.
+Connections are kept alive and reused (:mod:`chaos.control.httppool`): ``close()`` ends them.
 
 >>> client = ToxiproxyClient("http://127.0.0.1:8474")
 >>> redis = client.create_proxy("redis", upstream="127.0.0.1:6379")   # doctest: +SKIP
@@ -26,11 +26,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
+from chaos.control.httppool import ConnectionPool
+from chaos.control.livefaults import DEFAULT_OWNER
+from chaos.control.proxy import Proxy
+from chaos.control.traffic import ProxyTraffic, TrafficUnavailable
 from chaos.errors import NotFound, ToxiproxyError, ToxiproxyUnavailable, error_for_status
-from chaos.httppool import ConnectionPool
-from chaos.livefaults import DEFAULT_OWNER
-from chaos.proxy import Proxy
-from chaos.traffic import ProxyTraffic, TrafficUnavailable
 
 if TYPE_CHECKING:
     from synapse_core.timeline import Timeline
@@ -324,7 +324,7 @@ class ToxiproxyClient:
     def traffic(self, proxy: str) -> ProxyTraffic:
         """When clients of *proxy* connected and sent bytes (Synapse's server only).
 
-        Raises :class:`~chaos.traffic.TrafficUnavailable` for a server without the extension
+        Raises :class:`~chaos.control.traffic.TrafficUnavailable` for a server without the extension
         (the real Toxiproxy), :class:`~chaos.errors.NotFound` for an unknown proxy.
         """
         path = f"/synapse/traffic/{quote(proxy, safe='')}"
