@@ -6,10 +6,11 @@ from chaos.backends import (
     ExternalBackend,
     resolve_backend,
 )
-from chaos.control.client import ProxyInfo, ToxicInfo, ToxiproxyClient
+from chaos.control.client import ToxiproxyClient
 from chaos.control.faults import Fault, FlappingFault
 from chaos.control.faultspec import FAULT_KINDS
 from chaos.control.proxy import Proxy
+from chaos.control.types import ProxyInfo, ToxicInfo
 from chaos.embedded import EmbeddedToxiproxy
 from chaos.errors import (
     BackendError,

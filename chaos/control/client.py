@@ -17,7 +17,6 @@ raw server data is its ``.info`` (:class:`ProxyInfo`), also returned by :meth:`p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import time
@@ -30,6 +29,7 @@ from chaos.control.httppool import ConnectionPool
 from chaos.control.livefaults import DEFAULT_OWNER
 from chaos.control.proxy import Proxy
 from chaos.control.traffic import ProxyTraffic, TrafficUnavailable
+from chaos.control.types import ProxyInfo, ToxicInfo
 from chaos.errors import NotFound, ToxiproxyError, ToxiproxyUnavailable, error_for_status
 
 if TYPE_CHECKING:
@@ -37,61 +37,6 @@ if TYPE_CHECKING:
 
 Stream = Literal["upstream", "downstream"]
 USER_AGENT = "synapse-chaos"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ToxicInfo:
-    """A toxic as the server reports it."""
-
-    name: str
-    type: str
-    stream: str
-    toxicity: float
-    attributes: Mapping[str, Any]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ToxicInfo:
-        """Build from the server's JSON."""
-        return cls(
-            name=str(data["name"]),
-            type=str(data["type"]),
-            stream=str(data.get("stream", "downstream")),
-            toxicity=float(data.get("toxicity", 1.0)),
-            attributes=dict(data.get("attributes") or {}),
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProxyInfo:
-    """A proxy as the server reports it; ``listen`` is the bound ``host:port``."""
-
-    name: str
-    listen: str
-    upstream: str
-    enabled: bool
-    toxics: tuple[ToxicInfo, ...] = ()
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ProxyInfo:
-        """Build from the server's JSON."""
-        return cls(
-            name=str(data["name"]),
-            listen=str(data["listen"]),
-            upstream=str(data["upstream"]),
-            enabled=bool(data["enabled"]),
-            toxics=tuple(ToxicInfo.from_json(t) for t in data.get("toxics") or ()),
-        )
-
-    @property
-    def listen_host(self) -> str:
-        """Host part of ``listen`` (IPv6 without brackets)."""
-        host = self.listen.rpartition(":")[0]
-        return host[1:-1] if host.startswith("[") else host
-
-    @property
-    def listen_port(self) -> int:
-        """Port part of ``listen``."""
-        return int(self.listen.rpartition(":")[2])
 
 
 def _any_port(listen: str) -> bool:
@@ -400,3 +345,8 @@ class ToxiproxyClient:
         """Remove a toxic from a proxy and its open connections."""
         path = f"/proxies/{quote(proxy, safe='')}/toxics/{quote(name, safe='')}"
         self.request("DELETE", path)
+
+    def discard_toxic(self, proxy: str, name: str) -> None:
+        """Remove a toxic if it is there: one already gone (or its proxy) is not an error."""
+        with contextlib.suppress(NotFound):
+            self.remove_toxic(proxy, name)

@@ -73,7 +73,6 @@ from synapse_core.clock import Clock, monotonic_clock
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
-    from chaos.control.client import ToxiproxyClient
     from chaos.control.proxy import Proxy
 
 # Toxic names must be unique on a server, across processes too: a random per-process token
@@ -190,7 +189,7 @@ class Fault(StartStop):
             self._active = True
             self._span = self._timeline.fault_started(self.kind, self.proxy.name, **self.params)
             _log_fault("applied", self)
-        self.proxy._started(self)
+        self.proxy.note_started(self)
         try:
             self._after_start()
         except BaseException:
@@ -221,7 +220,7 @@ class Fault(StartStop):
             finally:
                 if self._span is not None and self._timeline is not None:
                     self._timeline.fault_ended(self._span)
-                self.proxy._stopped(self)
+                self.proxy.note_stopped(self)
 
     # -- subclass hooks ----------------------------------------------------------------------
 
@@ -327,7 +326,8 @@ class _Disable:
                 # The marker goes only once the proxy is known to be enabled, so a stale
                 # cleanup can still re-enable it otherwise.
                 if not disabling or self._enable_quietly():
-                    _quiet_remove(client, proxy.name, self.marker)
+                    with contextlib.suppress(ChaosError):  # best effort: the error is raised
+                        client.discard_toxic(proxy.name, self.marker)
                 raise
             self.held = True
 
@@ -373,7 +373,7 @@ class _Disable:
             except NotFound:
                 self.held = False
                 return
-            _quiet_remove(client, proxy.name, self.marker, raise_other=True)
+            client.discard_toxic(proxy.name, self.marker)
             self.held = False
             if last_here and not enabled:
                 # Another owner's release may have run at the same moment, seen our marker and
@@ -381,18 +381,6 @@ class _Disable:
                 with contextlib.suppress(NotFound):
                     if not any_marker(client.toxics(proxy.name)):
                         client.enable(proxy.name)
-
-
-def _quiet_remove(
-    client: ToxiproxyClient, proxy: str, toxic: str, *, raise_other: bool = False
-) -> None:
-    try:
-        client.remove_toxic(proxy, toxic)
-    except NotFound:
-        pass
-    except ChaosError:
-        if raise_other:
-            raise
 
 
 class DisableFault(Fault):

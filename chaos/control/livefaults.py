@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 from chaos.errors import InvalidFault
 
 if TYPE_CHECKING:
-    from chaos.control.client import ToxicInfo
+    from chaos.control.types import ToxicInfo
 
 TOXIC_PREFIX: Final = "synapse"
 DEFAULT_OWNER: Final = "default"

@@ -10,7 +10,7 @@ import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
-from chaos.control.faults import DisableFault, Fault, FlappingFault, ToxicFault, _quiet_remove
+from chaos.control.faults import DisableFault, Fault, FlappingFault, ToxicFault
 from chaos.control.faultspec import StreamArg, disables_proxy, normalize_params, toxic_plans
 from chaos.control.livefaults import (
     DEFAULT_OWNER,
@@ -26,8 +26,9 @@ from chaos.errors import NotFound
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
-    from chaos.control.client import ProxyInfo, ToxicInfo, ToxiproxyClient
+    from chaos.control.client import ToxiproxyClient
     from chaos.control.traffic import ProxyTraffic
+    from chaos.control.types import ProxyInfo, ToxicInfo
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -254,15 +255,18 @@ class Proxy:
                 ):
                     self.client.enable(self.name)
         for name in stale:
-            _quiet_remove(self.client, self.name, name, raise_other=True)
+            self.client.discard_toxic(self.name, name)
         return stale
 
     # -- bookkeeping (called by Fault) -------------------------------------------------------
 
-    def _started(self, fault: Fault) -> None:
+    def note_started(self, fault: Fault) -> None:
+        """Count *fault* among :attr:`faults` (what :meth:`heal` stops); :meth:`Fault.start` calls
+        it, so users need not."""
         with self._faults_lock:
             self._faults = [*self._faults, fault]
 
-    def _stopped(self, fault: Fault) -> None:
+    def note_stopped(self, fault: Fault) -> None:
+        """Take *fault* off :attr:`faults`; :meth:`Fault.stop` calls it."""
         with self._faults_lock:
             self._faults = [f for f in self._faults if f is not fault]

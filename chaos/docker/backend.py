@@ -27,9 +27,10 @@ from importlib import metadata
 from typing import Final, Self
 
 from chaos.backends import Backend, register_backend
-from chaos.control.client import ProxyInfo, ToxiproxyClient
+from chaos.control.client import ToxiproxyClient
 from chaos.control.livefaults import DEFAULT_OWNER
 from chaos.control.proxy import Proxy
+from chaos.control.types import ProxyInfo
 from chaos.docker.container import Container
 from chaos.docker.launch import image_missing_message, prepare, start_container
 from chaos.docker.network import Network, unique_name

@@ -380,8 +380,10 @@ class Container:
         if first is not None:
             raise first
 
-    def _started(self, fault: ContainerFault) -> None:
+    def note_started(self, fault: ContainerFault) -> None:
+        """Count *fault* among :attr:`faults` (what :meth:`heal` stops); the fault calls it."""
         self._faults = [*self._faults, fault]
 
-    def _stopped(self, fault: ContainerFault) -> None:
+    def note_stopped(self, fault: ContainerFault) -> None:
+        """Take *fault* off :attr:`faults`; the fault calls it when it stops."""
         self._faults = [f for f in self._faults if f is not fault]

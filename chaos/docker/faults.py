@@ -152,7 +152,7 @@ class ContainerFault(StartStop):
             self._active = True
             self._span = self._timeline.fault_started(self.kind, self.target, **self.params)
         for container in self.containers:
-            container._started(self)
+            container.note_started(self)
         return self
 
     def stop(self) -> None:
@@ -167,7 +167,7 @@ class ContainerFault(StartStop):
                     self._timeline.fault_ended(self._span)
                 if not self._pending:
                     for container in self.containers:
-                        container._stopped(self)
+                        container.note_stopped(self)
 
     def _heal_all(self) -> None:
         errors: dict[str, str] = {}

@@ -127,6 +127,21 @@ def test_errors_carry_status_and_message(client: ToxiproxyClient) -> None:
     assert unbindable.value.status == 500
 
 
+def test_discard_toxic_removes_it_and_ignores_only_a_missing_one(
+    client: ToxiproxyClient, echo_server: EchoServer
+) -> None:
+    """The faults' cleanup used a private helper of chaos.faults; it is the client's now."""
+    client.create_proxy("echo", upstream=echo_server.address)
+    client.add_toxic("echo", "latency", name="slow", attributes={"latency": 10})
+    client.discard_toxic("echo", "slow")
+    assert client.toxics("echo") == []
+    client.discard_toxic("echo", "slow")  # gone already: not an error
+    client.discard_toxic("no-such-proxy", "slow")
+    gone = ToxiproxyClient(client.url.replace(str(client.url.rpartition(":")[2]), "1"), timeout=2)
+    with pytest.raises(ToxiproxyUnavailable):
+        gone.discard_toxic("echo", "slow")  # anything but "not found" is still raised
+
+
 def test_unreachable_server_raises_unavailable() -> None:
     spare = socket.socket()
     spare.bind(("127.0.0.1", 0))
