@@ -29,8 +29,8 @@ from chaos.errors import (
     ToxiproxyUnavailable,
     UnknownScenario,
 )
-from chaos.runner import RunnerEvent, ScenarioRunner
-from chaos.scenario import (
+from chaos.scenarios.runner import RunnerEvent, ScenarioRunner
+from chaos.scenarios.scenario import (
     Scenario,
     ScenarioStep,
     load_scenario,

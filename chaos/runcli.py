@@ -37,8 +37,8 @@ from chaos.backends import Backend, ProxyMismatch, get_or_create_proxy, resolve_
 from chaos.control.livefaults import toxic_prefix
 from chaos.control.proxy import Proxy
 from chaos.errors import ChaosError, ToxiproxyUnavailable
-from chaos.runner import ConsoleProgress, ScenarioRunner
-from chaos.scenario import Scenario, load_scenario, scenario_library
+from chaos.scenarios.runner import ConsoleProgress, ScenarioRunner
+from chaos.scenarios.scenario import Scenario, load_scenario, scenario_library
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1

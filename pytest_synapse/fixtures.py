@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from chaos import Proxy
     from chaos.backends import Backend
     from chaos.control.client import ToxiproxyClient
-    from chaos.runner import ScenarioRunner
-    from chaos.scenario import Scenario
+    from chaos.scenarios.runner import ScenarioRunner
+    from chaos.scenarios.scenario import Scenario
 
 
 @pytest.fixture
@@ -335,8 +335,8 @@ def chaos_scenario(
     sleeping); otherwise ``runner.run()`` plays in real time. Every fault it applied is removed
     at teardown, also when the test fails.
     """
-    from chaos.runner import ScenarioRunner
-    from chaos.scenario import Scenario, load_scenario
+    from chaos.scenarios.runner import ScenarioRunner
+    from chaos.scenarios.scenario import Scenario, load_scenario
 
     run = run_of(request)
     from pytest_synapse.markers import chaos_settings, proxies_problem

@@ -23,6 +23,7 @@ PACKAGES = (
     "synapse_core.transport",
     "chaos",
     "chaos.control",
+    "chaos.scenarios",
     "chaos.server",
     "chaos.docker",
     "pytest_synapse",

@@ -10,7 +10,7 @@ import pytest
 from chaos_helpers import connect_state, echoes
 
 from chaos import Proxy, RunnerEvent, ScenarioRunner, parse_scenario
-from chaos.runner import ConsoleProgress
+from chaos.scenarios.runner import ConsoleProgress
 
 SHORT = """
 name: short

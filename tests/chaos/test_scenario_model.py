@@ -10,7 +10,13 @@ import pytest
 
 from chaos import ScenarioError, UnknownScenario
 from chaos.control.faultspec import FAULT_KINDS
-from chaos.scenario import Scenario, ScenarioStep, load_scenario, parse_scenario, scenario_library
+from chaos.scenarios.scenario import (
+    Scenario,
+    ScenarioStep,
+    load_scenario,
+    parse_scenario,
+    scenario_library,
+)
 
 LIBRARY = {
     "latency-spike",

@@ -1,4 +1,4 @@
-"""Play a :class:`~chaos.scenario.Scenario` against proxies, in real time or on a virtual clock.
+"""Play a :class:`~chaos.Scenario` against proxies, in real time or on a virtual clock.
 
 Real time (blocks; every fault is removed on return, on an exception and on Ctrl-C)::
 
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self, TextIO
 from chaos.control.faults import Fault, FlappingFault
 from chaos.control.proxy import Proxy
 from chaos.errors import ScenarioBindingError, ScenarioError
-from chaos.scenario import Scenario
+from chaos.scenarios.scenario import Scenario
 from synapse_core.clock import Clock, VirtualClock, monotonic_clock
 from synapse_core.timeline import Timeline
 

@@ -648,13 +648,13 @@ def load_scenario(path_or_name: str | os.PathLike[str]) -> Scenario:
 
 @functools.cache
 def _library() -> dict[str, Scenario]:
-    folder = resources.files("chaos") / "scenarios"
+    folder = resources.files("chaos.scenarios") / "library"
     result: dict[str, Scenario] = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith((".yaml", ".yml")):
             continue
         scenario = parse_scenario(
-            entry.read_text(encoding="utf-8"), source=f"chaos/scenarios/{entry.name}"
+            entry.read_text(encoding="utf-8"), source=f"chaos/scenarios/library/{entry.name}"
         )
         result[scenario.name] = scenario
     return result
