@@ -35,7 +35,7 @@ from chaos.server.dashboard import PATHS as DASHBOARD_PATHS
 from chaos.server.dashboard import ServerDashboard
 from chaos.server.limits import ServerLimits
 from chaos.server.metrics import CONTENT_TYPE, ServerMetrics
-from chaos.server.proxy import Proxy
+from chaos.server.proxy import ServedProxy
 from chaos.server.registry import ProxyRegistry
 from chaos.server.requestid import HEADER as REQUEST_ID
 from chaos.server.requestid import RequestIds
@@ -222,7 +222,7 @@ class ControlApi:
         refused before anything changed), as Toxiproxy answers. An empty list answers
         ``{"proxies":null}``, as Toxiproxy does too.
         """
-        done: list[Proxy] = []
+        done: list[ServedProxy] = []
         try:
             configs = parse_populate(await self._body(request))
             await self.proxies.populate(configs, done)

@@ -38,7 +38,7 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from chaos.server import splice
 from chaos.server.fds import RESOURCE_ERRNOS, FdReserve
@@ -49,7 +49,8 @@ from chaos.server.throttle import ThrottledLog
 from chaos.server.toxics import Stream, ToxicSpec
 
 if TYPE_CHECKING:
-    from chaos.server.proxy import Proxy
+    from collections.abc import Iterator
+
     from chaos.server.traffic import TrafficLog
 
 QUEUE_HIGH_WATER: Final = 1 << 20
@@ -72,6 +73,38 @@ _WRITE_VIEWS: Final = sys.version_info < (3, 12)
 _PAUSED_BY_DEST: Final = 1
 _PAUSED_BY_QUEUE: Final = 2
 _LINGER_RST: Final = struct.pack("ii", 1, 0)
+
+
+class ConnectionOwner(Protocol):
+    """What a :class:`Connection` needs from the proxy that accepted it.
+
+    :class:`chaos.server.proxy.ServedProxy` is the one owner; naming only this much keeps the data
+    plane from depending on the proxy's listener and API side.
+    """
+
+    name: str
+    upstream: str
+    upstream_address: tuple[str, int]
+    enabled: bool
+    counters: dict[Stream, list[int]]
+    """[received, sent] bytes per direction."""
+    traffic: TrafficLog
+    closing: set[Connection]
+    """Closed connections still flushing to a peer (stopping the proxy aborts them)."""
+
+    def connection_opened(self, conn: Connection) -> None:
+        """*conn* was accepted and its upstream is being connected."""
+
+    def connection_closed(self, conn: Connection) -> None:
+        """*conn* is closed on both sides."""
+
+    def toxic_specs(self) -> Iterator[ToxicSpec]:
+        """The proxy's toxics now (a new connection starts with them)."""
+        ...
+
+    def toxic_order(self, stream: Stream) -> list[str]:
+        """The names of *stream*'s toxics, in the order data goes through them."""
+        ...
 
 
 class PlaneContext:
@@ -533,7 +566,7 @@ class Connection:
         "upstream_side",
     )
 
-    def __init__(self, proxy: Proxy, ctx: PlaneContext) -> None:
+    def __init__(self, proxy: ConnectionOwner, ctx: PlaneContext) -> None:
         self.proxy = proxy
         self.ctx = ctx
         self.closed = False

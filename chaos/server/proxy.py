@@ -18,8 +18,11 @@ from chaos.server.traffic import TrafficLog
 LISTEN_BACKLOG: Final = 4096
 
 
-class Proxy:
-    """A TCP listener that forwards every accepted connection to ``upstream`` through toxics."""
+class ServedProxy:
+    """A TCP listener that forwards every accepted connection to ``upstream`` through toxics.
+
+    The server's side of a proxy; :class:`chaos.Proxy` is a client's handle on one.
+    """
 
     def __init__(self, config: ProxyConfig, ctx: PlaneContext) -> None:
         self.name = config.name
@@ -255,4 +258,4 @@ class Proxy:
 
     def __repr__(self) -> str:
         state = "enabled" if self.enabled else "disabled"
-        return f"<Proxy {self.name!r} {self.listen} -> {self.upstream} {state}>"
+        return f"<ServedProxy {self.name!r} {self.listen} -> {self.upstream} {state}>"

@@ -17,7 +17,7 @@ from chaos.server.config import (
 from chaos.server.golisten import ListenError, parse_listen, resolve_listen
 from chaos.server.link import PlaneContext
 from chaos.server.loops import Endpoint, Node, refuse_loops
-from chaos.server.proxy import Proxy
+from chaos.server.proxy import ServedProxy
 
 
 class ProxyRegistry:
@@ -30,24 +30,24 @@ class ProxyRegistry:
 
     def __init__(self, ctx: PlaneContext) -> None:
         self.ctx = ctx
-        self._proxies: dict[str, Proxy] = {}
+        self._proxies: dict[str, ServedProxy] = {}
         self._lock = asyncio.Lock()
 
     def __len__(self) -> int:
         return len(self._proxies)
 
-    def all(self) -> list[Proxy]:
+    def all(self) -> list[ServedProxy]:
         """Every proxy, in creation order."""
         return list(self._proxies.values())
 
-    def get(self, name: str) -> Proxy:
+    def get(self, name: str) -> ServedProxy:
         """Return proxy *name* or raise a 404."""
         proxy = self._proxies.get(name)
         if proxy is None:
             raise proxy_not_found(name)
         return proxy
 
-    async def create(self, config: ProxyConfig) -> Proxy:
+    async def create(self, config: ProxyConfig) -> ServedProxy:
         """Create (and, if enabled, start) a proxy; 409 if the name is taken, then 400 for our own
         checks (name length, upstream, a loop back into its own listener), 500 if unbindable."""
         async with self._lock:
@@ -59,14 +59,14 @@ class ProxyRegistry:
                 await refuse_loops(node, self._nodes(), self.ctx.loop)
             return await self._create_locked(config)
 
-    async def _create_locked(self, config: ProxyConfig) -> Proxy:
-        proxy = Proxy(config, self.ctx)
+    async def _create_locked(self, config: ProxyConfig) -> ServedProxy:
+        proxy = ServedProxy(config, self.ctx)
         if config.enabled:
             await proxy.start()
         self._proxies[config.name] = proxy
         return proxy
 
-    async def update(self, name: str, update: ProxyUpdate) -> Proxy:
+    async def update(self, name: str, update: ProxyUpdate) -> ServedProxy:
         """Apply a partial update to proxy *name*; 400 (nothing changed) if it would loop."""
         async with self._lock:
             proxy = self.get(name)
@@ -91,8 +91,8 @@ class ProxyRegistry:
             await proxy.close()
 
     async def populate(
-        self, configs: Sequence[ProxyConfig], done: list[Proxy] | None = None
-    ) -> list[Proxy]:
+        self, configs: Sequence[ProxyConfig], done: list[ServedProxy] | None = None
+    ) -> list[ServedProxy]:
         """Create or replace several proxies (already validated by the caller).
 
         A proxy whose upstream and listen address match is kept untouched, with its toxics and

@@ -20,7 +20,7 @@ from chaos.server.limits import ServerLimits
 from chaos.server.link import PlaneContext
 from chaos.server.listener import Listener, bind_socket
 from chaos.server.metrics import ServerMetrics
-from chaos.server.proxy import Proxy
+from chaos.server.proxy import ServedProxy
 from chaos.server.registry import ProxyRegistry
 
 API_BACKLOG: Final = 128
@@ -176,7 +176,7 @@ class ChaosServer:
             self._ctx.close()
             self._ctx = None
 
-    async def populate(self, config: Sequence[Any]) -> list[Proxy]:
+    async def populate(self, config: Sequence[Any]) -> list[ServedProxy]:
         """Create proxies from a ``/populate``-style list of dicts (as ``--config`` does).
 
         Raises :class:`~chaos.server.apierror.ApiError` naming the first bad entry.
