@@ -8,10 +8,12 @@ touched; neither is anything without the label (see :mod:`chaos.docker.labels`).
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from typing import Any
 
 from chaos.docker import netfilter
+from chaos.docker.errors import ContainerFaultError
 from chaos.docker.labels import RUN_LABEL, is_alive
 
 
@@ -43,9 +45,17 @@ def reap(client: Any) -> list[str]:
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         if pid <= 0:
             continue
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
+        try:
             runs = [run for run in netfilter.runs_with_rules(pid) if is_dead(run)]
             for run in runs:
                 count = netfilter.delete_run_rules(pid, run)
                 removed.append(f"{count} rule(s) of run {run} in {container.name}")
+        except (OSError, subprocess.SubprocessError):
+            continue
+        except ContainerFaultError:
+            # It stopped since it was listed (another run, on a shared engine, removed it):
+            # its rules went with it.
+            if not os.path.exists(f"/proc/{pid}/ns/net"):
+                continue
+            raise
     return removed

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from docker_helpers import echo_command
 
-from chaos.docker import RUN_LABEL, Container, engine, netfilter, partition, run_id
+from chaos.docker import RUN_LABEL, Container, engine, netfilter, partition, reap, run_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,6 +115,37 @@ def test_a_run_killed_with_sigkill_is_reaped_by_the_next_one(
         assert len(_rules_of(foreign, run_id())) == 2
     assert _rules_of(foreign, run_id()) == []
     assert foreign.status == "running"
+
+
+class _ListedBeforeItStopped:
+    """The engine as another run's reaping saw it: a container listed running that stops next."""
+
+    def __init__(self, client: Any, running: list[Any]) -> None:
+        self._client = client
+        self.networks = client.networks
+        self.containers = self
+        self._running = running
+
+    def list(self, **kwargs: Any) -> list[Any]:
+        if kwargs.get("filters") == {"status": "running"}:
+            return self._running
+        return list(self._client.containers.list(**kwargs))
+
+
+def test_a_container_that_stops_while_being_reaped_is_skipped(images: dict[str, str]) -> None:
+    """Two runs sharing an engine: one's reaping listed a container the other then removed, and
+    nsenter into its gone namespace failed the whole start of a DockerBackend."""
+    client = engine()
+    sdk = client.containers.run(images["base"], ["sleep", "infinity"], detach=True)
+    try:
+        listed = [
+            c for c in client.containers.list(filters={"status": "running"}) if c.id == sdk.id
+        ]
+        assert listed
+        assert listed[0].attrs["State"]["Pid"] > 0
+    finally:
+        sdk.remove(force=True)
+    assert reap(_ListedBeforeItStopped(client, listed)) == []
 
 
 CONTAINER_FAULT_SUITE = """
