@@ -144,9 +144,18 @@ class Timeline:
     # ------------------------------------------------------------------ breakers
 
     def record(
-        self, event: CircuitEvent, state: str | None = None, *, source: str = ""
+        self,
+        event: CircuitEvent,
+        state: str | None = None,
+        *,
+        source: str = "",
+        at: float | None = None,
     ) -> BreakerRecord:
-        """Add a breaker event, stamped with this timeline's clock."""
+        """Add a breaker event at *at* on this timeline's clock (default: now).
+
+        :meth:`watch` passes when the event happened, which may be earlier than its delivery
+        (a transition that fell due is applied at the breaker's next call, dated when it was due).
+        """
         detail: dict[str, Any] = {}
         if isinstance(event, CircuitOpened):
             detail = {
@@ -168,7 +177,7 @@ class Timeline:
             breaker=event.breaker_name,
             kind=event.kind,
             state=state or _STATE_AFTER.get(event.kind, ""),
-            at=self.clock(),
+            at=self.clock() if at is None else at,
             breaker_time=event.timestamp,
             detail=detail,
             source=source,
@@ -212,10 +221,20 @@ class Timeline:
         with self._lock:
             if self._closed:
                 return Unsubscribe(lambda: None)
-            handle = breaker.subscribe(lambda event: self.record(event, source=tag))
+            clock = breaker.clock
+            handle = breaker.subscribe(
+                lambda event: self.record(event, source=tag, at=self._happened(event, clock))
+            )
             self._watches.append(handle)
             self._sources[breaker] = tag
         return handle
+
+    def _happened(self, event: CircuitEvent, clock: Clock) -> float:
+        """When *event* (stamped on *clock*) happened, on this timeline's clock."""
+        if clock is self.clock:
+            return event.timestamp
+        # Another clock: the event is as old on ours as it is on the breaker's.
+        return self.clock() - max(0.0, clock() - event.timestamp)
 
     def source_of(self, breaker: CircuitBreaker) -> str | None:
         """The ``source`` tag of *breaker*'s records, or ``None`` if this timeline never watched it.

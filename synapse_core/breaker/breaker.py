@@ -204,6 +204,11 @@ class CircuitBreaker:
     # ----------------------------------------------------------------- reads (no side effects)
 
     @property
+    def clock(self) -> Clock:
+        """The clock its times are on (``timestamp`` of its events, ``retry_at``...)."""
+        return self._clock
+
+    @property
     def state(self) -> CircuitState:
         """The current state. A pure read: open -> half-open happens on the next admission."""
         return self._state

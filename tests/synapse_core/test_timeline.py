@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from synapse_core import CircuitBreaker, Timeline, VirtualClock
+from synapse_core import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    Timeline,
+    VirtualClock,
+    watch_breakers,
+)
 
 
 def test_faults_and_breaker_events_share_the_timelines_clock() -> None:
@@ -54,3 +60,43 @@ def test_active_span_duration_needs_now() -> None:
     assert span.duration(now=4.0) == 4.0
     with pytest.raises(KeyError):
         timeline.fault_ended(span_id + 100)
+
+
+def _stalled_probe(clock: VirtualClock) -> CircuitBreaker:
+    """Opens at 0 s, half-opens at 5 s with a probe that never reports; due to re-open at 7 s."""
+    config = CircuitBreakerConfig(
+        failure_threshold=1, minimum_requests=1, recovery_timeout=5.0, max_half_open_wait=2.0
+    )
+    breaker = CircuitBreaker("late", config, clock=clock)
+    breaker.acquire().failure()
+    clock.advance(5.0)
+    breaker.acquire()  # the probe, never reported
+    return breaker
+
+
+def test_a_transition_applied_late_is_dated_when_it_happened() -> None:
+    """Regression: records were stamped when delivered. A half-open breaker whose probe gave no
+    verdict re-opens at 7 s, applied at the next admission (10 s); the timeline said 10 s."""
+    clock = VirtualClock()
+    timeline = Timeline(clock)
+    with watch_breakers(timeline.watch):
+        breaker = _stalled_probe(clock)
+    clock.advance(5.0)
+    assert breaker.try_acquire() is None
+    assert [(r.kind, r.at) for r in timeline.breaker_events if r.kind != "request_rejected"] == [
+        ("opened", 0.0),
+        ("half_opened", 5.0),
+        ("opened", 7.0),
+    ]
+
+
+def test_on_another_clock_an_event_keeps_its_age() -> None:
+    breaker_clock = VirtualClock()
+    timeline_clock = VirtualClock(100.0)
+    timeline = Timeline(timeline_clock)
+    breaker = _stalled_probe(breaker_clock)
+    timeline.watch(breaker)
+    breaker_clock.advance(5.0)
+    timeline_clock.advance(10.0)
+    assert breaker.try_acquire() is None
+    assert [r.at for r in timeline.events_of("late", ["opened"])] == [107.0]
