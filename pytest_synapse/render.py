@@ -8,7 +8,8 @@ from synapse_core import Timeline
 def side_by_side(timeline: Timeline, breaker: str | None = None, width: int = 44) -> str:
     """Two columns, faults left and breaker events right, merged in time order.
 
-    Times are seconds since the test's timeline started.
+    Times are seconds since the test's timeline started; what was recorded at the same instant
+    keeps the order it was recorded in.
     """
     base = timeline.started_at
     rows: list[tuple[float, int, str, str]] = []
@@ -17,9 +18,9 @@ def side_by_side(timeline: Timeline, breaker: str | None = None, width: int = 44
         label = (
             f"{span.fault}({params}) on {span.proxy}" if params else f"{span.fault} on {span.proxy}"
         )
-        rows.append((span.start, 0, f"+ {label}", ""))
+        rows.append((span.start, span.seq, f"+ {label}", ""))
         if span.end is not None:
-            rows.append((span.end, 1, f"- healed {span.fault} on {span.proxy}", ""))
+            rows.append((span.end, span.end_seq or 0, f"- healed {span.fault} on {span.proxy}", ""))
     rejected: dict[str, int] = {}
     for rec in timeline.breaker_events:
         if breaker is not None and rec.breaker != breaker:
@@ -32,9 +33,9 @@ def side_by_side(timeline: Timeline, breaker: str | None = None, width: int = 44
         text = f"{rec.breaker}: {rec.kind} -> {rec.state}"
         if reason:
             text += f" ({reason})"
-        rows.append((rec.at, 2, "", text))
-    for upstream_at in timeline.upstream_calls():
-        rows.append((upstream_at, 3, "", "  (a call reached the upstream)"))
+        rows.append((rec.at, rec.seq, "", text))
+    for upstream_at, seq in timeline.upstream_call_marks():
+        rows.append((upstream_at, seq, "", "  (a call reached the upstream)"))
     if not rows:
         return "  (nothing recorded: no faults and no breaker events)"
     rows.sort(key=lambda r: (r[0], r[1]))

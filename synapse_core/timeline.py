@@ -29,7 +29,11 @@ from synapse_core.clock import Clock, check_clock, monotonic_clock
 
 @dataclass(frozen=True, slots=True)
 class FaultSpan:
-    """A fault applied to a proxy from ``start`` until ``end`` (``None`` while still active)."""
+    """A fault applied to a proxy from ``start`` until ``end`` (``None`` while still active).
+
+    ``seq`` and ``end_seq`` place its start and end among the timeline's other records (as
+    :attr:`BreakerRecord.seq` does) when times tie; they stay out of :meth:`to_dict`.
+    """
 
     id: int
     fault: str
@@ -37,6 +41,8 @@ class FaultSpan:
     start: float
     end: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    end_seq: int | None = None
 
     @property
     def active(self) -> bool:
@@ -49,8 +55,10 @@ class FaultSpan:
         return None if end is None else end - self.start
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict (without the sequence numbers)."""
+        data = asdict(self)
+        del data["seq"], data["end_seq"]
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +129,9 @@ class Timeline:
         start = self.clock() if at is None else at
         with self._lock:
             span_id = next(self._ids)
-            self._spans[span_id] = FaultSpan(span_id, fault, proxy, start, None, params)
+            self._spans[span_id] = FaultSpan(
+                span_id, fault, proxy, start, None, params, seq=next(self._seq)
+            )
             return span_id
 
     def fault_ended(self, span_id: int) -> FaultSpan:
@@ -129,9 +139,7 @@ class Timeline:
         with self._lock:
             span = self._spans[span_id]
             if span.end is None:
-                span = FaultSpan(
-                    span.id, span.fault, span.proxy, span.start, self.clock(), span.params
-                )
+                span = replace(span, end=self.clock(), end_seq=next(self._seq))
                 self._spans[span_id] = span
             return span
 
@@ -287,14 +295,21 @@ class Timeline:
         }
 
     def render(self, origin: float | None = None) -> str:
-        """A plain-text listing of faults and breaker events merged in time order."""
+        """A plain-text listing of faults and breaker events merged in time order.
+
+        Things recorded at the same instant keep the order they were recorded in.
+        """
         base = self.started_at if origin is None else origin
-        rows: list[tuple[float, str]] = []
+        rows: list[tuple[float, int, str]] = []
         for span in self.faults:
-            rows.append((span.start, f"fault {span.fault} on {span.proxy} started {span.params}"))
+            rows.append(
+                (span.start, span.seq, f"fault {span.fault} on {span.proxy} started {span.params}")
+            )
             if span.end is not None:
-                rows.append((span.end, f"fault {span.fault} on {span.proxy} healed"))
+                rows.append(
+                    (span.end, span.end_seq or 0, f"fault {span.fault} on {span.proxy} healed")
+                )
         for rec in self.breaker_events:
-            rows.append((rec.at, f"breaker {rec.breaker}: {rec.kind} -> {rec.state}"))
-        rows.sort(key=lambda r: r[0])
-        return "\n".join(f"  {at - base:9.3f}s  {text}" for at, text in rows)
+            rows.append((rec.at, rec.seq, f"breaker {rec.breaker}: {rec.kind} -> {rec.state}"))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return "\n".join(f"  {at - base:9.3f}s  {text}" for at, _, text in rows)

@@ -100,3 +100,35 @@ def test_on_another_clock_an_event_keeps_its_age() -> None:
     timeline_clock.advance(10.0)
     assert breaker.try_acquire() is None
     assert [r.at for r in timeline.events_of("late", ["opened"])] == [107.0]
+
+
+def _same_instant() -> Timeline:
+    """On a virtual clock: a call reaches the upstream, the breaker opens, a fault starts and
+    is healed, all at 0 s, in that order."""
+    clock = VirtualClock()
+    timeline = Timeline(clock)
+    breaker = CircuitBreaker("db", clock=clock)
+    timeline.watch(breaker)
+    timeline.upstream_call("db")
+    breaker.force_open("first")
+    span = timeline.fault_started("latency", "db", ms=5)
+    timeline.fault_ended(span)
+    return timeline
+
+
+def test_render_keeps_record_order_within_an_instant() -> None:
+    """Regression: rows of one instant were sorted faults first, then breaker events."""
+    lines = _same_instant().render().splitlines()
+    assert [line.split("s  ", 1)[1].split(" ")[0:2] for line in lines] == [
+        ["breaker", "db:"],
+        ["fault", "latency"],
+        ["fault", "latency"],
+    ]
+    assert lines[1].endswith("started {'ms': 5}")
+    assert lines[2].endswith("healed")
+
+
+def test_sequence_numbers_stay_out_of_the_report() -> None:
+    (span,) = _same_instant().faults
+    assert span.seq < (span.end_seq or 0)
+    assert set(span.to_dict()) == {"id", "fault", "proxy", "start", "end", "params"}
