@@ -288,6 +288,10 @@ def test_xfails(circuit_breaker):
 def test_xpasses(circuit_breaker):
     trip(circuit_breaker, "flaky")
 
+def test_skips_midway(circuit_breaker):
+    trip(circuit_breaker, "skipped")
+    pytest.skip("the dependency is not there")
+
 @pytest.fixture
 def broken_teardown():
     yield
@@ -312,24 +316,29 @@ def test_outcomes_xfail_and_errors_are_reported_and_only_real_runs_are_gated(
     synapse_pytester: pytest.Pytester, xdist: list[str]
 ) -> None:
     """An xfailed test was reported as skipped yet its breakers counted against
-    all_recovered; a teardown error was reported as passed."""
+    all_recovered; a teardown error was reported as passed. A test that skips after tripping a
+    breaker is reported, not gated, like an xfailed one."""
     synapse_pytester.makepyfile(OUTCOMES)
     result = synapse_pytester.runpytest(
         "--synapse-report=r.json", "--synapse-gate=all_recovered", *xdist
     )
-    result.assert_outcomes(passed=2, xfailed=1, xpassed=1, errors=2)
+    result.assert_outcomes(passed=2, skipped=1, xfailed=1, xpassed=1, errors=2)
     report = json.loads((synapse_pytester.path / "r.json").read_text())
     outcomes = {t["nodeid"].split("::")[1]: t["outcome"] for t in report["tests"]}
     assert outcomes == {
         "test_passes": "passed",
         "test_xfails": "xfailed",
         "test_xpasses": "xpassed",
+        "test_skips_midway": "skipped",
         "test_teardown_error": "error",
         "test_setup_error": "error",
     }
     assert report["metrics"]["all_recovered"] is True  # the xfail-marked breakers left open
     assert report["gates"][0]["passed"] is True
-    assert report["metrics"]["breakers"] == 3  # fine, td, su: xfail-marked tests are not counted
+    assert report["metrics"]["breakers"] == 3  # fine, td, su: xfail-marked and skipped tests
+    # are not counted, but their breakers are in the report
+    skipped = next(t for t in report["tests"] if t["outcome"] == "skipped")
+    assert [(b["name"], b["final_state"]) for b in skipped["breakers"]] == [("skipped", "open")]
 
 
 def test_a_breaker_closing_at_the_last_instant_shows_green_and_a_zero_length_axis_reads_0s(
