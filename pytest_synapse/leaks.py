@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from pytest_synapse.poller import pollers_of
+from pytest_synapse.poller import BreakerStatePoller, pollers_of
 from pytest_synapse.verdicts import (
     NotObservableError,
     breaker_events,
@@ -95,7 +95,8 @@ def _open_intervals(
 
     On the real clock (*real*) or in record order (``seq``, for calls noted on the timeline:
     on a virtual clock a leak can share the trip's instant). A breaker polled from another
-    process counts as open between the first and the last poll that saw it open.
+    process counts as open between the first and the last poll that saw it open, and one the
+    first poll found open counts as open from that poll.
     """
     name = name_of(breaker)
     pollers = pollers_of(tl, name) if isinstance(breaker, str) else []
@@ -112,11 +113,19 @@ def _open_intervals(
 
     intervals: list[tuple[float, float]] = []
     opened: float | None = None
+    # Seen open by the first poll: open since polling began (its state before is unknown).
+    polled_open = [p.history[name][0].first_seen for p in pollers if _started_open(p, name)]
     already_open = (transitions and transitions[0].kind != "opened") or (
-        not transitions and isinstance(breaker, CircuitBreaker) and breaker.state.value == "open"
+        not transitions
+        and (
+            bool(polled_open)
+            or (isinstance(breaker, CircuitBreaker) and breaker.state.value == "open")
+        )
     )
     if already_open:
-        opened = tl.real_started_at if real else 0.0  # open when recording began
+        # On the real clock from the first poll that saw it, else from when recording began
+        # (in record order).
+        opened = (min(polled_open, default=tl.real_started_at)) if real else 0.0
     for rec in transitions:
         if rec.kind == "opened":
             if opened is None:
@@ -127,6 +136,11 @@ def _open_intervals(
     if opened is not None:
         intervals.append((opened, _INF))
     return intervals
+
+
+def _started_open(poller: BreakerStatePoller, name: str) -> bool:
+    """Whether *poller*'s first poll found the breaker *name* open."""
+    return poller.initial_states.get(name) == "open" and bool(poller.history.get(name))
 
 
 def _never_opened(tl: Timeline, name: str) -> Exception:

@@ -70,3 +70,37 @@ def test_failure_counts_are_refused_for_polled_breakers(breaker_timeline: Any) -
     breaker_timeline.poll(remote.fetch, interval=SLOW)
     with pytest.raises(TypeError, match="only known for in-process breakers"):
         breaker_timeline.assert_trips_within("postgres", failures=3)
+
+
+@pytest.mark.parametrize("reports_transitions", [False, True], ids=["states", "transitions"])
+def test_a_breaker_open_when_polling_starts_counts_as_open_for_no_calls_while_open(
+    breaker_timeline: Any, reports_transitions: bool
+) -> None:
+    """Regression: a remote breaker already open at the first poll (and still open) was "never
+    open during this test", so assert_no_calls_while_open refused to check the calls."""
+    from pytest_synapse.poller import PolledState
+
+    def fetch() -> dict[str, Any]:
+        states = remote.fetch()
+        if reports_transitions:
+            return {name: PolledState(state) for name, state in states.items()}
+        return states
+
+    remote = RemoteService()
+    remote.states["postgres"] = "open"
+    breaker_timeline.poll(fetch, interval=SLOW)
+    breaker_timeline.upstream_call("postgres")
+    with pytest.raises(BreakerAssertionError, match=r"1 call\(s\) reached postgres while"):
+        breaker_timeline.assert_no_calls_while_open("postgres", "postgres")
+
+
+def test_a_call_after_a_breaker_open_at_the_first_poll_closed_is_not_a_leak(
+    breaker_timeline: Any,
+) -> None:
+    remote = RemoteService()
+    remote.states["postgres"] = "open"
+    poller = breaker_timeline.poll(remote.fetch, interval=SLOW)
+    remote.states["postgres"] = "closed"
+    poller.poll_once()
+    breaker_timeline.upstream_call("postgres")
+    breaker_timeline.assert_no_calls_while_open("postgres", "postgres")
