@@ -31,7 +31,10 @@ def reap(client: Any) -> list[str]:
             dead[run] = is_alive(run) is False
         return dead[run]
 
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+    # ignore_removed: another run reaping the same engine may remove a container between the
+    # list and the SDK's inspect of each one (docker.errors.NotFound failed the whole start).
+    labelled = client.containers.list(all=True, filters={"label": RUN_LABEL}, ignore_removed=True)
+    for container in labelled:
         if is_dead(container.labels.get(RUN_LABEL, "")):
             with contextlib.suppress(Exception):  # gone meanwhile, or being removed
                 container.remove(force=True, v=True)
@@ -41,7 +44,7 @@ def reap(client: Any) -> list[str]:
             with contextlib.suppress(Exception):
                 network.remove()
                 removed.append(f"network {network.name}")
-    for container in client.containers.list(filters={"status": "running"}):
+    for container in client.containers.list(filters={"status": "running"}, ignore_removed=True):
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         if pid <= 0:
             continue

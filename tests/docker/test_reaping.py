@@ -4,6 +4,7 @@ reports and gates like proxy faults."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -130,6 +131,33 @@ class _ListedBeforeItStopped:
         if kwargs.get("filters") == {"status": "running"}:
             return self._running
         return list(self._client.containers.list(**kwargs))
+
+
+def test_a_container_removed_while_being_listed_is_skipped(
+    images: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs reaping one engine at once: the SDK lists ids, then inspects each; one removed
+    in between raised docker.errors.NotFound out of reap() and failed the start of a run."""
+    client = engine()
+    sdk = client.containers.run(
+        images["base"], ["sleep", "infinity"], detach=True, labels={RUN_LABEL: "gone.1.2.3"}
+    )
+    collection = type(client.containers)
+    real_get = collection.get
+
+    def removed_meanwhile(self: Any, container_id: str) -> Any:
+        if container_id == sdk.id:
+            with contextlib.suppress(Exception):
+                sdk.remove(force=True)
+        return real_get(self, container_id)
+
+    monkeypatch.setattr(collection, "get", removed_meanwhile)
+    try:
+        reap(client)
+    finally:
+        monkeypatch.undo()
+        with contextlib.suppress(Exception):
+            sdk.remove(force=True)
 
 
 def test_a_container_that_stops_while_being_reaped_is_skipped(images: dict[str, str]) -> None:
