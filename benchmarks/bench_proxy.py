@@ -60,10 +60,16 @@ def handle(conn):
                 if not n:
                     return
                 conn.sendall(memoryview(buf)[:n])
-        elif mode == b"S":  # sink: count until EOF, answer the count
-            total = 0
-            while True:
-                n = conn.recv_into(buf)
+        elif mode == b"S":  # sink: an 8-byte length, then that many bytes; answer the count
+            header = b""
+            while len(header) < 8:
+                chunk = conn.recv(8 - len(header))
+                if not chunk:
+                    return
+                header += chunk
+            expected, total = int.from_bytes(header, "big"), 0
+            while total < expected:
+                n = conn.recv_into(buf, min(len(buf), expected - total))
                 if not n:
                     break
                 total += n
@@ -163,15 +169,22 @@ def round_trips(port: int, count: int) -> list[float]:
 
 
 def throughput(port: int, total: int) -> float:
-    """Bytes per second sending *total* bytes one way and waiting for the sink's count."""
+    """Bytes per second sending *total* bytes one way and waiting for the sink's count.
+
+    The length goes first, so the sink knows when everything arrived without a half-close:
+    Toxiproxy 2.12 closes both directions on a client's FIN (docs/server.md), and the count
+    would never come back through it.
+    """
     block = memoryview(b"t" * (1 << 20))
+    if total % len(block):
+        raise ValueError("total must be a whole number of 1 MiB blocks")
     with connect(port, b"S") as sock:
         start = time.perf_counter()
+        sock.sendall(total.to_bytes(8, "big"))
         sent = 0
         while sent < total:
             sock.sendall(block)
             sent += len(block)
-        sock.shutdown(socket.SHUT_WR)
         answer = b""
         while len(answer) < 8:
             chunk = sock.recv(8 - len(answer))
@@ -258,6 +271,29 @@ def print_table(targets: list[Target], moved: int) -> None:
     ok_lat = percentile(ours.rtts, 0.50) * 1e6 - direct_p50 <= 100
     print(f"target throughput >= 50% of direct (median): {'met' if ok_tp else 'NOT met'}")
     print(f"target p50 overhead <= 100 us:               {'met' if ok_lat else 'NOT met'}")
+    if len(targets) > 2:
+        print_versus(ours, targets[2], direct_p50, moved)
+
+
+def print_versus(ours: Target, peer: Target, direct_p50: float, moved: int) -> None:
+    """Our server next to the real Toxiproxy: ratios of the same run, same rounds."""
+    per_round = [a / b for a, b in zip(ours.rates, peer.rates, strict=True)]
+    ours_added = percentile(ours.rtts, 0.50) * 1e6 - direct_p50
+    peer_added = percentile(peer.rtts, 0.50) * 1e6 - direct_p50
+    print()
+    print(f"synapse vs {peer.name}, same run:")
+    print(
+        f"  throughput   x{statistics.median(per_round):.2f} (median of the per-round ratios; "
+        f"min x{min(per_round):.2f}, max x{max(per_round):.2f})"
+    )
+    print(
+        f"  p50 added    {ours_added:.1f} us vs {peer_added:.1f} us "
+        f"(p99 {percentile(ours.rtts, 0.99) * 1e6:.1f} vs {percentile(peer.rtts, 0.99) * 1e6:.1f} us)"
+    )
+    print(
+        f"  CPU per GB   {ours.cpu / (moved / 1e9):.3f} s vs {peer.cpu / (moved / 1e9):.3f} s "
+        f"(x{ours.cpu / peer.cpu:.2f})"
+    )
 
 
 PEER_SCRIPT = r"""

@@ -15,7 +15,9 @@ real 2.12.0 server, ``tests/chaos/toxiproxy_transcript.json``):
 * a known path with another method is a 405 with an empty body, an unknown path a 404
   ``404 page not found`` (text); neither has a request id, as in Toxiproxy (its router answers
   them before its middleware runs);
-* a browser (``User-Agent: Mozilla/...``) gets Toxiproxy's 403 ``User agent not allowed``.
+* a browser (``User-Agent: Mozilla/...``) gets Toxiproxy's 403 ``User agent not allowed``;
+* a path with empty, ``.`` or ``..`` segments is redirected (301) to its cleaned form, as
+  Toxiproxy's router does (:mod:`chaos.server.cleanpath`), before any routing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aiohttp import hdrs, web
 
 from chaos.server import gojson
 from chaos.server.apierror import ApiError, bad_request
+from chaos.server.cleanpath import redirect_location
 from chaos.server.config import parse_populate, parse_proxy_config, parse_proxy_update
 from chaos.server.control import ControlConnections
 from chaos.server.dashboard import PATHS as DASHBOARD_PATHS
@@ -81,13 +84,18 @@ async def _as_toxiproxy_headers(request: web.Request, response: web.StreamRespon
     # Toxiproxy's Go server sends no Server header; aiohttp would name itself.
     response.headers.popall(hdrs.SERVER, None)
     # Every endpoint's answer has a request id (streams too: this runs before headers are sent);
-    # the router's own 404 and 405 have none, as in Toxiproxy.
-    if request.match_info.http_exception is None:
+    # the router's own 404, 405 and path redirects have none, as in Toxiproxy.
+    if request.match_info.http_exception is None and response.status != 301:
         response.headers[REQUEST_ID] = request.app[REQUEST_IDS].next()
 
 
 @web.middleware
 async def _as_toxiproxy(request: web.Request, handler: Handler) -> web.StreamResponse:
+    location = redirect_location(request.path, request.query_string)
+    if location is not None:
+        # Toxiproxy's router cleans the path first; Go clients follow the redirect.
+        log.info("%s %s -> 301 %s", request.method, request.path, location)
+        return web.Response(status=301, headers={hdrs.LOCATION: location, hdrs.CONTENT_LENGTH: "0"})
     unmatched = request.match_info.http_exception
     if isinstance(unmatched, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(unmatched.allowed_methods))

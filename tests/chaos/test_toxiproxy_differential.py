@@ -3,12 +3,13 @@
 ``toxiproxy_transcript.json`` was recorded from the real server (see ``toxiproxy_transcript.py``)
 for one scripted sequence of requests: every endpoint, every error, ``/populate`` with a failing
 middle entry, port clashes, 405s, unknown paths, browsers. The same script runs here against the
-embedded server; status, header names, Content-Type, X-Content-Type-Options, Content-Length and
-the request id's format must match, and bodies byte for byte once our extra ``hint`` member is
-set aside (every JSON error must carry one). Before: errors said more than Toxiproxy in ``error``
-itself, listen addresses were refused with 400s, ``/populate`` stopped before binding anything,
-there was no request id, 405s and 404s were JSON, and ``Logger`` and Go's number and string
-formatting were missing.
+embedded server; status, header names, Content-Type, X-Content-Type-Options, Location,
+Content-Length and the request id's format must match, and bodies byte for byte once our extra
+``hint`` member is set aside (every JSON error must carry one). Before: errors said more than
+Toxiproxy in ``error`` itself, listen addresses were refused with 400s, ``/populate`` stopped
+before binding anything, there was no request id, 405s and 404s were JSON, ``Logger`` and Go's
+number and string formatting were missing, and unclean paths (``//proxies``) were 404s instead
+of the router's 301.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from toxiproxy_transcript import STEPS, XID, run
+from toxiproxy_transcript import COMPARED, STEPS, XID, run
 
 from chaos import EmbeddedToxiproxy
 
@@ -46,7 +47,7 @@ def differences(step: dict[str, Any], real: dict[str, Any], ours: dict[str, Any]
 
     differ("status", real["status"], ours["status"])
     differ("header names", real["header_names"], ours["header_names"])
-    for header in ("Content-Type", "X-Content-Type-Options"):
+    for header in COMPARED:
         differ(header, real["headers"].get(header), ours["headers"].get(header))
     body, hint = split_hint(ours["body"])
     if step.get("compare_body", True):

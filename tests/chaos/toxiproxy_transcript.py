@@ -2,10 +2,11 @@
 
 ``STEPS`` is one sequence of requests covering every endpoint and every error a client can meet:
 409s, 404s, Go's decoding errors, bind failures (a port in use, addresses Go cannot parse),
-``/populate`` stopping at a failing middle entry, 405s, unknown paths, a browser, escapes and
-float32 formatting in JSON. :func:`run` plays it against a server and returns what came back;
-ports are chosen at run time and written back as placeholders (``{free0}``, ``{held}``), so a
-transcript recorded on one machine compares with a run on another.
+``/populate`` stopping at a failing middle entry, 405s, unknown paths, paths the router
+redirects to their clean form, a browser, escapes and float32 formatting in JSON. :func:`run`
+plays it against a server and returns what came back; ports are chosen at run time and written
+back as placeholders (``{free0}``, ``{held}``), so a transcript recorded on one machine compares
+with a run on another.
 
 ``toxiproxy_transcript.json`` next to this file is what the real Toxiproxy 2.12.0 answered
 (recorded with ``-proxy-metrics``)::
@@ -32,7 +33,7 @@ from typing import Any
 FREE_PORTS = 6
 
 # Headers compared as values; the request id is compared by format, Date not at all.
-COMPARED = ("Content-Type", "X-Content-Type-Options")
+COMPARED = ("Content-Type", "X-Content-Type-Options", "Location")
 REQUEST_ID = "X-Toxiproxy-Request-Id"
 XID = re.compile(r"[0-9a-v]{20}\Z")
 
@@ -277,6 +278,12 @@ STEPS: list[dict[str, Any]] = [
     _step("GET", "/proxies/redis/"),
     _step("GET", "/proxies/redis/toxics/x/y"),
     _step("GET", "/"),
+    # paths the router cleans first: a 301 to the clean path (query kept), whatever the method
+    _step("GET", "//proxies?x=1"),
+    _step("POST", "/proxies/../version"),
+    _step("GET", "/proxies/./odd%20name!"),
+    _step("DELETE", "/proxies//"),
+    _step("GET", "/a/b/.."),
     _step("GET", "/proxies", agent="Mozilla/5.0 (X11; Linux x86_64)"),
     _step("POST", "/reset", agent="Mozilla/5.0"),
     _step("GET", "/nope", agent="Mozilla/5.0"),
