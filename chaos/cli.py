@@ -3,7 +3,8 @@
 ``synapse-chaos serve`` runs the Toxiproxy-compatible server until SIGINT/SIGTERM;
 ``synapse-chaos run`` plays a scenario (see :mod:`chaos.runcli`); ``synapse-chaos scenarios``
 lists the library. Subcommands register themselves in :func:`build_parser` through
-:data:`COMMANDS`.
+:data:`COMMANDS`. toxiproxy-cli's commands (``list``, ``create``, ``toxic add``...) are run by
+:mod:`chaos.toxicli`, which parses them as toxiproxy-cli does (``-h`` is its host flag there).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import importlib.metadata
 import ipaddress
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -22,12 +25,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from chaos import toxicli
 from chaos.control.livefaults import DEFAULT_OWNER
 from chaos.runcli import run_command as _run
 from chaos.runcli import scenarios_command as _scenarios
 from chaos.server import ApiError, ChaosServer, ServerLimits
 from chaos.server.config import LOOPBACK
 from chaos.server.limits import COUNT_FIELDS, LIMIT_HELP, limit_problem, option_name
+
+PROG = "synapse-chaos"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -155,8 +161,11 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``synapse-chaos`` argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
-        prog="synapse-chaos",
-        description="Synapse chaos tools: Toxiproxy-compatible server, scenarios.",
+        prog=PROG,
+        description="Synapse chaos tools: Toxiproxy-compatible server, scenarios, and "
+        "toxiproxy-cli's commands.",
+        epilog=toxicli.commands_help(PROG),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
@@ -286,10 +295,29 @@ def _serve(args: argparse.Namespace) -> int:
         return runner.run(_run_server(args, config, limits))
 
 
+def version() -> str:
+    """The installed synapse-chaos version."""
+    try:
+        return importlib.metadata.version(PROG)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``synapse-chaos``; returns the exit code."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if toxicli.wants(arguments):
+        console = toxicli.Console(sys.stdout, sys.stderr, tty=sys.stdout.isatty())
+        return toxicli.run(
+            arguments,
+            console,
+            env=os.environ,
+            prog=PROG,
+            version=version(),
+            app_help=build_parser().format_help,
+        )
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

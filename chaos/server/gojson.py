@@ -271,7 +271,28 @@ def decode(body: bytes) -> object:
     Objects become :class:`Pairs`, numbers :class:`Number`; strings have Go's replacements.
     Raises :class:`GoJsonError` with Go's text for an empty, truncated or malformed body.
     """
-    end = _Scanner(body).end()
+    return _parse(body, _Scanner(body).end())
+
+
+def decode_document(body: bytes) -> object:
+    """*body* as Go's ``json.Unmarshal`` reads it: one JSON value and nothing after it.
+
+    As :func:`decode`, with Unmarshal's texts: ``unexpected end of JSON input`` for an empty or
+    truncated body, ``invalid character 'x' after top-level value`` for trailing data.
+    """
+    try:
+        end = _Scanner(body).end()
+    except GoJsonError as exc:
+        if str(exc) in ("EOF", "unexpected EOF"):
+            raise GoJsonError("unexpected end of JSON input") from None
+        raise
+    trailing = body[end:].lstrip(_WHITE)
+    if trailing:
+        raise GoJsonError(f"invalid character {_quote_char(trailing[0])} after top-level value")
+    return _parse(body, end)
+
+
+def _parse(body: bytes, end: int) -> object:
     text = body[:end].decode("utf-8", "synapse-go-utf8")
     try:
         return json.loads(
@@ -292,12 +313,13 @@ class GoType:
     """A Go type a JSON value is decoded into.
 
     Args:
-        kind: ``"string"``, ``"bool"``, ``"int"`` (int, int64), ``"float32"``, ``"struct"``
-            or ``"slice"``.
+        kind: ``"string"``, ``"bool"``, ``"int"`` (int, int64), ``"float32"``, ``"struct"``,
+            ``"slice"``, ``"map"`` (string keys) or ``"any"`` (``interface{}``: objects become
+            dicts, numbers float64).
         name: the type as Go prints it in errors (``"int64"``, ``"toxiproxy.Proxy"``).
         struct: for a struct, its bare name (``"Proxy"``; ``""`` for an anonymous struct).
         fields: for a struct, its JSON field names and types, in order.
-        element: for a slice, the type of its elements.
+        element: for a slice or a map, the type of its elements.
     """
 
     kind: str
@@ -312,6 +334,7 @@ BOOL: Final = GoType("bool", "bool")
 INT64: Final = GoType("int", "int64")
 INT: Final = GoType("int", "int")
 FLOAT32: Final = GoType("float32", "float32")
+ANY: Final = GoType("any", "interface {}")
 
 
 def go_struct(bare_name: str, go_name: str, fields: Mapping[str, GoType]) -> GoType:
@@ -322,6 +345,11 @@ def go_struct(bare_name: str, go_name: str, fields: Mapping[str, GoType]) -> GoT
 def slice_of(element: GoType, go_name: str) -> GoType:
     """A Go slice type."""
     return GoType("slice", go_name, element=element)
+
+
+def map_of(element: GoType, go_name: str) -> GoType:
+    """A Go map type with string keys."""
+    return GoType("map", go_name, element=element)
 
 
 def _kind_of(value: object) -> str:
@@ -381,6 +409,15 @@ class _Unmarshal:
                 self._type_error(_kind_of(value), go_type, context)
                 return None
             return self.fields(value, go_type, context[1])
+        if kind == "any":
+            return self.any(value, context)
+        if kind == "map":
+            if not isinstance(value, Pairs):
+                self._type_error(_kind_of(value), go_type, context)
+                return None
+            assert go_type.element is not None
+            element = go_type.element
+            return {go_text(k): self.value(v, element, context) for k, v in value}
         if kind == "slice":
             if not isinstance(value, list) or isinstance(value, Pairs):
                 self._type_error(_kind_of(value), go_type, context)
@@ -406,6 +443,19 @@ class _Unmarshal:
             return None
         self._type_error(_kind_of(value), go_type, context)
         return None
+
+    def any(self, value: object, context: tuple[str, list[str]]) -> object:
+        if isinstance(value, Pairs):
+            return {go_text(k): self.any(v, context) for k, v in value}
+        if isinstance(value, list):
+            return [self.any(item, context) for item in value]
+        if isinstance(value, Number):
+            number = float(value.text)
+            if math.isinf(number):
+                self._type_error(f"number {value.text}", GoType("float", "float64"), context)
+                return None
+            return number
+        return go_text(value) if isinstance(value, str) else value
 
     def fields(self, pairs: Pairs, go_type: GoType, path: list[str]) -> dict[str, object]:
         folded = {fold(name): name for name in go_type.fields}
