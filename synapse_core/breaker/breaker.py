@@ -170,6 +170,12 @@ class CircuitBreaker:
         self._shared: StoreLink | None = None
         self._replica: str | None = None
         if store is not None:
+            if not callable(getattr(store, "attach", None)):
+                raise TypeError(
+                    "store must be a SharedBreakerStore (synapse_core.breaker.shared), got "
+                    f"{type(store).__name__} {store!r}; make one per process with "
+                    "SharedBreakerStore('redis://host:6379/0') and pass it to every breaker"
+                )
             self._shared = store.attach(self)
             self._replica = self._shared.replica
             self._rule = self._shared.rule

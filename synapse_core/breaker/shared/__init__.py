@@ -8,7 +8,7 @@ script), and published to the others. Admission and successes stay local; outcom
 in the background. While Redis is unreachable every replica follows its own rules with the
 same config, and rejoins when it answers (an open anywhere wins over closed).
 
-redis-py is imported only when a store first connects (``pip install 'synapse-chaos[redis]'``).
+redis-py is imported only when a store is made (``pip install 'synapse-chaos[redis]'``).
 The rules, the failure modes, the keys and the figures: ``docs/shared-breakers.md``.
 
 Modules: ``store`` (``SharedBreakerStore``: the client, its breaker, its two threads),

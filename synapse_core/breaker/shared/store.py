@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from synapse_core.breaker.config import CircuitBreakerConfig
 from synapse_core.breaker.shared.fleet import SCRIPT, FleetState, Keys
 from synapse_core.breaker.shared.link import SharedLink
+from synapse_core.clock import to_seconds
 from synapse_core.errors import CircuitOpenError
 
 if TYPE_CHECKING:
@@ -59,6 +61,10 @@ class SharedBreakerStore:
         reconnect_interval: while Redis does not answer, how long the store waits before
             trying again (its own breaker's recovery timeout).
         cluster: with a URL, connect to a Redis Cluster.
+
+    Bad values raise ``ValueError`` or ``TypeError`` here, naming the argument (and
+    ``ImportError`` without redis-py); a Redis that does not answer is not an error: the
+    breakers follow their own rules until it does.
     """
 
     def __init__(
@@ -75,15 +81,16 @@ class SharedBreakerStore:
         reconnect_interval: float = 1.0,
         cluster: bool = False,
     ) -> None:
-        for field, value in (
-            ("timeout", timeout),
-            ("flush_interval", flush_interval),
-            ("sync_interval", sync_interval),
-            ("ttl", ttl),
-            ("reconnect_interval", reconnect_interval),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{field} must be a number of seconds > 0, got {value!r}")
+        durations = {
+            field: _seconds(field, value)
+            for field, value in (
+                ("timeout", timeout),
+                ("flush_interval", flush_interval),
+                ("sync_interval", sync_interval),
+                ("ttl", ttl),
+                ("reconnect_interval", reconnect_interval),
+            )
+        }
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         if not isinstance(prefix, str) or not prefix or set(prefix) & set("{}[]*?\\ "):
@@ -91,18 +98,23 @@ class SharedBreakerStore:
                 "prefix must be a non-empty str without spaces, braces or glob characters "
                 f"([]*?\\), got {prefix!r}"
             )
+        if not isinstance(cluster, bool):
+            raise TypeError(
+                f"cluster must be True or False, got {type(cluster).__name__} {cluster!r}"
+            )
+        _check_redis(redis, cluster)
         if replica is None:
             replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:4]}"
         if not isinstance(replica, str) or not replica:
             raise ValueError(f"replica must be a non-empty str, got {replica!r}")
         self.replica = replica
         self.prefix = prefix
-        self.timeout = float(timeout)
-        self.flush_interval = float(flush_interval)
+        self.timeout = durations["timeout"]
+        self.flush_interval = durations["flush_interval"]
         self.max_batch = max_batch
-        self.sync_interval = float(sync_interval)
-        self.ttl = float(ttl)
-        self.reconnect_interval = float(reconnect_interval)
+        self.sync_interval = durations["sync_interval"]
+        self.ttl = durations["ttl"]
+        self.reconnect_interval = durations["reconnect_interval"]
         # A replica unheard of for this long holds no probe slot and counts as gone.
         self.alive_for = 3 * self.sync_interval + 2 * self.timeout
         # From a URL the client is made on first use (a cluster client connects when made):
@@ -150,6 +162,13 @@ class SharedBreakerStore:
         """Share *breaker* (``CircuitBreaker(..., store=store)`` calls this)."""
         if self._stop.is_set():
             raise RuntimeError("this SharedBreakerStore is closed; create a new one")
+        if set(breaker.name) & set("{}"):
+            # The name is the keys' hash tag ({name}): a brace would move some keys to
+            # another cluster slot, and the script would fail on every call.
+            raise ValueError(
+                f"a shared breaker's name cannot contain braces, got {breaker.name!r}; "
+                "it is the hash tag of its Redis keys"
+            )
         if breaker.config.failure_window > self.ttl:
             raise ValueError(
                 f"breaker {breaker.name!r}: failure_window ({breaker.config.failure_window:g}s) "
@@ -246,7 +265,14 @@ class SharedBreakerStore:
             self._away("its breaker is open after a failed call")
             return None
         except Exception as exc:
-            self._away(f"{type(exc).__name__}: {exc}")
+            from redis.exceptions import MovedError  # redis-py is loaded: it raised this
+
+            hint = (
+                " (this Redis is a cluster: pass cluster=True)"
+                if isinstance(exc, MovedError)
+                else ""
+            )
+            self._away(f"{type(exc).__name__}: {exc}{hint}")
             return None
         link.exchanged_at = link.breaker._clock()
         return fleet, reply[1:]
@@ -349,16 +375,57 @@ class SharedBreakerStore:
             _quietly_close(pubsub)
 
 
-def _connect(url: str, timeout: float, cluster: bool) -> Any:
-    """A client for *url* with tight timeouts and no retries (the store's breaker retries)."""
+def _seconds(field: str, value: object) -> float:
+    """*value* as a finite number of seconds > 0 (a ``timedelta`` too), or an error naming
+    *field*."""
+    seconds = to_seconds(value, field)  # type: ignore[arg-type]  # checked there
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"{field} must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _import_redis() -> Any:
     try:
         import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "SharedBreakerStore needs redis-py: pip install 'synapse-chaos[redis]'"
         ) from exc
+    return redis
+
+
+def _check_redis(given: object, cluster: bool) -> None:
+    """A URL redis-py can read, or a client of its blocking API; an error saying what to
+    pass otherwise (where the store is made, not as a store that never connects)."""
+    redis = _import_redis()
+    from redis.cluster import RedisCluster
+    from redis.connection import parse_url
+
+    if isinstance(given, str):
+        try:
+            parse_url(given)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        except ValueError as exc:
+            raise ValueError(
+                f"redis: {exc} (got {given!r}); for example redis://127.0.0.1:6379/0"
+            ) from None
+        if cluster and given.startswith("unix://"):
+            raise ValueError(
+                f"redis: a Redis Cluster is reached over TCP (redis:// or rediss://), got {given!r}"
+            )
+        return
+    if not isinstance(given, redis.Redis | RedisCluster):
+        raise TypeError(
+            "redis must be a redis:// URL, or a redis.Redis or redis.cluster.RedisCluster client "
+            f"(the blocking API, not redis.asyncio), got {type(given).__name__} {given!r}"
+        )
+
+
+def _connect(url: str, timeout: float, cluster: bool) -> Any:
+    """A client for *url* with tight timeouts and no retries (the store's breaker retries)."""
+    redis = _import_redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,

@@ -138,6 +138,35 @@ def test_a_replica_cut_off_from_redis_protects_itself_then_converges(
     assert wait_for(lambda: b.state is CLOSED and cut.state is CLOSED, 3.0)
 
 
+def test_outcomes_recorded_while_cut_off_join_the_fleet_on_rejoin(
+    make_store: StoreFactory, proxied: tuple[Any, list[Proxy]]
+) -> None:
+    """Closed here and in the fleet when the link heals: the failures this replica recorded
+    on its own (too few to open it) join the fleet's window, so they still count."""
+    client, proxies = proxied
+    stores = [make_store("a"), make_store("cut-off", redis=client)]
+    a, cut = (CircuitBreaker("billing", CONFIG, store=store) for store in stores)
+    assert wait_for(lambda: cut.stats().fleet.connected, 3.0)  # type: ignore[union-attr]
+    faults = start_faults(proxies, "partition")
+    try:
+        assert not stores[1].flush()
+        assert outcome(cut, fail) == outcome(cut, fail) == "ran"  # 2 of 3: closed here
+        assert cut.state is CLOSED
+        assert cut.stats().fleet.unsent_failures == 2  # type: ignore[union-attr]
+    finally:
+        for started in faults:
+            started.stop()
+    assert wait_for(lambda: cut.stats().fleet.connected, 5.0)  # type: ignore[union-attr]
+    assert stores[1].flush()
+    assert stores[0].flush()
+    fleet = a.stats().fleet
+    assert fleet is not None
+    assert fleet.window_failures == 2, f"the fleet's window holds {fleet.window_failures} failures"
+    assert a.state is CLOSED
+    assert outcome(a, fail) == "ran"  # the third, on the other replica
+    assert wait_for(lambda: a.state is OPEN and cut.state is OPEN, 3.0), (a.stats(), cut.stats())
+
+
 def test_redis_restarted_with_its_data_lost(
     target: Target, make_store: StoreFactory, prefix: str, tmp_path: Any
 ) -> None:
