@@ -33,7 +33,7 @@ Cli = Callable[[list[str], dict[str, str], bool], tuple[int, str, str]]
 """Runs one command line (argv without the program, environment, on a terminal?) and returns
 (exit code, stdout, stderr)."""
 
-FREE_PORTS = 4
+FREE_PORTS = 5
 
 
 def _step(
@@ -67,7 +67,12 @@ STEPS: list[dict[str, Any]] = [
     _step("create", "-l", "127.0.0.1:{free1}", "x", help="create"),
     _step("create", "x", "-l", "127.0.0.1:{free1}", "-u", "x:1", help="create", note="flags first"),
     _step("create", "-l", "127.0.0.1:{free1}", "-u", "127.0.0.1:{refused}", "--", "-dash"),
-    _step("create", "-l", "127.0.0.1:{free2}", "-u", "x:1", "é", tty=True),
+    _step("create", "-l", "127.0.0.1:{free2}", "-u", "x:1", "été-è", tty=True),
+    _step("create", "-l", "127.0.0.1:{free3}", "-u", "cache.internal:11211", "memcached"),
+    _step("create", "-l", "localhost:{free4}", "-u", "x:1", "a-rather-long-proxy-name-here"),
+    _step("list", tty=True, note="column widths: names of 1, 5 (8 bytes: été-è), 9 and 29 bytes"),
+    _step("delete", "memcached"),
+    _step("delete", "a-rather-long-proxy-name-here"),
     # -- list and inspect ----------------------------------------------------------------------
     _step("list"),
     _step("l", tty=True),
@@ -134,6 +139,7 @@ STEPS: list[dict[str, Any]] = [
     _step("toxic", "update", "-n", "l2", "-a", "latency=7", "redis"),
     _step("t", "u", "-n", "l2", "--tox", "0.3", "-a", "jitter=1", "redis"),
     _step("toxic", "update", "-n", "nope", "redis"),
+    _step("toxic", "update", "-n", "l2", "--tox", "-0.5", "redis"),
     _step("toxic", "update", "-n", "l2", "-a", "latency=12", "redis", note="toxicity back to 1"),
     _step("toxic", "update", "redis"),
     _step("toxic", "update", "-n", "l2", help="toxic update"),
@@ -153,7 +159,7 @@ STEPS: list[dict[str, Any]] = [
     _step("toggle", "nope"),
     _step("toggle", help="toggle"),
     _step("delete", "--", "-dash"),
-    _step("d", "é"),
+    _step("d", "été-è"),
     _step("delete", "nope"),
     _step("delete", help="delete"),
     # -- help, flags, unknown commands ---------------------------------------------------------
