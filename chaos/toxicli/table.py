@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Final
 
+from chaos.server.toxics import TOXIC_ATTRIBUTES
 from chaos.toxicli import commands
 from chaos.toxicli.goflags import Flag
 
@@ -161,6 +162,33 @@ def _flag_lines(flags: tuple[Flag, ...]) -> list[str]:
     return [f"   {left:<{width}}  {usage}" for left, usage in lines]
 
 
+# Units of the attributes, for the help (docs/server.md has the full table).
+_UNITS: Final = {
+    ("latency", "latency"): "ms",
+    ("latency", "jitter"): "ms",
+    ("bandwidth", "rate"): "KB/s",
+    ("slow_close", "delay"): "ms",
+    ("timeout", "timeout"): "ms",
+    ("reset_peer", "timeout"): "ms",
+    ("slicer", "average_size"): "bytes",
+    ("slicer", "size_variation"): "bytes",
+    ("slicer", "delay"): "us",
+    ("limit_data", "bytes"): "bytes",
+}
+
+
+def _toxic_types() -> list[str]:
+    lines = ["", "toxic types and their attributes (-a NAME=VALUE, whole numbers, default 0):"]
+    width = max(len(kind) for kind in TOXIC_ATTRIBUTES)
+    for kind, names in TOXIC_ATTRIBUTES.items():
+        described = ", ".join(
+            f"{name} ({_UNITS[kind, name]})" if (kind, name) in _UNITS else name for name in names
+        )
+        described = described or "none"
+        lines.append(f"   {kind:<{width}}  {described}")
+    return lines
+
+
 def command_help(prog: str, path: tuple[Command, ...]) -> str:
     """Help for the command at *path* (``(toxic, add)``), in our words."""
     command = path[-1]
@@ -175,7 +203,11 @@ def command_help(prog: str, path: tuple[Command, ...]) -> str:
         for sub in command.subcommands:
             parts.append(f"   {', '.join(sub.names):<{width}}  {sub.summary}")
         parts.append(f"   {'help, h':<{width}}  help for one of these commands")
-    parts += ["", "options:", *_flag_lines(command.flags), ""]
+    parts += ["", "options:", *_flag_lines(command.flags)]
+    if command.name in ("toxic", "add", "update"):
+        parts += _toxic_types()
+        parts.append(f"   example: {prog} toxic add -t latency -a latency=100 -a jitter=10 redis")
+    parts.append("")
     parts.append(
         "As toxiproxy-cli 2.12: same flags, output lines and exit codes "
         "(flags go before the arguments)."
