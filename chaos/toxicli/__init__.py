@@ -27,7 +27,9 @@ def wants(argv: Sequence[str]) -> bool:
     try:
         parsed = parse(argv, APP_FLAGS)
     except FlagError:
-        return False
+        # A bad global flag before one of its commands is toxiproxy-cli's usage error too.
+        words = [arg for arg in argv if not arg.startswith("-")]
+        return bool(words) and words[0] in WORDS
     if parsed.flag("help"):
         return False  # the same top-level help, from argparse
     if parsed.values:  # toxiproxy-cli's global flags: its rules from here on

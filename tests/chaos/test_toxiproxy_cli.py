@@ -181,6 +181,8 @@ def test_synapse_chaos_own_commands_and_help_are_unchanged() -> None:
     assert wants(["-v"])
     assert not wants(["serve", "--port", "0"])
     assert not wants(["-h"])
+    assert wants(["--bogus", "list"])
+    assert not wants(["--bogus", "serve"])
     assert not wants(["run", "partition-heal", "--proxy", "list=127.0.0.1:1"])
 
 

@@ -181,6 +181,7 @@ STEPS: list[dict[str, Any]] = [
     _step("toxic", "add", "---x", "redis", help="toxic add"),
     _step("toxic", "add", "-t", help="toxic add"),
     _step("-h", help="", host=False),
+    _step("--bogus", "list", help=""),
     # -- where the API is: --host, -h, $TOXIPROXY_URL ------------------------------------------
     _step("list", host=False, env={"TOXIPROXY_URL": "{api}"}),
     _step("list", host=False, env={"TOXIPROXY_URL": "http://127.0.0.1:{refused}"}),
