@@ -628,6 +628,55 @@ def test_polled_breakers_reach_the_report(synapse_pytester: pytest.Pytester) -> 
     assert (svc["origin"], svc["final_state"], svc["trips"]) == ("polled", "open", 1)
 
 
+KEYED = """
+import pytest
+from synapse_core import CircuitBreaker
+
+def test_keys(circuit_breaker, breaker_timeline):
+    circuit_breaker("db").force_open()
+    CircuitBreaker("made").force_open()      # made during the test, not by the fixture
+    states = {"svc": "closed"}
+    poller = breaker_timeline.poll(lambda: states, interval=0.01)
+    poller.poll_once()
+    states["svc"] = "open"
+    poller.poll_once()
+    poller.stop()
+"""
+
+
+def documented_key_templates() -> dict[str, str]:
+    """The key templates docs/report-schema.md gives, by origin (``others`` for the rest)."""
+    doc = (Path(__file__).parents[2] / "docs" / "report-schema.md").read_text()
+    (row,) = [line for line in doc.splitlines() if line.startswith("| `key` |")]
+    found = re.findall(r"`(<[^`]+)` for (fixture|polled|others)", row)
+    return {origin: template for template, origin in found}
+
+
+def test_breaker_keys_follow_the_documented_format(synapse_pytester: pytest.Pytester) -> None:
+    """Polled breakers were keyed ``main:svc@polled`` while docs/report-schema.md listed only
+    ``<nodeid>::<name>`` and ``<worker>:<name>#<n>``: a CI script parsing keys by the schema
+    could not read them. Every key must match the template the schema gives for its origin."""
+    synapse_pytester.makepyfile(KEYED)
+    result = synapse_pytester.runpytest("--synapse-report=r.json")
+    result.assert_outcomes(passed=1)
+    (test,) = json.loads((synapse_pytester.path / "r.json").read_text())["tests"]
+    templates = documented_key_templates()
+    origins = {}
+    for breaker in test["breakers"]:
+        origins[breaker["name"]] = breaker["origin"]
+        template = templates.get(breaker["origin"], templates["others"])
+        pattern = re.escape(template)
+        for field, value in (
+            ("nodeid", re.escape(test["nodeid"])),
+            ("worker", re.escape(test["worker"])),
+            ("name", re.escape(breaker["name"])),
+            ("n", r"\d+"),
+        ):
+            pattern = pattern.replace(re.escape(f"<{field}>"), value)
+        assert re.fullmatch(pattern, breaker["key"]), (breaker["key"], template)
+    assert origins == {"db": "fixture", "made": "created", "svc": "polled"}
+
+
 def test_gates_are_not_evaluated_when_only_collecting(synapse_pytester: pytest.Pytester) -> None:
     synapse_pytester.makepyfile("def test_x(): pass")
     result = synapse_pytester.runpytest("--collect-only", "--synapse-gate=max_trip_seconds<=5")
