@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from transport_support import free_port, msg
+from transport_support import exchange, free_port, msg
 
 from synapse_core import CircuitBreakerConfig, CircuitOpenError, CircuitState, VirtualClock
 from synapse_core.transport import (
@@ -396,6 +396,9 @@ def test_parse_address_rejects(text: str) -> None:
         ({"send_timeout": -1}, "timeout"),
         ({"max_frame_size": 5}, "max_frame_size"),
         ({"max_connections": 0}, "max_connections"),
+        ({"inbound_queue_bytes": 0}, "inbound_queue_bytes"),
+        ({"dedup_window": -1}, "dedup_window"),
+        ({"target_cache_size": 0}, "target_cache_size"),
     ],
 )
 def test_constructor_validation(kwargs: dict[str, float], match: str) -> None:
@@ -463,6 +466,31 @@ async def test_the_inbound_queue_is_bounded_in_bytes(clock: VirtualClock) -> Non
             await a2.send_message("b", msg("b", "a", big))  # larger than the limit, queue empty
             with pytest.raises(MessageRejectedError, match="busy"):
                 await a2.send_message("b", msg("b", "a"))
+
+
+def _frames(*messages: Message) -> list[bytes]:
+    return [encode_frame(FrameKind.MESSAGE, seq, m.to_bytes()) for seq, m in enumerate(messages, 1)]
+
+
+@pytest.mark.asyncio
+async def test_without_replay_memory_the_last_dedup_window_ids_are_recognised() -> None:
+    """With no authenticator (or one without ``max_age``), a receiver recognises a message that
+    arrives again among the last ``dedup_window`` ids only: the memory is bounded by that count,
+    an id pushed out of it is delivered again, and ``dedup_window=0`` turns the check off."""
+    oldest, *newer = [msg("b", "a", str(i).encode()) for i in range(4)]
+    async with TcpTransport(node_id="b", dedup_window=3) as b:
+        replies = await exchange(b.address, *_frames(oldest, *newer))
+        assert [kind for kind, _, _ in replies] == [FrameKind.ACK] * 4
+        assert len(await b.receive_messages()) == 4
+        replies = await exchange(b.address, *_frames(newer[-1], newer[0], oldest))
+        assert [kind for kind, _, _ in replies] == [FrameKind.ACK] * 3
+        # the two still in the window are only acknowledged; the oldest was pushed out
+        assert [m.message_id for m in await b.receive_messages()] == [oldest.message_id]
+        assert b.stats().duplicates == 2
+    async with TcpTransport(node_id="b", dedup_window=0) as off:
+        await exchange(off.address, *_frames(oldest, oldest))
+        assert [m.message_id for m in await off.receive_messages()] == [oldest.message_id] * 2
+        assert off.stats().duplicates == 0
 
 
 @pytest.mark.asyncio
