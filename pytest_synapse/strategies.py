@@ -46,10 +46,40 @@ _RECOVERY_TIMEOUTS = (0.5, 1.0, 5.0, 10.0, 30.0)
 def breaker_configs(**fixed: Any) -> st.SearchStrategy[CircuitBreakerConfig]:
     """Valid ``CircuitBreakerConfig`` values; keyword arguments pin fields.
 
-    Fields that must agree with a pinned one are drawn to agree: ``recovery_timeout`` stays
-    within a pinned ``max_recovery_timeout``, and pinning one of ``slow_call_duration`` /
+    A pinned value is a value, or a Hypothesis strategy the field is drawn from
+    (``breaker_configs(failure_threshold=st.integers(1, 3))``). Fields that must agree with a
+    pinned one are drawn to agree: ``recovery_timeout`` stays within a pinned
+    ``max_recovery_timeout``, and pinning one of ``slow_call_duration`` /
     ``slow_call_rate_threshold`` draws the other.
     """
+    settable = {f.name for f in dataclasses.fields(CircuitBreakerConfig) if f.init}
+    for name in fixed:
+        if name not in settable:
+            if name in CircuitBreakerConfig.__dataclass_fields__:
+                raise TypeError(
+                    f"breaker_configs: {name!r} is computed by CircuitBreakerConfig and cannot "
+                    "be pinned"
+                )
+            raise TypeError(f"breaker_configs: unknown CircuitBreakerConfig field {name!r}")
+    cap = fixed.get("max_recovery_timeout")
+    if cap is not None and not isinstance(cap, st.SearchStrategy):
+        _recovery_cap(cap)  # a bad value is refused now, not at the first example
+    return _configs(fixed)
+
+
+def _recovery_cap(cap: Any) -> float:
+    seconds = to_seconds(cap, "max_recovery_timeout")
+    if not seconds > 0:  # also true for NaN
+        raise ValueError(f"max_recovery_timeout must be > 0 seconds, got {cap!r}")
+    return seconds
+
+
+@st.composite
+def _configs(draw: st.DrawFn, fixed: dict[str, Any]) -> CircuitBreakerConfig:
+    pinned = {
+        name: draw(value) if isinstance(value, st.SearchStrategy) else value
+        for name, value in fixed.items()
+    }
     fields: dict[str, st.SearchStrategy[Any]] = {
         "failure_threshold": st.integers(1, 10),
         "minimum_requests": st.integers(1, 10),
@@ -61,31 +91,20 @@ def breaker_configs(**fixed: Any) -> st.SearchStrategy[CircuitBreakerConfig]:
         "max_half_open_wait": st.none() | st.sampled_from([5.0, 30.0]),
         "open_backoff_multiplier": st.sampled_from([1.0, 1.5, 2.0]),
     }
-    settable = {f.name for f in dataclasses.fields(CircuitBreakerConfig) if f.init}
-    for name, value in fixed.items():
-        if name not in settable:
-            if name in CircuitBreakerConfig.__dataclass_fields__:
-                raise TypeError(
-                    f"breaker_configs: {name!r} is computed by CircuitBreakerConfig and cannot "
-                    "be pinned"
-                )
-            raise TypeError(f"breaker_configs: unknown CircuitBreakerConfig field {name!r}")
-        fields[name] = st.just(value)
-    cap = fixed.get("max_recovery_timeout")
-    if cap is not None and "recovery_timeout" not in fixed:
-        cap = to_seconds(cap, "max_recovery_timeout")
-        if not cap > 0:  # also true for NaN
-            raise ValueError(f"max_recovery_timeout must be > 0 seconds, got {cap!r}")
+    cap = pinned.get("max_recovery_timeout")
+    if cap is not None and "recovery_timeout" not in pinned:
+        seconds = _recovery_cap(cap)
         fields["recovery_timeout"] = st.sampled_from(
-            [t for t in _RECOVERY_TIMEOUTS if t <= cap] or [cap]
+            [t for t in _RECOVERY_TIMEOUTS if t <= seconds] or [seconds]
         )
     # The config refuses one of the pair without the other.
     slow = ("slow_call_duration", st.sampled_from([0.5, 1.0, 2.0, 5.0]))
     slow_rate = ("slow_call_rate_threshold", st.sampled_from([0.25, 0.5, 1.0]))
-    for (pinned, _), (other, strategy) in ((slow, slow_rate), (slow_rate, slow)):
-        if fixed.get(pinned) is not None and other not in fixed:
+    for (name, _), (other, strategy) in ((slow, slow_rate), (slow_rate, slow)):
+        if pinned.get(name) is not None and other not in pinned:
             fields[other] = strategy
-    return st.builds(CircuitBreakerConfig, **fields)
+    drawn = {name: draw(strategy) for name, strategy in fields.items() if name not in pinned}
+    return CircuitBreakerConfig(**drawn, **pinned)
 
 
 @dataclass(frozen=True, order=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_synapse.strategies import FaultStep, breaker_configs, fault_schedules
 from synapse_core import CircuitBreakerConfig
@@ -86,6 +87,22 @@ def test_pinning_slow_call_duration_draws_its_rate(config: CircuitBreakerConfig)
 def test_pinning_slow_call_rate_draws_its_duration(config: CircuitBreakerConfig) -> None:
     assert config.slow_call_rate_threshold == 0.5
     assert config.slow_call_duration is not None
+
+
+@given(
+    breaker_configs(
+        failure_threshold=st.integers(2, 3),
+        max_recovery_timeout=st.sampled_from([0.2, 1.0]),
+        slow_call_duration=st.none() | st.just(2.0),
+    )
+)
+@settings(max_examples=40, deadline=None)
+def test_a_field_pinned_to_a_strategy_is_drawn_from_it(config: CircuitBreakerConfig) -> None:
+    """Regression: the strategy itself was passed to CircuitBreakerConfig as the value."""
+    assert config.failure_threshold in (2, 3)
+    assert config.max_recovery_timeout in (0.2, 1.0)
+    assert config.recovery_timeout <= config.max_recovery_timeout
+    assert (config.slow_call_rate_threshold is None) == (config.slow_call_duration is None)
 
 
 def test_computed_fields_cannot_be_pinned() -> None:
