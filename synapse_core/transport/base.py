@@ -23,6 +23,7 @@ from typing import ClassVar, Self, overload
 from uuid import UUID
 
 from synapse_core.breaker import (
+    CallPermit,
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitBreakerManager,
@@ -206,6 +207,90 @@ class _RecentIds:
         order.append(key)
         if len(order) > self._capacity:
             ids.discard(order.popleft())
+
+
+class _RoundTrip:
+    """Where the outcome of one admitted round trip goes, for sends and probes alike.
+
+    ``with _RoundTrip(...) as trip: await ...`` reports it to the permit, the link's and the
+    transport's estimates, the breaker's triggers and the counters, then lets any exception
+    through; ``trip.elapsed`` is the round trip's time. *sent* is the message's size (``None``
+    for a probe). Our own shutdown or cancellation, and a ``BaseException`` that is not an
+    ``Exception`` (Ctrl-C), say nothing about the peer: the permit is given back unrecorded.
+    """
+
+    __slots__ = ("_breaker", "_link", "_permit", "_sent", "_transport", "elapsed", "started")
+
+    def __init__(
+        self,
+        transport: Transport,
+        breaker: CircuitBreaker,
+        permit: CallPermit,
+        link: LinkEstimator,
+        *,
+        sent: int | None,
+    ) -> None:
+        self._transport = transport
+        self._breaker = breaker
+        self._permit = permit
+        self._link = link
+        self._sent = sent
+        self.started = 0.0
+        self.elapsed = 0.0
+
+    def __enter__(self) -> Self:
+        self.started = _perf()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        elapsed = self.elapsed = _perf() - self.started
+        if exc is None:
+            if self._sent is not None:
+                counters = self._transport._counters
+                counters.messages_sent += 1
+                counters.bytes_sent += self._sent
+                self._link.messages_sent += 1
+            self._answered(elapsed)
+        elif isinstance(exc, asyncio.CancelledError | TransportClosedError) or not isinstance(
+            exc, Exception
+        ):
+            self._permit.release()
+        elif isinstance(exc, MessageRejectedError) and self._sent is not None:
+            self._transport._counters.rejected_by_peer += 1
+            # An overloaded peer is unhealthy, and a node that is not the target means the
+            # target is not there; any other refusal proves the link to it works.
+            if exc.code in _FAILED_REFUSALS:
+                self._failed(exc, elapsed, forced=True)
+            else:
+                self._answered(elapsed)
+        else:
+            self._failed(exc, elapsed, forced=False)
+
+    def _answered(self, elapsed: float) -> None:
+        self._permit.success(elapsed)
+        self._transport._succeeded(self._link, elapsed, self._sent or 0)
+        self._transport._judge(self._breaker, self._link, elapsed)
+
+    def _failed(self, exc: Exception, elapsed: float, *, forced: bool) -> None:
+        counters = self._transport._counters
+        if self._sent is None:
+            counters.probe_failures += 1
+        else:
+            counters.send_failures += 1
+            self._link.messages_failed += 1
+            if isinstance(exc, TimeoutError):
+                counters.send_timeouts += 1
+        if forced:
+            self._permit.failure(exc, elapsed)  # whatever failure_exceptions says
+        else:
+            self._permit.error(exc, elapsed)
+        self._transport._failed(self._link)
+        self._transport._judge(self._breaker, self._link, None)
 
 
 class Transport(ABC):
@@ -601,50 +686,9 @@ class Transport(ABC):
         except BaseException:
             permit.release()  # nothing was sent (too large, say): not the peer's doing
             raise
-        link = self._link(target)
-        counters = self._counters
-        started = _perf()
-        try:
+        with _RoundTrip(self, breaker, permit, self._link(target), sent=len(data)) as trip:
             await self._transmit(target, message, data)
-        except (asyncio.CancelledError, TransportClosedError):
-            permit.release()  # our own shutdown or cancellation says nothing about the peer
-            raise
-        except MessageRejectedError as exc:
-            elapsed = _perf() - started
-            counters.rejected_by_peer += 1
-            if exc.code in _FAILED_REFUSALS:
-                # An overloaded peer is unhealthy, and a node that is not the target means the
-                # target is not there; any other refusal proves the link to it works.
-                counters.send_failures += 1
-                link.messages_failed += 1
-                self._failed(link)
-                permit.failure(exc, elapsed)
-                self._judge(breaker, link, None)
-            else:
-                self._succeeded(link, elapsed, len(data))
-                permit.success(elapsed)
-                self._judge(breaker, link, elapsed)
-            raise
-        except Exception as exc:
-            elapsed = _perf() - started
-            counters.send_failures += 1
-            link.messages_failed += 1
-            if isinstance(exc, TimeoutError):
-                counters.send_timeouts += 1
-            permit.error(exc, elapsed)
-            self._failed(link)
-            self._judge(breaker, link, None)
-            raise
-        except BaseException:
-            permit.release()  # KeyboardInterrupt and friends say nothing about the peer
-            raise
-        elapsed = _perf() - started
-        permit.success(elapsed)
-        counters.messages_sent += 1
-        link.messages_sent += 1
-        counters.bytes_sent += len(data)
-        self._succeeded(link, elapsed, len(data))
-        self._judge(breaker, link, elapsed)
+        elapsed = trip.elapsed
         return DeliveryReceipt(
             message_id=message.message_id,
             target=target,
@@ -687,27 +731,9 @@ class Transport(ABC):
             raise
         link = self._link(target)
         self._counters.probes += 1
-        started = _perf()
-        try:
+        with _RoundTrip(self, breaker, permit, link, sent=None) as trip:
             await self._probe(target)
-        except (asyncio.CancelledError, TransportClosedError):
-            permit.release()
-            raise
-        except Exception as exc:
-            elapsed = _perf() - started
-            self._counters.probe_failures += 1
-            permit.error(exc, elapsed)
-            self._failed(link)
-            self._judge(breaker, link, None)
-            raise
-        except BaseException:
-            permit.release()
-            raise
-        elapsed = _perf() - started
-        permit.success(elapsed)
-        self._succeeded(link, elapsed, 0)
-        self._judge(breaker, link, elapsed)
-        return link.snapshot(latency=elapsed)
+        return link.snapshot(latency=trip.elapsed)
 
     async def _measure_for_triggers(self, target: str, breaker: CircuitBreaker) -> TransportMetrics:
         link = self._link(target)
