@@ -1,6 +1,6 @@
 """The circuit breaker: config, state machine, sliding window, events, triggers and manager."""
 
-from synapse_core.breaker.breaker import CircuitBreaker
+from synapse_core.breaker.breaker import CallPermit, CircuitBreaker
 from synapse_core.breaker.config import CircuitBreakerConfig, ExceptionMatcher
 from synapse_core.breaker.events import (
     CircuitClosed,
@@ -20,7 +20,6 @@ from synapse_core.breaker.manager import (
 )
 from synapse_core.breaker.metrics import TransportMetrics
 from synapse_core.breaker.observers import TransitionWatcher, watch_transitions
-from synapse_core.breaker.permit import CallPermit
 from synapse_core.breaker.registry import live_breakers, watch_breakers
 from synapse_core.breaker.state import CircuitState, RequestOutcome
 from synapse_core.breaker.stats import CircuitStats
