@@ -29,14 +29,8 @@ limit_data      ``limit_data`` toxic
 flapping        a background timer disables and re-enables the proxy
 ==============  =============================================================================
 
-Stale faults: every toxic the harness adds is named ``synapse:<owner>:<fault>:<token>:<stream>``;
-faults that disable the proxy also add a ``noop`` marker toxic named ``...:marker`` first. If a
-process dies with faults applied, :meth:`Proxy.remove_stale_faults` (run by every scenario run and
-by ``synapse-chaos run``) removes the toxics of its owner that no live fault in this process holds,
-and re-enables the proxy if a stale marker says the harness disabled it. Concurrent runs against
-one shared server should use different owners; a disabling fault that ends leaves the proxy
-disabled while another owner's marker is on it (that owner's fault still holds it down). The
-bookkeeping lives in :mod:`chaos.control.livefaults`.
+Stale faults: how toxics are named after their owner, and how a process tells its live faults
+from those a dead one left (:meth:`Proxy.remove_stale_faults`), is :mod:`chaos.control.livefaults`.
 
 Faults are logged on the ``synapse.chaos`` logger at INFO, with stable messages (``fault
 latency applied to proxy 'redis'``, ``fault latency healed on proxy 'redis'``) and ``extra``

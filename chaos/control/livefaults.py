@@ -6,6 +6,13 @@ Every toxic the harness adds is named ``synapse:<owner>:<fault>:<token>:<stream>
 added and has not removed, so :meth:`chaos.Proxy.remove_stale_faults` can tell a live fault
 from one a dead process left behind, and so overlapping faults that disable one proxy compose
 (:func:`proxy_gate`, :func:`live_markers`).
+
+If a process dies with faults applied, :meth:`~chaos.Proxy.remove_stale_faults` (run by every
+scenario run and by ``synapse-chaos run``) removes the toxics of its owner that no live fault in
+this process holds, and re-enables the proxy if a stale marker says the harness disabled it.
+Concurrent runs against one shared server should use different owners; a disabling fault that
+ends leaves the proxy disabled while another owner's marker is on it (that owner's fault still
+holds it down).
 """
 
 from __future__ import annotations
