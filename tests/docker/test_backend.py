@@ -171,7 +171,7 @@ def test_the_server_image_speaks_the_api_to_toxiproxy_python(
     )
     try:
         published = backend.container.address(20000)
-        assert _round_trip(published) < 0.15
+        assert _best_round_trip(published) < 0.15
         proxy.add_toxic(type="latency", attributes={"latency": 200})
         assert _round_trip(published) >= 0.19
         assert set(proxy.toxics()) == {"latency_downstream"}
@@ -183,11 +183,16 @@ def test_the_server_image_speaks_the_api_to_toxiproxy_python(
             _round_trip(published, timeout=0.5)
         assert toxiproxy.reset() is True
         assert proxy.toxics() == {}
-        assert _round_trip(published) < 0.15
+        assert _best_round_trip(published) < 0.15
     finally:
         proxy.destroy()
     with pytest.raises(NotFound):
         proxy.toxics()
+
+
+def _best_round_trip(address: str, tries: int = 3) -> float:
+    """The fastest of a few round trips: no toxic slows them all, a loaded machine stalls one."""
+    return min(_round_trip(address) for _ in range(tries))
 
 
 def _round_trip(address: str, timeout: float = 3.0) -> float:
@@ -218,7 +223,7 @@ def test_latency_and_partition_between_two_containers_through_the_proxy_containe
         assert proxy.network_address == f"{backend.container.name}:{proxy.container_port}"
         assert proxy.listen == backend.container.address(proxy.container_port)
         assert reaches(client, proxy.network_address)
-        assert _round_trip(proxy.listen) < 0.15  # and from the host
+        assert _best_round_trip(proxy.listen) < 0.15  # and from the host
         with proxy.latency(300):  # ~0.6 s round trip
             assert probe(client, proxy.network_address, timeout=0.3) == 1
             assert probe(client, proxy.network_address, timeout=3) == 0
@@ -240,7 +245,7 @@ def test_a_container_on_another_network_is_joined_by_the_chaos_server(
     try:
         proxy = backend.create_proxy((server, 7000))
         assert other.name in backend.container.networks
-        assert _round_trip(proxy.listen) < 0.15
+        assert _best_round_trip(proxy.listen) < 0.15
         proxy.delete()
     finally:
         server.remove()
@@ -292,4 +297,4 @@ def test_embedded_backend_proxies_a_container_through_its_published_port(
     with EmbeddedBackend() as embedded:
         proxy = embedded.create_proxy((server, 7000))
         assert proxy.upstream == server.address(7000)
-        assert _round_trip(proxy.listen) < 0.15
+        assert _best_round_trip(proxy.listen) < 0.15
