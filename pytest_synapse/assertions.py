@@ -1,9 +1,10 @@
 """Breaker assertions that read like the requirement and fail with both timelines shown.
 
-Each takes a breaker (an in-process ``CircuitBreaker``) or a breaker name (for states recorded
-from another process with :class:`~pytest_synapse.poller.BreakerStatePoller`), and reads the
-current test's timeline unless ``timeline=`` is given. Times are on the timeline's clock: the
-test's virtual clock when it uses one, else monotonic seconds.
+Each takes a breaker (an in-process ``CircuitBreaker``, or a pybreaker, aiobreaker, purgatory or
+circuitbreaker breaker watched with ``breaker_timeline.watch``) or a breaker name (also for
+states recorded from another process with :class:`~pytest_synapse.poller.BreakerStatePoller`),
+and reads the current test's timeline unless ``timeline=`` is given. Times are on the timeline's
+clock: the test's virtual clock when it uses one, else monotonic seconds.
 
 For a name that a poller records, an assertion polls once more before it concludes (the last
 sample may be up to one poll interval old), and the ones with a deadline
@@ -20,12 +21,14 @@ from pytest_synapse.records import earliest_active_onset
 from pytest_synapse.rejects import assert_rejects_fast, assert_rejects_fast_async
 from pytest_synapse.run import current_run
 from pytest_synapse.verdicts import (
+    AnyBreaker,
     BreakerAssertionError,
     NotObservableError,
     breaker_events,
     check_count,
     check_number,
     failure,
+    foreign_adapters,
     name_of,
     note,
     poll_now,
@@ -33,6 +36,7 @@ from pytest_synapse.verdicts import (
     wait_polled,
 )
 from synapse_core import CircuitBreaker, Timeline
+from synapse_core.foreign import PROBES
 
 __all__ = [
     "BreakerAssertionError",
@@ -60,7 +64,7 @@ def _last_heal(timeline: Timeline) -> float | None:
 
 
 def assert_trips_within(
-    breaker: CircuitBreaker | str,
+    breaker: AnyBreaker,
     *,
     failures: int | None = None,
     seconds: float | None = None,
@@ -80,7 +84,7 @@ def assert_trips_within(
     if seconds is not None:
         check_number("seconds", seconds)
     tl = timeline_of(timeline)
-    name = name_of(breaker)
+    name = name_of(breaker, tl)
     pollers = poll_now(tl, breaker)
     if pollers and failures is not None and not any(p.detailed for p in pollers):
         raise TypeError(_NO_FAILURE_COUNT.format(name=name))
@@ -122,17 +126,30 @@ def assert_trips_within(
     return trip
 
 
-def assert_half_open_probes_at_most(breaker: CircuitBreaker | str, k: int) -> int:
+def assert_half_open_probes_at_most(breaker: AnyBreaker, k: int) -> int:
     """No half-open episode admitted more than *k* probes at once.
 
-    For a breaker in this process, or one given by name that ``watch_remote`` reads (its
-    ``max_half_open_in_flight``, since the remote breaker was created or reset).
+    For a breaker in this process, one given by name that ``watch_remote`` reads (its
+    ``max_half_open_in_flight``, since the remote breaker was created or reset), or a watched
+    pybreaker or aiobreaker breaker (the calls in flight at once while it was half-open, since
+    watching began). purgatory and circuitbreaker do not tell when a call starts: for them it
+    raises :class:`NotObservableError`.
     """
     __tracebackhide__ = True
     check_count("k", k, minimum=0)
     tl = timeline_of(None) if current_run() is not None else Timeline()
-    name = name_of(breaker)
-    if isinstance(breaker, str):
+    name = name_of(breaker, tl)
+    adapters = foreign_adapters(tl, breaker)
+    if adapters:
+        blind = sorted({a.library for a in adapters if PROBES not in a.observes})
+        if blind:
+            raise NotObservableError(
+                f"breaker {name!r}: {' and '.join(blind)} does not tell when a call starts, so "
+                "half-open probes cannot be counted (pybreaker, aiobreaker and Synapse breakers "
+                "can)"
+            )
+        seen = max(a.max_half_open_in_flight for a in adapters)
+    elif isinstance(breaker, str):
         stats = [p.stats[name] for p in poll_now(tl, breaker) if name in p.stats]
         if not stats:
             raise TypeError(
@@ -141,6 +158,7 @@ def assert_half_open_probes_at_most(breaker: CircuitBreaker | str, k: int) -> in
             )
         seen = max(int(s.get("max_half_open_in_flight", 0)) for s in stats)
     else:
+        assert isinstance(breaker, CircuitBreaker)
         seen = breaker.stats().max_half_open_in_flight
     if seen > k:
         raise failure(
@@ -153,7 +171,7 @@ def assert_half_open_probes_at_most(breaker: CircuitBreaker | str, k: int) -> in
 
 
 def assert_closes_within(
-    breaker: CircuitBreaker | str,
+    breaker: AnyBreaker,
     seconds: float,
     *,
     after: float | None = None,
@@ -167,7 +185,7 @@ def assert_closes_within(
     __tracebackhide__ = True
     check_number("seconds", seconds)
     tl = timeline_of(timeline)
-    name = name_of(breaker)
+    name = name_of(breaker, tl)
     start = after if after is not None else _last_heal(tl)
     if start is None:
         raise failure(
@@ -186,6 +204,8 @@ def assert_closes_within(
     if not closed:
         seen = breaker_events(tl, breaker, "opened", "half_opened", "closed")
         state = breaker.state.value if isinstance(breaker, CircuitBreaker) else None
+        for adapter in foreign_adapters(tl, breaker):
+            state = adapter.state_of(name)
         state = state or (seen[-1].state if seen else "unknown")
         waited = " (polled until the deadline)" if pollers else ""
         earlier = ""

@@ -16,6 +16,7 @@ from pytest_synapse.remote import RemoteBreakers
 from pytest_synapse.render import side_by_side
 from pytest_synapse.run import MeasuredBreaker, TestRun
 from pytest_synapse.session import run_of, session_of, settings_of
+from pytest_synapse.verdicts import name_of
 from synapse_core import CircuitBreaker, CircuitBreakerConfig, Timeline, VirtualClock
 
 if TYPE_CHECKING:
@@ -91,11 +92,25 @@ class BreakerTimeline:
         self.timeline: Timeline = run.timeline
         self._pollers: list[BreakerStatePoller] = []
 
-    def watch(self, breaker: CircuitBreaker) -> None:
-        """Record *breaker*'s events too."""
-        self._run.track(breaker, "created")
+    def watch(self, breaker: object, name: str | None = None) -> None:
+        """Record *breaker*'s events too.
 
-    def events(self, breaker: CircuitBreaker | str, *kinds: str) -> list[Any]:
+        *breaker* is a Synapse ``CircuitBreaker``, a ``pybreaker.CircuitBreaker``, an
+        ``aiobreaker.CircuitBreaker``, a purgatory factory (``SyncCircuitBreakerFactory`` or
+        ``AsyncCircuitBreakerFactory``: all its circuits, each by its circuit name) or a
+        ``circuitbreaker.CircuitBreaker`` (polled: it has no hooks). *name* names another
+        library's breaker on the timeline (pybreaker's may have none); for a purgatory factory
+        it keeps only that circuit. The assertions, reports and gates then take it like a
+        Synapse breaker: pass the object, or its name.
+        """
+        if isinstance(breaker, CircuitBreaker):
+            if name is not None:
+                raise TypeError("name= names breakers of other libraries; a CircuitBreaker has one")
+            self._run.track(breaker, "created")
+        else:
+            self._run.track_foreign(breaker, "watched", name)
+
+    def events(self, breaker: object, *kinds: str) -> list[Any]:
         """The recorded events of one breaker (optionally only some kinds).
 
         A name selects every breaker of that name; a breaker object selects only its own (an
@@ -103,7 +118,7 @@ class BreakerTimeline:
         """
         return assertions.breaker_events(self.timeline, breaker, *kinds)
 
-    def states(self, breaker: CircuitBreaker | str) -> list[str]:
+    def states(self, breaker: object) -> list[str]:
         """The states the breaker went through, in order."""
         return [r.state for r in self.events(breaker, "opened", "half_opened", "closed")]
 
@@ -144,46 +159,40 @@ class BreakerTimeline:
         remote.poller = self.poll(remote.fetch, interval=interval)
         return remote
 
-    def render(self, breaker: CircuitBreaker | str | None = None) -> str:
+    def render(self, breaker: object = None) -> str:
         """Faults and breaker events side by side, as text."""
-        name = breaker if isinstance(breaker, str) or breaker is None else breaker.name
+        name = None if breaker is None else name_of(breaker, self.timeline)
         return side_by_side(self.timeline, name)
 
-    def assert_trips_within(self, breaker: CircuitBreaker | str, **kwargs: Any) -> float:
+    def assert_trips_within(self, breaker: object, **kwargs: Any) -> float:
         """See :func:`pytest_synapse.assert_trips_within`."""
         __tracebackhide__ = True
         return assertions.assert_trips_within(breaker, timeline=self.timeline, **kwargs)
 
-    def assert_rejects_fast(
-        self, breaker: CircuitBreaker | str, *args: Any, **kwargs: Any
-    ) -> float:
+    def assert_rejects_fast(self, breaker: object, *args: Any, **kwargs: Any) -> float:
         """See :func:`pytest_synapse.assert_rejects_fast`."""
         __tracebackhide__ = True
         return assertions.assert_rejects_fast(breaker, *args, timeline=self.timeline, **kwargs)
 
-    async def assert_rejects_fast_async(
-        self, breaker: CircuitBreaker | str, *args: Any, **kwargs: Any
-    ) -> float:
+    async def assert_rejects_fast_async(self, breaker: object, *args: Any, **kwargs: Any) -> float:
         """See :func:`pytest_synapse.assert_rejects_fast_async`."""
         __tracebackhide__ = True
         return await assertions.assert_rejects_fast_async(
             breaker, *args, timeline=self.timeline, **kwargs
         )
 
-    def assert_half_open_probes_at_most(self, breaker: CircuitBreaker | str, k: int) -> int:
+    def assert_half_open_probes_at_most(self, breaker: object, k: int) -> int:
         """See :func:`pytest_synapse.assert_half_open_probes_at_most`."""
         __tracebackhide__ = True
         return assertions.assert_half_open_probes_at_most(breaker, k)
 
-    def assert_closes_within(
-        self, breaker: CircuitBreaker | str, seconds: float, **kwargs: Any
-    ) -> float:
+    def assert_closes_within(self, breaker: object, seconds: float, **kwargs: Any) -> float:
         """See :func:`pytest_synapse.assert_closes_within`."""
         __tracebackhide__ = True
         return assertions.assert_closes_within(breaker, seconds, timeline=self.timeline, **kwargs)
 
     def assert_no_calls_while_open(
-        self, breaker: CircuitBreaker | str, upstream: Proxy | str | None = None, **kwargs: Any
+        self, breaker: object, upstream: Proxy | str | None = None, **kwargs: Any
     ) -> None:
         """See :func:`pytest_synapse.assert_no_calls_while_open`."""
         __tracebackhide__ = True

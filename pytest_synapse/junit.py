@@ -57,6 +57,8 @@ def test_properties(record: TestRecord) -> list[tuple[str, object]]:
         if seen[label] > 1:
             label = f"{label}#{seen[label]}"
         prefix = f"synapse_breaker_{label}"
+        if b.library:
+            props.append((f"{prefix}_library", b.library))
         props.append((f"{prefix}_final_state", b.final_state))
         props.append((f"{prefix}_trips", b.trips))
         props.append((f"{prefix}_rejections", b.rejections))

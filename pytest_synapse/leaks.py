@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_synapse.poller import BreakerStatePoller, pollers_of
 from pytest_synapse.verdicts import (
+    AnyBreaker,
     NotObservableError,
     breaker_events,
     check_number,
@@ -47,7 +48,7 @@ _INF = float("inf")
 
 
 def assert_no_calls_while_open(
-    breaker: CircuitBreaker | str,
+    breaker: AnyBreaker,
     upstream: Proxy | str | None = None,
     *,
     grace: float = 0.0,
@@ -88,9 +89,7 @@ def assert_no_calls_while_open(
 # -- open intervals ----------------------------------------------------------------------------
 
 
-def _open_intervals(
-    tl: Timeline, breaker: CircuitBreaker | str, *, real: bool
-) -> list[tuple[float, float]]:
+def _open_intervals(tl: Timeline, breaker: AnyBreaker, *, real: bool) -> list[tuple[float, float]]:
     """When the breaker was certainly open: ``(start, end)`` pairs, ``end`` inf if still open.
 
     On the real clock (*real*) or in record order (``seq``, for calls noted on the timeline:
@@ -98,7 +97,7 @@ def _open_intervals(
     process counts as open between the first and the last poll that saw it open, and one the
     first poll found open counts as open from that poll.
     """
-    name = name_of(breaker)
+    name = name_of(breaker, tl)
     pollers = pollers_of(tl, name) if isinstance(breaker, str) else []
     if pollers and real and not any(p.detailed for p in pollers):
         # Only states were polled: the breaker was certainly open between the first and the
@@ -156,10 +155,10 @@ def _never_opened(tl: Timeline, name: str) -> Exception:
 
 
 def _no_noted_calls_while_open(
-    tl: Timeline, breaker: CircuitBreaker | str, upstream: str | None, grace: float
+    tl: Timeline, breaker: AnyBreaker, upstream: str | None, grace: float
 ) -> None:
     __tracebackhide__ = True
-    name = name_of(breaker)
+    name = name_of(breaker, tl)
     marks = tl.upstream_call_marks(upstream)
     if not marks:
         what = f"to {upstream!r}" if upstream is not None else "to any upstream"
@@ -195,13 +194,11 @@ def _seq_times(tl: Timeline) -> list[tuple[float, float]]:
 # -- real traffic through a chaos proxy -----------------------------------------------------------
 
 
-def _no_traffic_while_open(
-    tl: Timeline, breaker: CircuitBreaker | str, proxy: Proxy, grace: float
-) -> None:
+def _no_traffic_while_open(tl: Timeline, breaker: AnyBreaker, proxy: Proxy, grace: float) -> None:
     __tracebackhide__ = True
     from chaos.errors import ChaosError
 
-    name = name_of(breaker)
+    name = name_of(breaker, tl)
     intervals = _open_intervals(tl, breaker, real=True)
     if not intervals:
         raise _never_opened(tl, name)

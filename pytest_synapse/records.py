@@ -30,7 +30,8 @@ class BreakerSummary:
 
     key: str
     name: str
-    origin: str  # "fixture" | "default_manager" | "existing" | "created" | "polled"
+    # "fixture" | "default_manager" | "existing" | "created" | "polled" | "watched" | "auto"
+    origin: str
     initial_state: str
     final_state: str
     left_closed: bool
@@ -45,6 +46,9 @@ class BreakerSummary:
     rejected_call_ms: list[float] = field(default_factory=list)
     rejected_calls_timed: int = 0
     rejected_call_ms_max: float | None = None
+    library: str | None = None
+    """The breaker's library when it is not Synapse's (``pybreaker``, ``aiobreaker``,
+    ``purgatory``, ``circuitbreaker``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""

@@ -16,33 +16,51 @@ from typing import Any
 
 from pytest_synapse.poller import BreakerStatePoller, StateRun
 from pytest_synapse.verdicts import (
+    AnyBreaker,
     breaker_events,
     check_count,
     check_number,
     failure,
+    foreign_adapters,
     name_of,
     note,
     poll_now,
     timeline_of,
 )
-from synapse_core import CircuitBreaker, CircuitOpenError, Timeline
+from synapse_core import BreakerRecord, CircuitBreaker, CircuitOpenError, Timeline
+
+
+class _Default:
+    """The type of :data:`LIBRARY_ERROR`."""
+
+    def __repr__(self) -> str:
+        return "LIBRARY_ERROR"
+
+
+LIBRARY_ERROR = _Default()
+"""``expect``'s default: the error the breaker's own library raises for a rejected call
+(``CircuitOpenError`` for a Synapse breaker, pybreaker's ``CircuitBreakerError``, purgatory's
+``OpenedState``...)."""
 
 
 def assert_rejects_fast(
-    breaker: CircuitBreaker | str,
+    breaker: AnyBreaker,
     call: Callable[[], object] | None = None,
     *,
     max_ms: float,
     calls: int = 20,
-    expect: type[BaseException] | None = CircuitOpenError,
+    expect: type[BaseException] | _Default | None = LIBRARY_ERROR,
     timeline: Timeline | None = None,
 ) -> float:
     """Make *calls* calls (20 by default); each one the breaker rejects returns within *max_ms*.
 
-    ``call`` defaults to ``breaker.call(lambda: None)``. *expect* is the exception a rejected
-    call raises: ``CircuitOpenError`` when the call goes straight through the breaker, or what
-    your service turns a rejection into; ``None`` when a rejected call returns normally (a
-    service answering 503 from its fallback). A rejected call that raises anything else fails.
+    ``call`` defaults to ``breaker.call(lambda: None)`` (for another library's breaker, a no-op
+    call guarded the way that library guards calls). *expect* is the exception a rejected
+    call raises: by default the breaker library's own (``CircuitOpenError``, pybreaker's or
+    circuitbreaker's ``CircuitBreakerError``, purgatory's ``OpenedState``...) as when the call
+    goes straight through the breaker, or what your service turns a rejection into; ``None``
+    when a rejected call returns normally (a service answering 503 from its fallback). A
+    rejected call that raises anything else fails.
 
     Which calls were rejected is read from the breaker (see the module docstring), so a
     half-open probe admitted meanwhile is counted as admitted and not timed. At least one call
@@ -71,12 +89,12 @@ def assert_rejects_fast(
 
 
 async def assert_rejects_fast_async(
-    breaker: CircuitBreaker | str,
+    breaker: AnyBreaker,
     call: Callable[[], Awaitable[object]] | None = None,
     *,
     max_ms: float,
     calls: int = 20,
-    expect: type[BaseException] | None = CircuitOpenError,
+    expect: type[BaseException] | _Default | None = LIBRARY_ERROR,
     timeline: Timeline | None = None,
 ) -> float:
     """:func:`assert_rejects_fast` for async code: each call is awaited and timed.
@@ -89,6 +107,12 @@ async def assert_rejects_fast_async(
 
         async def call() -> object:
             return await guarded.call_async(_noop_async)
+
+    elif call is None and not isinstance(breaker, str):
+        adapter = foreign_adapters(timeline_of(timeline), breaker)[0]
+
+        async def call() -> object:
+            return await adapter.call_async(_noop_async)
 
     check = _RejectsFast(breaker, call, max_ms, calls, expect, timeline)
     for i in range(calls):
@@ -108,35 +132,46 @@ class _RejectsFast:
 
     def __init__(
         self,
-        breaker: CircuitBreaker | str,
+        breaker: AnyBreaker,
         call: Callable[[], Any] | None,
         max_ms: float,
         calls: int,
-        expect: type[BaseException] | None,
+        expect: type[BaseException] | _Default | None,
         timeline: Timeline | None,
     ) -> None:
         check_number("max_ms", max_ms, positive=True)
         check_count("calls", calls, minimum=1)
+        self.breaker = breaker
+        self.tl = timeline_of(timeline)
+        self.name = name_of(breaker, self.tl)
+        self.adapters = foreign_adapters(self.tl, breaker)
+        if isinstance(expect, _Default):
+            expect = self.adapters[0].rejection_error if self.adapters else CircuitOpenError
         if expect is not None and not (
             isinstance(expect, type) and issubclass(expect, BaseException)
         ):
             raise TypeError(f"expect must be an exception type or None, got {expect!r}")
-        self.breaker = breaker
-        self.name = name_of(breaker)
-        self.tl = timeline_of(timeline)
         if call is None:
             if isinstance(breaker, str):
                 raise TypeError("pass call=... when the breaker is given by name")
-            guarded = breaker
+            if self.adapters:
+                adapter = self.adapters[0]
 
-            def call() -> object:
-                return guarded.call(_noop)
+                def call() -> object:
+                    return adapter.call(_noop)
+
+            else:
+                assert isinstance(breaker, CircuitBreaker)
+                guarded = breaker
+
+                def call() -> object:
+                    return guarded.call(_noop)
 
         elif not callable(call):
             raise TypeError(f"call must be a callable taking no arguments, got {call!r}")
         self.call = call
         self.max_ms, self.calls, self.expect = max_ms, calls, expect
-        self.pollers: list[BreakerStatePoller] = poll_now(self.tl, breaker)
+        self.pollers: list[BreakerStatePoller] = [] if self.adapters else poll_now(self.tl, breaker)
         self.in_process = not self.pollers and (
             not isinstance(breaker, str)
             or any(not r.source.startswith("poll:") for r in breaker_events(self.tl, breaker))
@@ -156,6 +191,8 @@ class _RejectsFast:
 
     def before(self) -> Any:
         """What tells afterwards whether the call was rejected (taken before timing starts)."""
+        if self.adapters:
+            return [a.open_episode(self.name) for a in self.adapters]
         if self.pollers:
             return self._polled_state()
         if self.in_process:
@@ -168,6 +205,13 @@ class _RejectsFast:
         return [_last(p.history.get(self.name)) for p in self.pollers]
 
     def _was_rejected(self, before: Any, exc: Exception | None) -> bool:
+        if self.adapters:
+            # Open before and after, in the same spell, and nothing admitted meanwhile.
+            spells = [a.open_episode(self.name) for a in self.adapters]
+            rejected = any(b is not None and b == a for b, a in zip(before, spells, strict=True))
+            if rejected:
+                self._note_rejection()
+            return rejected
         if self.pollers:
             after = self._polled_state()
             # Open before and after, and the same run of "open" polls: nothing was admitted.
@@ -199,6 +243,23 @@ class _RejectsFast:
             ) from exc
         self.rejected += 1
         self.slowest = max(self.slowest, elapsed)
+
+    def _note_rejection(self) -> None:
+        """Put the rejection on the timeline: these libraries do not report their own."""
+        source = "" if isinstance(self.breaker, str) else self.tl.source_of(self.breaker) or ""
+        real = self.tl.real_clock()
+        self.tl.add(
+            BreakerRecord(
+                breaker=self.name,
+                kind="request_rejected",
+                state="open",
+                at=self.tl.clock(),
+                breaker_time=real,
+                detail={"seen_by": "assert_rejects_fast", "library": self.adapters[0].library},
+                source=source,
+                real_at=real,
+            )
+        )
 
     # -- verdict -----------------------------------------------------------------------------
 
@@ -245,6 +306,8 @@ class _RejectsFast:
     def _state_now(self) -> str:
         if isinstance(self.breaker, CircuitBreaker):
             return self.breaker.state.value
+        if self.adapters:
+            return self.adapters[0].state_of(self.name)
         for poller in self.pollers:
             state = poller.states.get(self.name)
             if state is not None:

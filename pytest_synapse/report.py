@@ -156,7 +156,7 @@ def render_html(report: dict[str, Any]) -> str:
             )
             for b in test["breakers"]:
                 parts.append(
-                    f"<tr><td>{e(b['name'])}</td><td>{e(b['final_state'])}</td>"
+                    f"<tr><td>{e(b['name'])}{_library(b)}</td><td>{e(b['final_state'])}</td>"
                     f"<td>{e(_list(b['trip_seconds']))}</td>"
                     f"<td>{e(_list(b['recovery_seconds']))}</td>"
                     f"<td>{b['open_seconds']:.3f}</td><td>{b['rejections']}"
@@ -165,6 +165,12 @@ def render_html(report: dict[str, Any]) -> str:
             parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _library(breaker: dict[str, Any]) -> str:
+    """`` (pybreaker)`` after the name of another library's breaker."""
+    library = breaker.get("library")
+    return f" ({html.escape(str(library))})" if library else ""
 
 
 def write_html(report: dict[str, Any], path: Path) -> None:

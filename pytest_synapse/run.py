@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from pytest_synapse.records import TestRecord, summarize_breaker
+from pytest_synapse.records import BreakerSummary, TestRecord, summarize_breaker
 from synapse_core import (
     CircuitBreaker,
     CircuitOpenError,
@@ -21,17 +21,18 @@ from synapse_core import (
 )
 from synapse_core.breaker.events import Unsubscribe
 
-_keys: weakref.WeakKeyDictionary[CircuitBreaker, str] = weakref.WeakKeyDictionary()
+_keys: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
 _key_counter = itertools.count(1)
 _key_lock = threading.Lock()
 
 
-def breaker_key(breaker: CircuitBreaker, worker: str) -> str:
+def breaker_key(breaker: object, worker: str, name: str | None = None) -> str:
     """A process-wide identity for a breaker that survives across tests."""
     with _key_lock:
         key = _keys.get(breaker)
         if key is None:
-            key = f"{worker}:{breaker.name}#{next(_key_counter)}"
+            label = name if name is not None else getattr(breaker, "name", "breaker")
+            key = f"{worker}:{label}#{next(_key_counter)}"
             _keys[breaker] = key
         return key
 
@@ -111,6 +112,8 @@ class TestRun:
         self._keys_by_id: dict[int, str] = {}
         self._handles: dict[int, Unsubscribe] = {}
         self._untracked: set[int] = set()
+        # id -> (watched object of another library, origin, initial states by name, source)
+        self.foreign: dict[int, tuple[object, str, dict[str, str], str]] = {}
         self.polled: dict[str, Callable[[], str | None]] = {}
         self.polled_initial: dict[str, Callable[[], str | None]] = {}
         self.fixture_breakers: dict[str, CircuitBreaker] = {}
@@ -171,6 +174,29 @@ class TestRun:
             self._handles[id(breaker)] = self.timeline.watch(breaker, source=source)
         return key
 
+    def track_foreign(self, obj: object, origin: str, name: str | None = None) -> None:
+        """Record a breaker of pybreaker, aiobreaker, purgatory or circuitbreaker (once).
+
+        ``TypeError`` for an object of none of them.
+        """
+        with self._lock:
+            if id(obj) in self.foreign and name is None:
+                return
+        self.timeline.watch(obj, name=name)
+        adapters = self.timeline.foreign_of(obj)
+        if not adapters:
+            return  # the timeline is closed: the test is over
+        initial: dict[str, str] = {}
+        for adapter in adapters:
+            for each in adapter.names():
+                initial.setdefault(each, adapter.state_of(each))
+        with self._lock:
+            known = self.foreign.get(id(obj))
+            if known is not None:
+                known[2].update({k: v for k, v in initial.items() if k not in known[2]})
+                return
+            self.foreign[id(obj)] = (obj, origin, initial, self.timeline.source_of(obj) or "")
+
     def untrack(self, breaker: CircuitBreaker) -> None:
         """Leave *breaker* out of this test's record (e.g. a property test's private breakers)."""
         with self._lock:
@@ -214,6 +240,7 @@ class TestRun:
             if origin != "fixture" and not summary.events:
                 continue  # nothing happened to it in this test: noise (its own tests cover it)
             summaries.append(summary)
+        summaries.extend(self._foreign_summaries(end))
         for name, current_state in self.polled.items():
             first = self.polled_initial.get(name, lambda: None)()
             summaries.append(
@@ -241,6 +268,34 @@ class TestRun:
             worker=self.worker,
         )
         return self.record
+
+    def _foreign_summaries(self, end: float) -> list[BreakerSummary]:
+        self.timeline.refresh()
+        summaries = []
+        for obj, origin, initial, source in list(self.foreign.values()):
+            for adapter in self.timeline.foreign_of(obj):
+                try:
+                    names = adapter.names()
+                except Exception:  # the library could not list them: the records still can
+                    names = list(initial)
+                recorded = {r.breaker for r in self.timeline.breaker_events if r.source == source}
+                for name in sorted(set(names) | recorded):
+                    summary = summarize_breaker(
+                        self.timeline,
+                        key=breaker_key(obj, self.worker, f"{adapter.library}:{name}")
+                        + (f"/{name}" if adapter.library == "purgatory" else ""),
+                        name=name,
+                        origin=origin,
+                        initial_state=initial.get(name, "closed"),
+                        final_state=adapter.state_of(name),
+                        end=end,
+                        source=source,
+                    )
+                    summary.library = adapter.library
+                    if origin == "auto" and not summary.events:
+                        continue  # created or found, but nothing happened to it
+                    summaries.append(summary)
+        return summaries
 
     def stop(self) -> None:
         """Stop watching (data stays)."""

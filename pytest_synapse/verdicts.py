@@ -10,12 +10,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pytest_synapse.poller import BreakerStatePoller, pollers_of
 from pytest_synapse.render import side_by_side
 from pytest_synapse.run import current_run
 from synapse_core import BreakerRecord, CircuitBreaker, Timeline
+
+if TYPE_CHECKING:
+    from synapse_core.foreign import ForeignBreaker
+
+AnyBreaker: TypeAlias = CircuitBreaker | str | object
+"""What the assertions take: a Synapse breaker, a breaker name, or a watched breaker of
+pybreaker, aiobreaker, purgatory (its factory) or circuitbreaker."""
 
 
 class BreakerAssertionError(AssertionError):
@@ -43,9 +50,45 @@ def timeline_of(timeline: Timeline | None) -> Timeline:
     return run.timeline
 
 
-def name_of(breaker: CircuitBreaker | str) -> str:
-    """The breaker's name."""
-    return breaker if isinstance(breaker, str) else breaker.name
+def name_of(breaker: AnyBreaker, timeline: Timeline | None = None) -> str:
+    """The breaker's name (for another library's breaker: the name its records carry)."""
+    if isinstance(breaker, str):
+        return breaker
+    if isinstance(breaker, CircuitBreaker):
+        return breaker.name
+    return foreign_adapter(breaker, timeline).name
+
+
+def foreign_adapter(breaker: object, timeline: Timeline | None = None) -> ForeignBreaker:
+    """The adapter recording *breaker* (another library's) on *timeline* or the test's."""
+    tl = timeline
+    if tl is None:
+        run = current_run()
+        tl = run.timeline if run is not None else None
+    found = [] if tl is None else tl.foreign_of(breaker)
+    if found:
+        return found[0]
+    from synapse_core.foreign import library_of
+
+    if library_of(breaker) is None:
+        raise TypeError(
+            f"expected a breaker (a synapse_core.CircuitBreaker, a breaker name, or a watched "
+            f"breaker of pybreaker, aiobreaker, purgatory or circuitbreaker), got {breaker!r}"
+        )
+    raise ValueError(
+        f"this {library_of(breaker)} breaker is not recorded on this timeline: call "
+        "breaker_timeline.watch(breaker) before it acts (or mark the test "
+        "@pytest.mark.synapse_watch_breakers)"
+    )
+
+
+def foreign_adapters(timeline: Timeline, breaker: AnyBreaker) -> list[ForeignBreaker]:
+    """The adapters of another library's breaker (by object or by the name it records)."""
+    if isinstance(breaker, CircuitBreaker):
+        return []
+    if isinstance(breaker, str):
+        return timeline.foreign_of(breaker)
+    return [foreign_adapter(breaker, timeline)]
 
 
 def failure(message: str, timeline: Timeline, name: str) -> BreakerAssertionError:
@@ -62,17 +105,20 @@ def note(kind: str, **figures: Any) -> None:
         run.assertions.append({"kind": kind, **figures})
 
 
-def breaker_events(
-    timeline: Timeline, breaker: CircuitBreaker | str, *kinds: str
-) -> list[BreakerRecord]:
+def breaker_events(timeline: Timeline, breaker: AnyBreaker, *kinds: str) -> list[BreakerRecord]:
     """The records of *breaker*: by name for a name, else of that very breaker.
 
     Two breakers may share a name (two replicas, an old and a new instance): an assertion on
-    one must not pass on what the other did.
+    one must not pass on what the other did. Breakers without hooks (circuitbreaker) are
+    polled first, so what they did up to now is there.
     """
+    timeline.refresh()
     if isinstance(breaker, str):
         return timeline.events_of(breaker, kinds or None)
     source = timeline.source_of(breaker)
+    if not isinstance(breaker, CircuitBreaker):
+        name = name_of(breaker, timeline)  # raises, saying what to do, if never watched
+        return timeline.events_of(name, kinds or None, source=source)
     if source is None:
         raise ValueError(
             f"breaker {breaker.name!r} is not recorded on this timeline: call "
@@ -85,7 +131,7 @@ def breaker_events(
 # -- breakers polled from another process -----------------------------------------------------
 
 
-def poll_now(timeline: Timeline, breaker: CircuitBreaker | str) -> list[BreakerStatePoller]:
+def poll_now(timeline: Timeline, breaker: AnyBreaker) -> list[BreakerStatePoller]:
     """For a breaker given by name, poll every poller of *timeline* once more; return those
     that know the name.
 

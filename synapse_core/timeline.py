@@ -13,7 +13,7 @@ import threading
 import weakref
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synapse_core.breaker.breaker import CircuitBreaker
 from synapse_core.breaker.events import (
@@ -25,6 +25,9 @@ from synapse_core.breaker.events import (
     Unsubscribe,
 )
 from synapse_core.clock import Clock, check_clock, monotonic_clock
+
+if TYPE_CHECKING:
+    from synapse_core.foreign import ForeignBreaker, ForeignEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,8 @@ class Timeline:
         self._spans: dict[int, FaultSpan] = {}
         self._records: list[BreakerRecord] = []
         self._watches: list[Unsubscribe] = []
-        self._sources: weakref.WeakKeyDictionary[CircuitBreaker, str] = weakref.WeakKeyDictionary()
+        self._sources: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+        self._foreign: list[tuple[weakref.ref[object], ForeignBreaker]] = []
         self._upstream_calls: list[tuple[str, float, int]] = []
         self._seq = itertools.count(1)
         self._closed = False
@@ -219,12 +223,22 @@ class Timeline:
         with self._lock:
             return [(at, seq) for name, at, seq in self._upstream_calls if upstream in (None, name)]
 
-    def watch(self, breaker: CircuitBreaker, *, source: str | None = None) -> Unsubscribe:
+    def watch(
+        self, breaker: object, *, source: str | None = None, name: str | None = None
+    ) -> Unsubscribe:
         """Record every event of *breaker* from now on; :meth:`close` stops all watches.
 
-        Its records carry *source* (default: the breaker's name and identity), which tells
-        apart breakers that share a name. Watching after :meth:`close` does nothing.
+        *breaker* is a Synapse ``CircuitBreaker``, or a breaker of pybreaker, aiobreaker,
+        purgatory (its factory) or circuitbreaker, recorded through that library's hooks or by
+        polling it (see ``synapse_core.foreign``); *name* names such a breaker's records
+        (for a purgatory factory: keeps only that circuit). Its records carry *source*
+        (default: the breaker's name and identity), which tells apart breakers that share a
+        name. Watching after :meth:`close`, or watching a breaker twice, does nothing.
         """
+        if not isinstance(breaker, CircuitBreaker):
+            return self._watch_foreign(breaker, source, name)
+        if name is not None:
+            raise TypeError("name= names breakers of other libraries; a CircuitBreaker has one")
         tag = source if source is not None else f"{breaker.name}#{id(breaker):x}"
         with self._lock:
             if self._closed:
@@ -244,13 +258,76 @@ class Timeline:
         # Another clock: the event is as old on ours as it is on the breaker's.
         return self.clock() - max(0.0, clock() - event.timestamp)
 
-    def source_of(self, breaker: CircuitBreaker) -> str | None:
+    def _watch_foreign(self, obj: object, source: str | None, name: str | None) -> Unsubscribe:
+        from synapse_core.foreign import adapt
+
+        adapter = adapt(obj, name)
+        with self._lock:
+            if self._closed or any(
+                ref() is obj and a._given_name == name for ref, a in self._foreign
+            ):
+                return Unsubscribe(lambda: None)
+            tag = self._sources.get(obj) or source or f"{adapter.library}#{id(obj):x}"
+            self._sources[obj] = tag
+            self._foreign.append((weakref.ref(obj), adapter))
+        handle = adapter.attach(lambda event: self._record_foreign(event, tag))
+        with self._lock:
+            self._watches.append(handle)
+        return handle
+
+    def _record_foreign(self, event: ForeignEvent, source: str) -> None:
+        """A foreign breaker's event, dated *ago* real seconds back when its library knows."""
+        now = self.clock()
+        real_now = self.real_clock()
+        at = now - event.ago if self.clock is self.real_clock else now
+        self.add(
+            BreakerRecord(
+                breaker=event.breaker,
+                kind=event.kind,
+                state=_STATE_AFTER.get(event.kind, ""),
+                at=at,
+                breaker_time=real_now - event.ago
+                if event.breaker_time is None
+                else event.breaker_time,
+                detail=dict(event.detail),
+                source=source,
+                real_at=real_now - event.ago,
+            )
+        )
+
+    def foreign_of(self, breaker: object) -> list[ForeignBreaker]:
+        """The adapters watching *breaker* (another library's), or those recording a name."""
+        with self._lock:
+            pairs = list(self._foreign)
+        if isinstance(breaker, str):
+            found = []
+            for _, adapter in pairs:
+                try:
+                    names = adapter.names()
+                except Exception:  # a library failing to list its breakers: not this one
+                    continue
+                if breaker in names:
+                    found.append(adapter)
+            return found
+        return [adapter for ref, adapter in pairs if ref() is breaker]
+
+    def refresh(self) -> None:
+        """Poll the watched breakers that have no hooks, so what they did is recorded now."""
+        with self._lock:
+            polled = [adapter for _, adapter in self._foreign if adapter.polled]
+        for adapter in polled:
+            adapter.poll()
+
+    def source_of(self, breaker: object) -> str | None:
         """The ``source`` tag of *breaker*'s records, or ``None`` if this timeline never watched it.
 
         Tells a breaker's records apart from those of another breaker with the same name.
         """
         with self._lock:
-            return self._sources.get(breaker)
+            try:
+                return self._sources.get(breaker)
+            except TypeError:  # not weakly referenceable: never watched
+                return None
 
     def watch_all(self, breakers: Iterable[CircuitBreaker]) -> None:
         """:meth:`watch` each breaker."""

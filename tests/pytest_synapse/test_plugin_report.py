@@ -73,6 +73,7 @@ TEST_KEYS = {
     "worker",
 }
 BREAKER_KEYS = {
+    "library",
     "trips",
     "key",
     "name",
