@@ -82,6 +82,16 @@ SPECS: tuple[OptionSpec, ...] = (
         (),
     ),
     OptionSpec(
+        "watch_breakers",
+        "--synapse-watch-breakers",
+        "SYNAPSE_WATCH_BREAKERS",
+        "synapse_watch_breakers",
+        "record every pybreaker/aiobreaker/purgatory breaker a test creates, and every "
+        "circuitbreaker one, without watch() calls (as @pytest.mark.synapse_watch_breakers)",
+        "bool",
+        False,
+    ),
+    OptionSpec(
         "seed",
         "--synapse-seed",
         "SYNAPSE_SEED",
@@ -113,6 +123,7 @@ class SynapseSettings:
     report: Setting
     html: Setting
     gates: Setting
+    watch_breakers: Setting
     seed: Setting
     values: Mapping[str, Setting] = field(default_factory=dict)
 

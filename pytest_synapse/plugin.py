@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from pytest_synapse import autowatch, junit
 from pytest_synapse import gates as gates_mod
-from pytest_synapse import junit
 from pytest_synapse.interrupt import TermHandler
 from pytest_synapse.ledger import WorkerLedger, read_ledger, remove_proxies
 from pytest_synapse.markers import chaos_settings, validate_chaos_markers
@@ -73,7 +73,12 @@ class SynapseSession:
             self.settings.recording
             or bool(names & SYNAPSE_FIXTURES)
             or item.get_closest_marker("chaos") is not None
+            or self.auto_watch(item)
         )
+
+    def auto_watch(self, item: pytest.Item) -> bool:
+        """Whether *item* watches other libraries' breakers without ``watch`` calls."""
+        return bool(self.settings.watch_breakers.value or item.get_closest_marker(autowatch.MARKER))
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
@@ -87,6 +92,10 @@ class SynapseSession:
         (``request.getfixturevalue``), which the fixture names seen at collection miss."""
         run = TestRun(item.nodeid, virtual=virtual, worker=self.worker)
         run.start()
+        if self.auto_watch(item):
+            run.auto_watch = autowatch.AutoWatch(
+                lambda breaker: run.track_foreign(breaker, "auto")
+            ).start()
         self.runs[item.nodeid] = run
         self._outer_runs[item.nodeid] = set_current(run)
         return run
@@ -477,6 +486,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "--synapse-chaos (or SYNAPSE_CHAOS=1 / synapse_chaos ini). scenario names a library "
         "scenario (or a file) for the chaos_scenario fixture; proxies maps its proxy names to "
         "upstreams.",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{autowatch.MARKER}: record every pybreaker, aiobreaker and purgatory breaker the test "
+        "creates, and every circuitbreaker breaker, without breaker_timeline.watch() calls.",
     )
     session = SynapseSession(config, resolve(config, lenient=bool(config.option.help)))
     config.stash[SESSION] = session

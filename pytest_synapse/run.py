@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pytest_synapse.records import BreakerSummary, TestRecord, summarize_breaker
 from synapse_core import (
@@ -20,6 +20,9 @@ from synapse_core import (
     watch_breakers,
 )
 from synapse_core.breaker.events import Unsubscribe
+
+if TYPE_CHECKING:
+    from pytest_synapse.autowatch import AutoWatch
 
 _keys: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
 _key_counter = itertools.count(1)
@@ -121,6 +124,7 @@ class TestRun:
         self.record: TestRecord | None = None
         self._lock = threading.Lock()
         self._stop_watching: Unsubscribe | None = None
+        self.auto_watch: AutoWatch | None = None
         self.started_wall = time.time()
 
     def use_virtual_clock(self) -> None:
@@ -299,6 +303,9 @@ class TestRun:
 
     def stop(self) -> None:
         """Stop watching (data stays)."""
+        if self.auto_watch is not None:
+            self.auto_watch.stop()
+            self.auto_watch = None
         if self._stop_watching is not None:
             self._stop_watching()
             self._stop_watching = None

@@ -67,7 +67,7 @@ def test_header_names_each_value_and_its_source(
             "toxiproxy=http://127.0.0.1:9 (command line --synapse-toxiproxy), "
             "report=None (default), html=None (default), "
             "gates=all_recovered; max_trip_seconds<=3 (env SYNAPSE_GATES), "
-            "seed=7 (env SYNAPSE_SEED)"
+            "watch_breakers=False (default), seed=7 (env SYNAPSE_SEED)"
         ]
     )
 

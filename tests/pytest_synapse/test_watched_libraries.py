@@ -376,3 +376,127 @@ def test_a_timeline_watches_without_the_plugin_and_stops_on_close() -> None:
 
 def _fail() -> None:
     raise ZeroDivisionError
+
+
+AUTO = """
+import aiobreaker
+import circuitbreaker
+import purgatory
+import pybreaker
+import pytest
+
+from pytest_synapse import assert_trips_within
+
+MADE_BEFORE = pybreaker.CircuitBreaker(fail_max=1, name="made-before")
+
+
+def fail():
+    raise ConnectionError("down")
+
+
+def trip_all():
+    inside = pybreaker.CircuitBreaker(fail_max=1, name="inside")
+    aio = aiobreaker.CircuitBreaker(fail_max=1, name="aio")
+    factory = purgatory.SyncCircuitBreakerFactory(default_threshold=1)
+    decorated = circuitbreaker.circuit(failure_threshold=1, name="decorated")(fail)
+    errors = (ConnectionError, pybreaker.CircuitBreakerError, aiobreaker.CircuitBreakerError)
+    for breaker in (inside, aio, MADE_BEFORE):
+        with pytest.raises(errors):
+            breaker.call(fail)
+    with pytest.raises(ConnectionError), factory.get_breaker("circuit"):
+        fail()
+    with pytest.raises(ConnectionError):
+        decorated()
+    return inside
+
+
+@pytest.mark.synapse_watch_breakers
+def test_marked():
+    inside = trip_all()
+    assert_trips_within(inside, failures=1)
+    assert_trips_within("decorated", failures=1)
+
+
+def test_unmarked(breaker_timeline):
+    trip_all()
+    assert breaker_timeline.timeline.breaker_events == [] or AUTO_ON
+
+
+AUTO_ON = False
+"""
+
+
+@pytest.mark.parametrize("how", ["marker", "ini"])
+def test_auto_watch_records_breakers_made_in_the_test_and_none_made_before(
+    synapse_pytester: pytest.Pytester, how: str
+) -> None:
+    import json
+
+    import pybreaker
+
+    original_init = pybreaker.CircuitBreaker.__init__
+    source = AUTO if how == "marker" else AUTO.replace("AUTO_ON = False", "AUTO_ON = True")
+    synapse_pytester.makepyfile(test_auto=source)
+    args = ["--synapse-report=report.json"]
+    if how == "ini":
+        args += ["-o", "synapse_watch_breakers=true"]
+    result = synapse_pytester.runpytest(*args)
+    result.assert_outcomes(passed=2)
+    assert pybreaker.CircuitBreaker.__init__ is original_init  # the wrapper is gone
+    report = json.loads((synapse_pytester.path / "report.json").read_text())
+    seen = {
+        t["nodeid"].split("::")[1]: sorted(
+            (b["name"], b["library"], b["origin"]) for b in t["breakers"]
+        )
+        for t in report["tests"]
+    }
+    recorded = [
+        ("aio", "aiobreaker", "auto"),
+        ("circuit", "purgatory", "auto"),
+        ("decorated", "circuitbreaker", "auto"),
+        ("inside", "pybreaker", "auto"),
+    ]
+    assert seen["test_marked"] == recorded
+    if how == "marker":
+        assert seen.get("test_unmarked", []) == []
+    else:
+        # circuitbreaker's monitor still holds the breaker the first test decorated
+        assert seen["test_unmarked"] == recorded
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("library", ["aiobreaker", "purgatory"])
+async def test_async_breakers_reject_fast_through_the_async_assertion(
+    library: str, breaker_timeline: Any
+) -> None:
+    """Without call=, the async assertion calls through the breaker as the library does
+    (aiobreaker's call_async, purgatory's ``async with await factory.get_breaker(name)``)."""
+    from datetime import timedelta
+
+    from pytest_synapse import assert_rejects_fast_async
+
+    async def fail() -> None:
+        raise ConnectionError("down")
+
+    if library == "aiobreaker":
+        import aiobreaker
+
+        breaker: Any = aiobreaker.CircuitBreaker(
+            fail_max=2, timeout_duration=timedelta(seconds=30), name="inventory"
+        )
+        breaker_timeline.watch(breaker)
+        for _ in range(2):
+            with pytest.raises((ConnectionError, aiobreaker.CircuitBreakerError)):
+                await breaker.call_async(fail)
+    else:
+        import purgatory
+
+        breaker = purgatory.AsyncCircuitBreakerFactory(default_threshold=2, default_ttl=30)
+        breaker_timeline.watch(breaker, name="inventory")
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                async with await breaker.get_breaker("inventory"):
+                    await fail()
+    assert breaker_timeline.states("inventory") == ["open"]
+    await assert_rejects_fast_async(breaker, max_ms=50, calls=5)
+    assert len(breaker_timeline.events("inventory", "request_rejected")) == 5
