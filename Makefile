@@ -57,6 +57,7 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/bench_chaos_tests.py
 	$(PY) benchmarks/bench_abuse.py
 	$(PY) benchmarks/bench_transport.py
+	$(PY) benchmarks/bench_http_clients.py
 	$(PY) benchmarks/bench_observability.py
 	$(PY) benchmarks/bench_docker.py
 

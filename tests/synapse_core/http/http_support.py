@@ -35,6 +35,7 @@ class CountingServer(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real clients use
+    disable_nagle_algorithm = True  # headers and body written apart: no delayed-ACK stalls
 
     def do_GET(self) -> None:
         status = int(self.path.strip("/") or 200)

@@ -1,0 +1,1 @@
+"""Shipping quotes: a service guarded by pybreaker, and one using the httpx breaker transport."""
