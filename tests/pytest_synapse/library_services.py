@@ -51,12 +51,13 @@ class Service:
         failures: int = 3,
         fallback_delay: float = 0.0,
         swallow_errors: bool = False,
+        recovery: float | None = None,
     ) -> None:
         self.library = library
         self.address = address
         self.fallback_delay = fallback_delay
         self.swallow_errors = swallow_errors
-        recovery = RECOVERY[library]
+        recovery = RECOVERY[library] if recovery is None else recovery
         self._ask: Callable[[], bytes]
         if library == "pybreaker":
             import pybreaker

@@ -78,6 +78,25 @@ def test_trip_rejections_and_recovery_are_recorded_and_asserted(
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
+def test_a_breaker_that_waits_too_long_to_probe_fails_closes_within(
+    library: str, chaos_proxy: Callable[..., Any], upstream: str, breaker_timeline: Any
+) -> None:
+    """The planted bug: a 30 s recovery timeout where the requirement is 1 s."""
+    proxy = chaos_proxy(upstream)
+    service = Service(library, proxy.address, recovery=30)
+    breaker_timeline.watch(service.breaker, name="inventory" if library == "purgatory" else None)
+    fault = proxy.down().start()
+    trip(service)
+    fault.stop()
+    with pytest.raises(service.rejection):
+        service.ask()  # still open: no probe is due
+    with pytest.raises(
+        BreakerAssertionError, match=r"breaker 'inventory' did not close after the heal .*open"
+    ):
+        assert_closes_within(service.breaker, 1)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
 def test_a_service_that_hides_failures_from_its_breaker_fails_the_trip_assertion(
     library: str, chaos_proxy: Callable[..., Any], upstream: str, breaker_timeline: Any
 ) -> None:
