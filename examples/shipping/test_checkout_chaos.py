@@ -32,7 +32,7 @@ def test_slow_rates_trip_the_breaker_and_checkout_falls_back_at_once(
             assert checkout.shipping_price("us") == FLAT_RATE  # each waits for the timeout
         breaker_timeline.assert_trips_within(rates, failures=3, seconds=3)
         breaker_timeline.assert_rejects_fast(
-            rates, lambda: checkout.shipping_price("us"), max_ms=20, expect=None
+            rates, lambda: checkout.shipping_price("us"), max_ms=100, expect=None
         )
     time.sleep(0.5)
     assert checkout.shipping_price("us") == 7.0

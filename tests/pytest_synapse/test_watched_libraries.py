@@ -64,8 +64,8 @@ def test_trip_rejections_and_recovery_are_recorded_and_asserted(
     fault = proxy.down().start()
     trip(service)
     assert_trips_within(service.breaker, failures=3, seconds=2)
-    slowest = assert_rejects_fast(service.breaker, service.ask, max_ms=50, calls=10)
-    assert slowest < 50
+    slowest = assert_rejects_fast(service.breaker, service.ask, max_ms=100, calls=10)
+    assert 0 < slowest <= 100
     fault.stop()
     recover(service)
     assert_closes_within(service.breaker, RECOVERY[library] + 2)
@@ -128,12 +128,12 @@ def test_a_slow_fallback_fails_rejects_fast(
     library: str, chaos_proxy: Callable[..., Any], upstream: str, breaker_timeline: Any
 ) -> None:
     proxy = chaos_proxy(upstream)
-    service = Service(library, proxy.address, fallback_delay=0.1)
+    service = Service(library, proxy.address, fallback_delay=0.3, recovery=5)
     breaker_timeline.watch(service.breaker, name="inventory" if library == "purgatory" else None)
     proxy.down().start()
     trip(service)
     with pytest.raises(BreakerAssertionError, match=r"slowest rejected call took \d+"):
-        assert_rejects_fast(service.breaker, service.ask, max_ms=50, calls=3)
+        assert_rejects_fast(service.breaker, service.ask, max_ms=100, calls=3)
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
@@ -148,7 +148,7 @@ def test_a_rejection_is_the_libraries_own_error_by_default(
     breaker_timeline.watch(service.breaker, name="inventory" if library == "purgatory" else None)
     proxy.down().start()
     trip(service)
-    assert_rejects_fast(service.breaker, max_ms=50, calls=5)
+    assert_rejects_fast(service.breaker, max_ms=100, calls=5)
 
     def translated() -> None:
         try:
@@ -157,8 +157,8 @@ def test_a_rejection_is_the_libraries_own_error_by_default(
             raise RuntimeError("503 inventory unavailable") from None
 
     with pytest.raises(BreakerAssertionError, match=r"raised RuntimeError: 503 inventory"):
-        assert_rejects_fast(service.breaker, translated, max_ms=50, calls=2)
-    assert_rejects_fast(service.breaker, translated, max_ms=50, calls=2, expect=RuntimeError)
+        assert_rejects_fast(service.breaker, translated, max_ms=100, calls=2)
+    assert_rejects_fast(service.breaker, translated, max_ms=100, calls=2, expect=RuntimeError)
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
@@ -307,7 +307,7 @@ def outage(library, chaos_proxy, upstream, breaker_timeline, **service_args):
     for _ in range(3):
         with pytest.raises((OSError, service.rejection)):
             service.ask()
-    assert_rejects_fast(service.breaker, service.ask, max_ms=50, calls=4)
+    assert_rejects_fast(service.breaker, service.ask, max_ms=100, calls=4)
     fault.stop()
     return service
 
@@ -337,7 +337,7 @@ def test_reports_and_gates_include_watched_breakers(
         "--synapse-html=report.html",
         "--synapse-gate=all_recovered",
         "--synapse-gate=max_trip_seconds<=2",
-        "--synapse-gate=max_rejected_call_ms<=50",
+        "--synapse-gate=max_rejected_call_ms<=100",
     )
     result.assert_outcomes(passed=2)
     assert result.ret == 1  # the all_recovered gate
@@ -357,7 +357,7 @@ def test_reports_and_gates_include_watched_breakers(
     assert left_open["unrecovered"] == 1
     assert report["metrics"]["trips"] == 2
     assert report["metrics"]["max_trip_seconds"] < 2
-    assert report["metrics"]["max_rejected_call_ms"] < 50
+    assert report["metrics"]["max_rejected_call_ms"] < 100
     assert "inventory (pybreaker)" in (synapse_pytester.path / "report.html").read_text()
 
 
@@ -517,5 +517,5 @@ async def test_async_breakers_reject_fast_through_the_async_assertion(
                 async with await breaker.get_breaker("inventory"):
                     await fail()
     assert breaker_timeline.states("inventory") == ["open"]
-    await assert_rejects_fast_async(breaker, max_ms=50, calls=5)
+    await assert_rejects_fast_async(breaker, max_ms=100, calls=5)
     assert len(breaker_timeline.events("inventory", "request_rejected")) == 5
