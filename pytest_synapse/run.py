@@ -24,18 +24,31 @@ from synapse_core.breaker.events import Unsubscribe
 if TYPE_CHECKING:
     from pytest_synapse.autowatch import AutoWatch
 
-_keys: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+_keys: weakref.WeakKeyDictionary[CircuitBreaker, str] = weakref.WeakKeyDictionary()
 _key_counter = itertools.count(1)
 _key_lock = threading.Lock()
 
 
-def breaker_key(breaker: object, worker: str, name: str | None = None) -> str:
+_foreign_keys: weakref.WeakKeyDictionary[object, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def foreign_key(obj: object, name: str, worker: str) -> str:
+    """:func:`breaker_key` for another library's breaker: one per name (a purgatory factory
+    holds several circuits), ``<worker>:<name>#<n>`` like any breaker's."""
+    with _key_lock:
+        keys = _foreign_keys.setdefault(obj, {})
+        key = keys.get(name)
+        if key is None:
+            key = keys[name] = f"{worker}:{name}#{next(_key_counter)}"
+        return key
+
+
+def breaker_key(breaker: CircuitBreaker, worker: str) -> str:
     """A process-wide identity for a breaker that survives across tests."""
     with _key_lock:
         key = _keys.get(breaker)
         if key is None:
-            label = name if name is not None else getattr(breaker, "name", "breaker")
-            key = f"{worker}:{label}#{next(_key_counter)}"
+            key = f"{worker}:{breaker.name}#{next(_key_counter)}"
             _keys[breaker] = key
         return key
 
@@ -286,8 +299,7 @@ class TestRun:
                 for name in sorted(set(names) | recorded):
                     summary = summarize_breaker(
                         self.timeline,
-                        key=breaker_key(obj, self.worker, f"{adapter.library}:{name}")
-                        + (f"/{name}" if adapter.library == "purgatory" else ""),
+                        key=foreign_key(obj, name, self.worker),
                         name=name,
                         origin=origin,
                         initial_state=initial.get(name, "closed"),

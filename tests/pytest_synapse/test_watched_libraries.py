@@ -348,6 +348,9 @@ def test_reports_and_gates_include_watched_breakers(
     tests = {t["nodeid"].split("::")[1]: t for t in report["tests"]}
     (recovered,) = tests["test_recovers"]["breakers"]
     assert (recovered["library"], recovered["origin"]) == ("pybreaker", "watched")
+    import re
+
+    assert re.fullmatch(r"main:inventory#\d+", recovered["key"])  # as the schema documents
     assert recovered["trips"] == 1
     assert len(recovered["recovery_seconds"]) == 1
     assert 0.3 <= recovered["recovery_seconds"][0] < 2
