@@ -31,8 +31,11 @@ def test_partition_seen_from_outside_the_service(
         for _ in range(3):
             assert get(url)[0] == 502  # each waits out the 0.3 s timeout
         breaker_timeline.assert_trips_within("inventory", failures=3, seconds=5)
+        # Out of process (and with the docker backend or a compose stack, through Docker's
+        # port proxy, where a loaded machine showed a 207 ms 503): 250 ms, as in
+        # test_orders_chaos, still fails a call that waited out the 0.3 s inventory timeout.
         breaker_timeline.assert_rejects_fast(
-            "inventory", lambda: get(url), max_ms=100, calls=10, expect=None
+            "inventory", lambda: get(url), max_ms=250, calls=10, expect=None
         )
         assert get(f"{orders_process}/health")[0] == 503
     drive_until_closed(orders_process, "inventory", within=5)
