@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,69 @@ def test_a_container_that_stops_while_being_reaped_is_skipped(images: dict[str, 
     finally:
         sdk.remove(force=True)
     assert reap(_ListedBeforeItStopped(client, listed)) == []
+
+
+INTERRUPTED = """
+import os, time
+from pathlib import Path
+from chaos.docker import partition, run_id
+
+def test_waits(container, chaos_container, docker_network):
+    mine = container({image!r}, command=["sleep", "infinity"])
+    theirs = chaos_container({foreign!r})
+    partition([[mine], [theirs]]).start()
+    theirs.pause().start()
+    Path(os.environ["SYNAPSE_TEST_READY"]).write_text(run_id())
+    deadline = time.monotonic() + 60  # bounded: the signal normally ends it in a second
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_session_leaves_no_container_network_rule_or_frozen_container(
+    pytester: pytest.Pytester,
+    images: dict[str, str],
+    foreign: Container,
+    tmp_path: Path,
+    signum: signal.Signals,
+) -> None:
+    """Ctrl-C or a CI cancellation (SIGTERM) in the middle of a Docker test: the session's
+    teardown removes its container and network and heals the partition and the pause it put
+    on a container it did not start (only failing tests and SIGKILL were checked before)."""
+    pytester.makepyfile(
+        test_interrupted=INTERRUPTED.format(image=images["base"], foreign=foreign.name)
+    )
+    ready = tmp_path / "ready"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+        cwd=pytester.path,
+        env={**os.environ, "SYNAPSE_TEST_READY": str(ready)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (ready.exists() and ready.read_text()):
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "the test never got its faults in place"
+            time.sleep(0.05)
+        run = ready.read_text()
+        assert _labelled(run), "nothing labelled before the signal"
+        assert foreign.status == "paused"
+        assert _rules_of(foreign, run)
+        process.send_signal(signum)
+        output = process.communicate(timeout=60)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    tail = "\npytest said:\n" + output[-2000:]
+    assert process.returncode != 0, "the session was not interrupted" + tail
+    assert _labelled(run) == [], f"left behind: {_labelled(run)}" + tail
+    assert foreign.status == "running", f"their container is left {foreign.status}" + tail
+    assert _rules_of(foreign, run) == [], f"rules left: {_rules_of(foreign, run)}" + tail
 
 
 CONTAINER_FAULT_SUITE = """
