@@ -246,7 +246,8 @@ async def _run_server(
         return _bind_failure(args, exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
         loop.add_signal_handler(sig, stop.set)
     try:
         if config is not None:
@@ -265,8 +266,13 @@ async def _run_server(
         )
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig, handler in previous.items():
             loop.remove_signal_handler(sig)
+            # asyncio puts back SIG_DFL (SIGTERM) and Python's default (SIGINT), not what was
+            # there: a caller running main() in its own process (a pytest session with its
+            # SIGTERM handling) would die on the next SIGTERM without cleaning up.
+            if handler is not None:
+                signal.signal(sig, handler)
         await server.stop()
     return EXIT_OK
 

@@ -15,7 +15,7 @@ import pytest
 from chaos_helpers import EchoServer, connect, recv_exactly
 
 from chaos import ToxiproxyClient
-from chaos.cli import build_parser
+from chaos.cli import build_parser, main
 
 SCRIPT = Path(sys.executable).with_name("synapse-chaos")
 
@@ -108,3 +108,28 @@ def test_python_dash_m_chaos_help() -> None:
     )
     assert result.returncode == 0
     assert "--config" in result.stdout
+
+
+def test_serve_in_process_puts_back_the_signal_handlers_it_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main(["serve", ...]) run in a caller's process leaves SIGINT and SIGTERM as it found
+    them. Before, asyncio's remove_signal_handler left SIGTERM at SIG_DFL: once a test had run
+    serve in-process, the pytest session lost pytest_synapse's SIGTERM handling, and a CI
+    cancellation killed it with no teardown (containers of the Docker tier were left for the
+    next run to reap)."""
+
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("not expected to be called")
+
+    previous = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        config = tmp_path / "bad.json"
+        config.write_text('[{"name": "x"}]')  # serve starts, installs its handlers, fails
+        assert main(["serve", "--port", "0", "--config", str(config)]) == 2
+        assert "missing required field" in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
