@@ -178,6 +178,8 @@ class SharedLink:
 
     def admit(self) -> int | None:
         """Ask the fleet for a half-open probe (see ``StoreLink.admit``)."""
+        if self.store._forked:
+            self.store.say_forked()  # where a forked child's breaker first protects it
         breaker = self.breaker
         with breaker._lock:
             if not self.connected or breaker._state is _CLOSED:
@@ -461,6 +463,24 @@ class SharedLink:
                     "reason": why,
                 },
             )
+
+    def orphan(self) -> None:
+        """The process was forked and this is the child: the store's threads are gone, so the
+        breaker is a local one from now on. Runs in the fork handler, where the child has one
+        thread: no lock is taken (one a parent's thread held at the fork stays held)."""
+        breaker = self.breaker
+        self.closed = True
+        self.connected = False
+        self.away = True
+        self.fleet_armed = False
+        self.reports.clear()
+        self.own_probes = 0
+        self.pending = None
+        if breaker._state is _HALF_OPEN:
+            # Probe slots of the fleet's episode granted to the parent are not this
+            # process's: its own limit starts from none admitted.
+            breaker._half_open_admitted = 0
+            breaker._half_open_successes = breaker._half_open_failures = 0
 
     # ------------------------------------------------------------ adopting the fleet's state
 

@@ -23,6 +23,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("synapse_core.breaker")
 
+_FORKED = (
+    "a SharedBreakerStore made in process {parent} is used in process {child}, forked from it: "
+    "its threads and connections stayed in {parent}, so its breakers follow their own rules "
+    "here; make the store (and the breakers) in each process after the fork (gunicorn: in "
+    "post_fork, not at import with --preload)"
+)
+_STORES: weakref.WeakSet[SharedBreakerStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        if not store._stop.is_set():
+            store._orphaned()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class SharedBreakerStore:
     """Shares circuit breakers between the replicas of a service through Redis.
@@ -147,6 +164,9 @@ class SharedBreakerStore:
         self._flush_asked = 0
         self._flush_done = 0
         self._flush_sent = False
+        self._pid = os.getpid()
+        self._forked = self._said_forked = False
+        _STORES.add(self)
         self._worker = threading.Thread(
             target=self._work, name=f"synapse-store-{replica}", daemon=True
         )
@@ -160,6 +180,8 @@ class SharedBreakerStore:
 
     def attach(self, breaker: CircuitBreaker) -> SharedLink:
         """Share *breaker* (``CircuitBreaker(..., store=store)`` calls this)."""
+        if self._forked:
+            raise RuntimeError(_FORKED.format(parent=self._pid, child=os.getpid()))
         if self._stop.is_set():
             raise RuntimeError("this SharedBreakerStore is closed; create a new one")
         if set(breaker.name) & set("{}"):
@@ -211,6 +233,8 @@ class SharedBreakerStore:
 
     def close(self) -> None:
         """Stop sharing: pending outcomes are flushed (briefly), the breakers go on locally."""
+        if self._forked:
+            self.say_forked()
         if self._stop.is_set():
             return
         self.flush(timeout=max(0.5, 5 * self.timeout))
@@ -231,6 +255,30 @@ class SharedBreakerStore:
 
     def __repr__(self) -> str:
         return f"<SharedBreakerStore replica={self.replica!r} breakers={len(self._links)}>"
+
+    def _orphaned(self) -> None:
+        """In a child forked after this store was made: its threads and connections stayed
+        in the parent, so nothing here would send, hear or sync. Every breaker of the store
+        follows its own rules (rather than a fleet it can no longer reach, whose rule never
+        trips it locally), and the user is told where to make the store."""
+        self._forked = True
+        self._stop.set()
+        self._client = None  # the parent's connections: never to be used here
+        for link in list(self._links.values()):
+            link.orphan()
+
+    def say_forked(self) -> None:
+        """Warn, once, that this store is used in a forked child (see :meth:`_orphaned`).
+
+        Not from the fork handler itself: that also runs between fork and exec of a
+        subprocess started with ``preexec_fn``, which never uses the store."""
+        if self._said_forked:
+            return
+        self._said_forked = True
+        logger.warning(
+            _FORKED.format(parent=self._pid, child=os.getpid()),
+            extra={"synapse_event": "breaker.store_forked", "replica": self.replica},
+        )
 
     # ------------------------------------------------------------ calls (no breaker lock held)
 
