@@ -2,8 +2,8 @@
 
 * Against a local server: a keep-alive HTTP/1.1 server in another process (so client and server
   each get a core) answers ``GET /`` with 8 bytes. The same client makes the same requests with
-  and without the breaker, interleaved in rounds so drift hits both alike; median and p99 per
-  request, and the ratio guarded / plain.
+  and without the breaker, taking turns request by request (who goes first alternating) so
+  drift hits both alike; median and p99 per request, and the ratio guarded / plain.
 * The guard alone: the same clients over a transport that answers in memory (httpx's
   ``MockTransport``; an ``HTTPAdapter`` returning a canned response), so the difference is the
   breaker's admission and report, not the network.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -85,17 +86,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 def compare(title: str, variants: dict[str, Callable[[], Any]], count: int, rounds: int) -> None:
-    """Interleaved rounds; prints median/p99 and guarded/plain ratios."""
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    for call in variants.values():  # warm up connections and caches
-        timed(call, min(50, count))
-    for _ in range(rounds):
-        for name, call in variants.items():
-            samples[name].extend(timed(call, count))
+    """Each (plain, guarded) pair on its own: *rounds* x *count* turns in which both make one
+    request, who goes first alternating (a burst of load on the shared machine hits both alike,
+    and neither always pays for the switch); prints median/p99 and guarded/plain ratios."""
     print(f"\n{title}")
     print(f"  {'client':<28} {'median us':>10} {'p99 us':>10} {'ratio':>7}")
     names = list(variants)
     for i in range(0, len(names), 2):
+        pair = [(names[i], variants[names[i]]), (names[i + 1], variants[names[i + 1]])]
+        samples: dict[str, list[float]] = {names[i]: [], names[i + 1]: []}
+        for _, call in pair:  # warm up connections and caches
+            timed(call, min(50, count))
+        for turn in range(rounds * count):
+            for name, call in pair if turn % 2 == 0 else pair[::-1]:
+                samples[name].extend(timed(call, 1))
         plain, guarded = names[i], names[i + 1]
         base = statistics.median(samples[plain])
         for name in (plain, guarded):
@@ -139,7 +143,8 @@ def main() -> None:
     print(
         f"python {sys.version.split()[0]}, httpx {httpx.__version__}, requests {requests.__version__}"
     )
-    print(f"{rounds} interleaved rounds of {count} sequential requests per client")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{rounds} x {count} turns of one request per client of a pair; load {load}")
 
     with local_server() as url:
         plain_httpx = httpx.Client()
