@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -45,6 +46,9 @@ class ForeignEvent:
 
 
 Sink = Callable[[ForeignEvent], None]
+
+# The adapters (by id) for which the call running in this thread or task counts as a probe.
+_probing: ContextVar[frozenset[int]] = ContextVar("synapse_foreign_probing", default=frozenset())
 
 
 class ForeignBreaker(ABC):
@@ -140,15 +144,18 @@ class ForeignBreaker(ABC):
                 self.max_half_open_in_flight = max(
                     self.max_half_open_in_flight, self._half_open_in_flight
                 )
+        if half_open:
+            # The library tells the end of a call in the same thread or task that started it:
+            # only a call counted as a probe uncounts itself.
+            _probing.set(_probing.get() | {id(self)})
 
     def _ended(self) -> None:
+        mine = _probing.get()
+        if id(self) not in mine:
+            return
+        _probing.set(mine - {id(self)})
         with self._lock:
-            if self._half_open_in_flight:
-                self._half_open_in_flight -= 1
-
-    def _left_half_open(self) -> None:
-        with self._lock:
-            self._half_open_in_flight = 0
+            self._half_open_in_flight -= 1
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.library} {self.name!r}>"

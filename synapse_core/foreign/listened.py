@@ -78,8 +78,6 @@ class _ListenedBreaker(ForeignBreaker):
         previous = None if old is None else _normal(getattr(old, "state", None) or old.name)
         if target == previous:
             return  # aiobreaker closes again for each probe that succeeds: not a transition
-        if target != "half_open":
-            self._left_half_open()
         detail: dict[str, Any] = {}
         if target == "open":
             detail = {
