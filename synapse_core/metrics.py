@@ -121,10 +121,7 @@ class BreakerCollector(Collector):
                     [name, source.value, target.value], transitions.get((source, target), 0)
                 )
             families.failure_rate.add_metric([name], stats.window_failure_rate)
-            retry_after = stats.retry_after
-            families.retry_after.add_metric(
-                [name], math.nan if retry_after is None else retry_after
-            )
+            families.retry_after.add_metric([name], _seconds(stats.retry_after))
         return iter(families.all())
 
 
