@@ -21,19 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from chaos.docker.faults import CONTAINER_FAULT_KINDS, validate
 from chaos.errors import InvalidFault
 
-STEP_FAULTS: Final = (
-    "pause",
-    "stop",
-    "kill",
-    "restart",
-    "disconnect",
-    "isolate",
-    "partition",
-    "flaky",
-)
-"""The container faults a scenario step may use."""
+STEP_FAULTS: Final = CONTAINER_FAULT_KINDS
+"""The container faults a scenario step may use: every container fault kind."""
 
 _PARAMS: Final[dict[str, frozenset[str]]] = {
     "pause": frozenset(),
@@ -68,8 +60,6 @@ def check_step(kind: str, params: Mapping[str, Any]) -> tuple[str, ...]:
         raise InvalidFault("disconnect needs network: NAME", fault=kind, param="network")
     key = _NAMES.get(kind)
     if key is None:
-        from chaos.docker.faults import validate
-
         validate(kind, params)
         return ()
     names = params.get(key)
@@ -82,8 +72,6 @@ def check_step(kind: str, params: Mapping[str, Any]) -> tuple[str, ...]:
     if kind == "partition" and not names:
         raise InvalidFault("partition needs from: [containers]", fault=kind, param=key)
     if kind == "flaky":
-        from chaos.docker.faults import validate
-
         validate(kind, {k: v for k, v in params.items() if k != "towards"})
     return tuple(names)
 
