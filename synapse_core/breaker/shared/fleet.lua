@@ -264,10 +264,10 @@ elseif op == 'force' then
 elseif op ~= 'sync' then
   return redis.error_reply('unknown operation ' .. op)
 end
-if op == 'sync' then
-  if st == 'half_open' then free_dead_probes() end
-  if st == 'closed' then count_window(math.floor(now / WIDTH)) end
-end
+-- Whatever the operation, probes of a replica that died are given back: a replica that saw
+-- every slot taken never asks for one, it only flushes (its heartbeat) until it hears.
+if st == 'half_open' and op ~= 'probe' then free_dead_probes() end
+if op == 'sync' and st == 'closed' then count_window(math.floor(now / WIDTH)) end
 
 -- write, publish, answer ------------------------------------------------------------------
 if changed then

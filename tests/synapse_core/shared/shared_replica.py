@@ -10,6 +10,8 @@ breaker joined the fleet, then answers one JSON line per command line on stdin:
   answers ``{"state": ..., "ok": bool}``.
 * ``{"op": "probes", "threads": 4, "hold": 0.3}``: that many threads call at once, each call
   taking *hold* seconds; answers ``{"admitted": a, "rejected": r}``.
+* ``{"op": "hold"}``: acquire a permit and keep it, never reporting (a probe that never
+  ends); answers ``{"admitted": bool}``.
 * ``{"op": "flush"}``, ``{"op": "stats"}``, ``{"op": "events"}`` (transitions seen, with the
   replica that caused each), ``{"op": "force_close"}``.
 """
@@ -22,13 +24,16 @@ import threading
 import time
 from typing import Any
 
-from synapse_core import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError
+from synapse_core import CallPermit, CircuitBreaker, CircuitBreakerConfig, CircuitOpenError
 from synapse_core.breaker import CircuitEvent
 from synapse_core.breaker.shared import SharedBreakerStore
 
 
 class Down(Exception):
     """The dependency failed."""
+
+
+HELD: list[CallPermit] = []  # permits kept by "hold", until the process dies
 
 
 def main() -> None:
@@ -89,6 +94,11 @@ def run(
         return {"state": breaker.state.value, "ok": breaker.state.value == command["state"]}
     if op == "probes":
         return probes(breaker, command["threads"], command["hold"])
+    if op == "hold":
+        permit = breaker.try_acquire()
+        if permit is not None:
+            HELD.append(permit)
+        return {"admitted": permit is not None}
     if op == "flush":
         return {"flushed": store.flush()}
     if op == "stats":

@@ -4,6 +4,7 @@ server started here is stopped by whoever started it (and dies with this process
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -279,5 +280,7 @@ class Replica:
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):  # also when it was killed
+            if pipe is not None and not pipe.closed:
+                with contextlib.suppress(OSError):  # a killed child's stdin: no one to flush to
+                    pipe.close()

@@ -161,3 +161,35 @@ def test_an_external_trigger_on_one_replica_opens_the_fleet(make_store: StoreFac
         3.0,
     ), (here.stats(), there.stats())
     assert not here.would_admit()
+
+
+def test_a_probe_held_by_a_replica_that_died_is_given_back(
+    target: Target, prefix: str, make_store: StoreFactory
+) -> None:
+    """A replica killed (SIGKILL) while holding the fleet's only probe slot: once it has been
+    silent for the liveness period (3 x sync_interval + 2 x timeout), the slot is freed and
+    another replica probes and closes the fleet; without that, it would stay half-open for
+    ever (no max_half_open_wait)."""
+    config = {"failure_threshold": 2, "minimum_requests": 1, "recovery_timeout": 0.2,
+              "half_open_max_calls": 1, "success_threshold": 1.0}  # fmt: skip
+    victim = Replica(target, prefix, "victim", config)
+    try:
+        victim.ready()
+        store = make_store("survivor")
+        survivor = CircuitBreaker("inventory", CircuitBreakerConfig(**config), store=store)
+        assert victim.ask("fail", n=2) == {"ran": 2, "rejected": 0}
+        assert wait_for(lambda: survivor.state is OPEN, 3.0)
+        time.sleep(0.25)
+        assert victim.ask("hold") == {"admitted": True}  # the fleet's one probe, kept
+        assert wait_for(lambda: survivor.state is HALF_OPEN, 3.0)
+        assert outcome(survivor, ok) == "rejected"  # the slot is taken
+        victim.process.kill()
+        victim.process.wait(10)
+        killed_at = time.monotonic()
+        bound = store.alive_for + store.sync_interval + store.timeout + 2.0  # + load slack
+        assert wait_for(lambda: outcome(survivor, ok) == "ran", bound, 0.05), survivor.stats()
+        assert wait_for(lambda: survivor.state is CLOSED, 3.0)  # its probe's report closes it
+        # Not before it was due: the victim was last heard of at most one sync before it died.
+        assert time.monotonic() - killed_at >= store.alive_for - store.sync_interval - 0.1
+    finally:
+        victim.close()

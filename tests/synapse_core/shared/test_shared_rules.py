@@ -70,6 +70,28 @@ def test_one_replica_trips_where_a_local_breaker_trips(
     store: SharedBreakerStore, fields: dict[str, Any], sequence: list[tuple[bool, bool]]
 ) -> None:
     """Counts, minimum_requests, exact rates and slow calls, judged after every flush."""
+    same_as_local(store, fields, sequence)
+
+
+@pytest.mark.parametrize("target", ["cluster"], indirect=True)
+@settings(
+    max_examples=max(5, EXAMPLES // 4),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(fields=configs, sequence=outcomes)
+def test_one_replica_trips_where_a_local_breaker_trips_on_a_cluster(
+    store: SharedBreakerStore, fields: dict[str, Any], sequence: list[tuple[bool, bool]]
+) -> None:
+    """The same, with the window on a cluster node (fewer examples: the rules are the same)."""
+    same_as_local(store, fields, sequence)
+
+
+def same_as_local(
+    store: SharedBreakerStore, fields: dict[str, Any], sequence: list[tuple[bool, bool]]
+) -> None:
+    """One outcome at a time to a local breaker and a shared one (flushed): same states, same
+    reason when they open."""
     config = build(fields)
     name = f"rules-{next(_names)}"
     shared = CircuitBreaker(name, config, store=store)
