@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from transport_support import ScriptedTransport
+from transport_support import ScriptedTransport, until
 from zeroconf.asyncio import AsyncZeroconf
 
 from synapse_core.transport import (
@@ -56,15 +56,6 @@ async def _refused(port: int) -> bool:
     with contextlib.suppress(Exception):
         await writer.wait_closed()
     return False
-
-
-async def _until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)
 
 
 class _GatedTcp(TcpTransport):
@@ -145,7 +136,7 @@ async def test_a_cancelled_start_stops_only_when_nobody_else_waits_for_it() -> N
     try:
         first = asyncio.create_task(shared.start())
         second = asyncio.create_task(shared.start())
-        await _until(lambda: shared._bound is not None)
+        await until(lambda: shared._bound is not None)
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
@@ -159,7 +150,7 @@ async def test_a_cancelled_start_stops_only_when_nobody_else_waits_for_it() -> N
 
     alone = _GatedTcp(node_id="alone")
     only = asyncio.create_task(alone.start())
-    await _until(lambda: alone._bound is not None)
+    await until(lambda: alone._bound is not None)
     port = alone.address[1]
     only.cancel()
     with pytest.raises(asyncio.CancelledError):

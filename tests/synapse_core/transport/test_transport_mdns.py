@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from transport_support import PeerProcess, free_port, msg
+from transport_support import PeerProcess, free_port, msg, until
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
@@ -435,14 +435,6 @@ async def test_an_advertised_address_set_during_a_start_is_announced(
         await a.set_advertised_address("127.0.0.1", 5556)
 
 
-async def _eventually(check: Callable[[], bool], within: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 def lasting_config(mdns_config: MdnsConfig) -> MdnsConfig:
     return mdns_config.replace(peer_timeout=60.0)  # expiry must play no part in these tests
@@ -474,7 +466,7 @@ async def test_a_stopped_peer_is_not_brought_back_by_an_answer_it_queued_before_
         return bool(zc.out_queue.queue or zc.out_delay_queue.queue)
 
     a.query()  # b answers after a delay of its zeroconf's choosing...
-    await _eventually(answer_queued, within=2.0)
+    await until(answer_queued, within=2.0)
     loop = asyncio.get_running_loop()
     stopped_at = loop.time()
     await b.stop()  # ...which is after its goodbye
@@ -553,7 +545,7 @@ async def test_a_peer_over_max_peers_is_counted_once_and_admitted_when_a_slot_fr
     b, c = await asyncio.gather(
         start_peer("b", config=fast_query_config), start_peer("c", config=fast_query_config)
     )
-    await _wait_async(lambda: bool(a.discovered_peers) and a.peers_ignored > 0)
+    await until(lambda: bool(a.discovered_peers) and a.peers_ignored > 0)
     await asyncio.sleep(0.7)  # three query intervals: the refused peer answers each one
     assert a.peers_ignored == 1
     [kept] = a.discovered_peers
@@ -562,14 +554,6 @@ async def test_a_peer_over_max_peers_is_counted_once_and_admitted_when_a_slot_fr
     await (b if kept == "b" else c).stop()  # goodbye: a slot frees up
     await a.wait_for_peer(other, timeout=5)  # the refused peer was resolved again at once
     assert other in a.discovered_peers
-
-
-async def _wait_async(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    for _ in range(int(limit / 0.05)):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 @pytest.mark.asyncio
@@ -590,7 +574,7 @@ async def test_a_failing_maintenance_step_is_logged_and_the_loop_lives_on(
 
     monkeypatch.setattr(a._zc, "async_update_service", broken)
     with caplog.at_level(logging.ERROR, logger="synapse_core.transport.mdns"):
-        await _wait_async(lambda: calls >= 3, limit=2.0)
+        await until(lambda: calls >= 3, within=2.0)
     assert a._maintenance is not None
     assert not a._maintenance.done()
     assert "maintenance failed" in caplog.text

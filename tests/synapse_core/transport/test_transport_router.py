@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
-from transport_support import ScriptedTransport, free_port, msg
+from transport_support import ScriptedTransport, free_port, msg, until
 
 from chaos import ToxiproxyClient
 from synapse_core import CircuitBreakerConfig, CircuitState, VirtualClock
@@ -140,14 +139,6 @@ async def test_over_real_tcp(clock: VirtualClock) -> None:
     assert router.stats().failed_attempts == 2  # then the open breaker skipped the dead path
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def _send_while_the_primary_drops(
     router: FailoverRouter, receiver: TcpTransport, client: ToxiproxyClient, count: int
 ) -> list[BaseException | DeliveryReceipt]:
@@ -159,7 +150,7 @@ async def _send_while_the_primary_drops(
         asyncio.create_task(router.send_message("b", msg("b", "a", str(i).encode())))
         for i in range(count)
     ]
-    await _until(lambda: receiver.stats().messages_received - before >= count)
+    await until(lambda: receiver.stats().messages_received - before >= count)
     client.update_proxy("b", enabled=False)  # the acks never come: a plain disconnect
     results = await asyncio.gather(*sends, return_exceptions=True)
     client.update_proxy("b", enabled=True)

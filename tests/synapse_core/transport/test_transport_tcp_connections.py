@@ -15,12 +15,12 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
-from transport_support import RawClient, msg
+from transport_support import RawClient, msg, until
 
 from chaos import ToxiproxyClient
 from synapse_core import CircuitBreakerConfig, VirtualClock
@@ -183,14 +183,6 @@ class _HangingConnect(TcpTransport):
         raise AssertionError("unreachable")
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
-    for _ in range(200):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached")
-
-
 @pytest.mark.asyncio
 async def test_stopping_during_a_connect_raises_transport_closed() -> None:
     a = _HangingConnect(node_id="a", connect_timeout=5)
@@ -198,7 +190,7 @@ async def test_stopping_during_a_connect_raises_transport_closed() -> None:
     try:
         a.add_peer("h", "127.0.0.1", 9)
         sender = asyncio.create_task(a.send_message("h", msg("h", "a")))
-        await _until(lambda: bool(a._connecting))
+        await until(lambda: bool(a._connecting), within=1.0)
     finally:
         await a.stop()
     with pytest.raises(TransportClosedError):
@@ -213,7 +205,7 @@ async def test_a_cancelled_sender_still_sees_its_cancellation() -> None:
     async with _HangingConnect(node_id="a", connect_timeout=5) as a:
         a.add_peer("h", "127.0.0.1", 9)
         sender = asyncio.create_task(a.send_message("h", msg("h", "a")))
-        await _until(lambda: bool(a._connecting))
+        await until(lambda: bool(a._connecting), within=1.0)
         sender.cancel()
         with pytest.raises(asyncio.CancelledError):
             await sender
@@ -315,7 +307,7 @@ async def test_idle_connections_are_reaped_without_a_protocol_error() -> None:
         idle_reader, idle_writer = await asyncio.open_connection(*b.address)
         goaway = encode_frame(FrameKind.GOAWAY, 0, b"idle for 0.15s")
         assert await asyncio.wait_for(idle_reader.read(), 1.0) == goaway  # then end of stream
-        await _until(lambda: not a._conns)  # a's pooled connection was closed by b too
+        await until(lambda: not a._conns, within=1.0)  # a's pooled connection was closed by b too
         await a.send_message("b", msg("b", "a"))  # and a reconnects by itself
         assert a.stats().connections_opened == 2
         assert b.stats().protocol_errors == 0

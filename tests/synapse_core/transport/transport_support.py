@@ -96,6 +96,15 @@ def unique_service_type() -> str:
     return f"_syn{secrets.token_hex(4)}._tcp.local."
 
 
+async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until *predicate* holds (checked every 5 ms); fail the test after *within* seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, f"condition not reached within {within:g}s"
+        await asyncio.sleep(0.005)
+
+
 def free_port() -> int:
     """A port nothing listens on right now (connections to it are refused)."""
     with socket.socket() as sock:
