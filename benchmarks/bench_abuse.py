@@ -33,21 +33,20 @@ import json
 import os
 import random
 import resource
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench_support import free_port, port_printing_process, toxiproxy_binary  # noqa: E402
 
 from chaos import ToxiproxyClient  # noqa: E402
 from chaos.errors import ToxiproxyError  # noqa: E402
@@ -77,32 +76,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def toxiproxy_binary() -> str | None:
-    binary = os.environ.get("TOXIPROXY_SERVER") or "/work/toxiproxy/toxiproxy-server"
-    if os.access(binary, os.X_OK):
-        return binary
-    return shutil.which("toxiproxy-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def echo_upstream() -> Iterator[int]:
-    process = subprocess.Popen([sys.executable, "-c", ECHO_SCRIPT], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        yield int(process.stdout.readline())
-    finally:
-        process.kill()
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 class Server:
@@ -517,7 +490,7 @@ def main() -> None:
         print("(no real Toxiproxy: set TOXIPROXY_SERVER=/path/to/toxiproxy-server to compare)")
     churn: dict[str, dict[str, Any]] = {}
     many: dict[str, dict[str, Any]] = {}
-    with echo_upstream() as upstream:
+    with port_printing_process(ECHO_SCRIPT) as upstream:
         for name, make in makers.items():
             if args.only in (None, "churn"):
                 server = make()

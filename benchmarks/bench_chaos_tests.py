@@ -23,8 +23,6 @@ a conftest that wraps ``ToxiproxyClient.request``). Everything listens on 127.0.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -34,6 +32,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from bench_support import free_port, toxiproxy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY_MS = 1
@@ -143,12 +143,6 @@ def run_suite(folder: Path, module: str, *extra: str) -> tuple[float, float, int
     return elapsed, float(figures["PHASES"]) - float(figures["WORK"]), int(figures["REQUESTS"])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def real_toxiproxy(binary: str) -> Iterator[str]:
     port = free_port()
@@ -170,13 +164,6 @@ def real_toxiproxy(binary: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
-
-
-def toxiproxy_binary() -> str | None:
-    binary = os.environ.get("TOXIPROXY_SERVER") or "/work/toxiproxy/toxiproxy-server"
-    if os.access(binary, os.X_OK):
-        return binary
-    return shutil.which("toxiproxy-server")
 
 
 def main() -> None:

@@ -39,6 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_support import free_port, port_printing_process
+
 from chaos import EmbeddedToxiproxy, ToxiproxyClient
 
 UPSTREAM_SCRIPT = r"""
@@ -79,28 +81,6 @@ while True:
     conn, _ = listener.accept()
     threading.Thread(target=handle, args=(conn,), daemon=True).start()
 """
-
-
-@contextmanager
-def upstream_server() -> Iterator[int]:
-    """Start the echo/sink upstream in its own process; yield its port."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", UPSTREAM_SCRIPT], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        yield int(process.stdout.readline())
-    finally:
-        process.kill()
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -219,7 +199,7 @@ def bench_proxies(quick: bool, runs: int | None) -> None:
     count = 2_000 if quick else 20_000
     total = (256 if quick else 1024) * 1024 * 1024
     runs = runs or (3 if quick else 5)
-    with upstream_server() as upstream, ExitStack() as stack:
+    with port_printing_process(UPSTREAM_SCRIPT) as upstream, ExitStack() as stack:
         targets = [Target("direct", upstream, None)]
         client, pid = stack.enter_context(our_server())
         info = client.create_proxy("bench", upstream=f"127.0.0.1:{upstream}")
@@ -353,7 +333,7 @@ def bench_embedded(quick: bool) -> None:
     header = f"{'mode':<12}{'caller':<10}{'start ms':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
     print(header)
     print("-" * len(header))
-    with upstream_server() as upstream:
+    with port_printing_process(UPSTREAM_SCRIPT) as upstream:
         for mode in ("thread", "subprocess"):
             for busy in (False, True):
                 started, samples = latency_accuracy(mode, upstream, count, busy)
