@@ -36,7 +36,7 @@ from chaos.control.livefaults import DEFAULT_OWNER, check_owner
 from chaos.control.proxy import Proxy
 from chaos.embedded import EmbeddedToxiproxy, Mode
 from chaos.errors import BackendError, NotFound, ProxyExists
-from chaos.lifecycle import StartStop
+from chaos.lifecycle import StartStop, call_all
 from synapse_core.timeline import Timeline
 
 ENV_VAR: Final = "SYNAPSE_TOXIPROXY"
@@ -112,22 +112,15 @@ class Backend(StartStop):
         """
         created, self._created = self._created, []
         attached, self._attached = self._attached, []
-        first_error: BaseException | None = None
         try:
-            for proxy in reversed(attached):
-                try:
-                    proxy.heal()
-                except Exception as exc:
-                    first_error = first_error or exc
-            for proxy in reversed(created):
-                try:
-                    proxy.delete()
-                except Exception as exc:
-                    first_error = first_error or exc
+            call_all(
+                [
+                    *(proxy.heal for proxy in reversed(attached)),
+                    *(proxy.delete for proxy in reversed(created)),
+                ]
+            )
         finally:
             self._client = None
-        if first_error is not None:
-            raise first_error
 
     def create_proxy(
         self,

@@ -23,6 +23,7 @@ from chaos.control.livefaults import (
     toxic_prefix,
 )
 from chaos.errors import NotFound
+from chaos.lifecycle import call_all
 from synapse_core.timeline import Timeline
 
 if TYPE_CHECKING:
@@ -213,14 +214,7 @@ class Proxy:
 
     def heal(self) -> None:
         """Stop every fault this handle started (newest first); raise the first error after all."""
-        first_error: BaseException | None = None
-        for fault in reversed(self.faults):
-            try:
-                fault.stop()
-            except Exception as exc:
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
+        call_all([fault.stop for fault in reversed(self.faults)])
 
     def delete(self) -> None:
         """Heal, then delete the proxy from the server (its connections close); once."""

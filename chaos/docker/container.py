@@ -37,6 +37,7 @@ from chaos.docker.faults import (
     StopFault,
     validate,
 )
+from chaos.lifecycle import call_all
 from synapse_core.clock import Clock, monotonic_clock
 from synapse_core.timeline import Timeline
 
@@ -371,14 +372,7 @@ class Container:
 
     def heal(self) -> None:
         """Stop every fault started on this handle (newest first); raise the first error after."""
-        first: BaseException | None = None
-        for fault in reversed(self.faults):
-            try:
-                fault.stop()
-            except Exception as exc:
-                first = first or exc
-        if first is not None:
-            raise first
+        call_all([fault.stop for fault in reversed(self.faults)])
 
     def note_started(self, fault: ContainerFault) -> None:
         """Count *fault* among :attr:`faults` (what :meth:`heal` stops); the fault calls it."""
