@@ -167,6 +167,49 @@ def test_outcomes_recorded_while_cut_off_join_the_fleet_on_rejoin(
     assert wait_for(lambda: a.state is OPEN and cut.state is OPEN, 3.0), (a.stats(), cut.stats())
 
 
+def test_control_made_while_cut_off_reaches_the_fleet_on_rejoin(
+    make_store: StoreFactory, proxied: tuple[Any, list[Proxy]]
+) -> None:
+    """force_open / force_close on a replica that cannot reach Redis act there at once and are
+    sent first when the link heals: a forced open stays forced on every replica, and a
+    force_close closes a fleet that is open (the one case the rejoin rule, an open anywhere
+    wins over closed, would not bring about by itself)."""
+    client, proxies = proxied
+    stores = [make_store("a"), make_store("cut-off", redis=client)]
+    a, cut = (CircuitBreaker("reports", CONFIG, store=store) for store in stores)
+    assert wait_for(lambda: cut.stats().fleet.connected, 3.0)  # type: ignore[union-attr]
+
+    def cut_off(then: Any) -> None:
+        faults = start_faults(proxies, "partition")
+        try:
+            assert not stores[1].flush()
+            then()
+        finally:
+            for started in faults:
+                started.stop()
+
+    def force_open() -> None:
+        cut.force_open("maintenance")
+        assert cut.state is OPEN
+        assert outcome(cut, ok) == "rejected"
+        assert a.state is CLOSED  # not heard: the link is cut
+
+    cut_off(force_open)
+    assert wait_for(lambda: a.state is OPEN, 5.0), (a.stats(), cut.stats())
+    assert a.retry_after == float("inf")  # forced, as it was made
+    assert a.stats().fleet.caused_by == "cut-off"  # type: ignore[union-attr]
+
+    def force_close() -> None:
+        cut.force_close()
+        assert cut.state is CLOSED
+        assert outcome(cut, ok) == "ran"
+        assert a.state is OPEN
+
+    cut_off(force_close)
+    assert wait_for(lambda: a.state is CLOSED, 5.0), (a.stats(), cut.stats())
+    assert cut.state is CLOSED
+
+
 def test_redis_restarted_with_its_data_lost(
     target: Target, make_store: StoreFactory, prefix: str, tmp_path: Any
 ) -> None:
