@@ -165,7 +165,7 @@ class SharedBreakerStore:
         self._flush_done = 0
         self._flush_sent = False
         self._pid = os.getpid()
-        self._forked = self._said_forked = False
+        self._forked = self._said_forked = self._warned_message = False
         _STORES.add(self)
         self._worker = threading.Thread(
             target=self._work, name=f"synapse-store-{replica}", daemon=True
@@ -347,6 +347,20 @@ class SharedBreakerStore:
         for link in list(self._links.values()):
             link.disconnect(why)
 
+    def _ignored(self, channel: bytes | str, error: Exception) -> None:
+        """A message on a breaker's channel that is not a fleet state: warned of once."""
+        if self._warned_message:
+            return
+        self._warned_message = True
+        logger.warning(
+            "shared breakers: ignored a message on %r that is not a fleet state (%r); only "
+            "the stores of synapse_core.breaker.shared should publish there (others ignored "
+            "silently)",
+            channel,
+            error,
+            extra={"synapse_event": "breaker.store_bad_message", "replica": self.replica},
+        )
+
     # ------------------------------------------------------------ the store's two threads
 
     def _work(self) -> None:
@@ -411,7 +425,14 @@ class SharedBreakerStore:
                 name = Keys.name_of(message["channel"], self.prefix)
                 heard = None if name is None else self._links.get(name)
                 if heard is not None:
-                    heard.receive(FleetState.parse(message["data"]))
+                    try:
+                        fleet = FleetState.parse(message["data"])
+                    except (ValueError, KeyError, TypeError) as exc:
+                        # Someone else's message on our channel: not a reason to drop the
+                        # connection (and miss the real ones while reconnecting).
+                        self._ignored(message["channel"], exc)
+                        continue
+                    heard.receive(fleet)
             except Exception as exc:
                 self._listening.clear()
                 logger.debug("shared breakers: pub/sub connection lost (%r); reconnecting", exc)

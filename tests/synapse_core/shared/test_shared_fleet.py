@@ -4,9 +4,11 @@ replica, and the replicas in separate processes."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+import pytest
 from conftest import StoreFactory
 from shared_support import Replica, Target, wait_for
 
@@ -17,6 +19,7 @@ from synapse_core.breaker import (
     LatencyTrigger,
     TransportMetrics,
 )
+from synapse_core.breaker.shared.fleet import Keys
 
 OPEN, CLOSED, HALF_OPEN = CircuitState.OPEN, CircuitState.CLOSED, CircuitState.HALF_OPEN
 
@@ -193,3 +196,31 @@ def test_a_probe_held_by_a_replica_that_died_is_given_back(
         assert time.monotonic() - killed_at >= store.alive_for - store.sync_interval - 0.1
     finally:
         victim.close()
+
+
+def test_a_foreign_message_on_a_breakers_channel_is_ignored(
+    target: Target, prefix: str, make_store: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Something that is not a fleet state published on a breaker's channel (another tool,
+    another version) is warned of once per store and ignored: the listener stays connected,
+    so the next real change still arrives by pub/sub (syncs and reconnects are 30 s away)."""
+    config = CircuitBreakerConfig(failure_threshold=1, minimum_requests=1, recovery_timeout=30)
+    slow = {"sync_interval": 30.0, "reconnect_interval": 30.0}
+    here = CircuitBreaker("quotes", config, store=make_store("here", **slow))
+    there = CircuitBreaker("quotes", config, store=make_store("there", **slow))
+    client = target.client()
+    try:
+        with caplog.at_level(logging.WARNING, logger="synapse_core.breaker"):
+            for garbage in (b"not json", b'{"state": "open"}', b"[]"):
+                client.publish(Keys.of(prefix, "quotes").channel, garbage)
+            assert outcome(there, fail) == "ran"
+            assert wait_for(lambda: here.state is OPEN, 3.0), here.stats()
+
+            def warned() -> list[str]:
+                return [
+                    r.getMessage() for r in caplog.records if "not a fleet state" in r.getMessage()
+                ]
+
+            assert wait_for(lambda: len(warned()) == 2, 3.0), warned()  # once per store
+    finally:
+        client.close()
