@@ -224,3 +224,43 @@ def test_a_foreign_message_on_a_breakers_channel_is_ignored(
             assert wait_for(lambda: len(warned()) == 2, 3.0), warned()  # once per store
     finally:
         client.close()
+
+
+def test_half_open_wait_and_backoff_apply_to_the_fleet(make_store: StoreFactory) -> None:
+    """A probe that never reports while its replica is alive: once max_half_open_wait has
+    passed, the next replica that asks re-opens the fleet, dated at the deadline, for
+    recovery_timeout x open_backoff_multiplier; every replica follows, and the late report
+    changes nothing."""
+    config = CircuitBreakerConfig(
+        failure_threshold=1,
+        minimum_requests=1,
+        recovery_timeout=0.2,
+        half_open_max_calls=1,
+        success_threshold=1.0,
+        max_half_open_wait=0.3,
+        open_backoff_multiplier=10.0,
+        max_recovery_timeout=60,
+    )
+    stores = [make_store("a"), make_store("b")]
+    a, b = (CircuitBreaker("rates", config, store=store) for store in stores)
+    opened: list[CircuitOpened] = []
+    b.subscribe(lambda e: opened.append(e) if isinstance(e, CircuitOpened) else None)
+    assert outcome(a, fail) == "ran"
+    assert wait_for(lambda: a.state is OPEN and b.state is OPEN, 3.0)
+    time.sleep(0.25)
+    permit = a.try_acquire()  # the fleet's one probe, never reported in time
+    assert permit is not None
+    assert wait_for(lambda: b.state is HALF_OPEN, 3.0)
+    assert outcome(b, ok) == "rejected"  # the slot is taken
+    time.sleep(0.35)  # past max_half_open_wait
+    assert outcome(b, ok) == "rejected"  # b asks; the episode is over: open again
+    assert wait_for(lambda: a.state is OPEN and b.state is OPEN, 3.0)
+    assert "max_half_open_wait=0.3s" in opened[-1].reason
+    assert b.stats().consecutive_opens == 1
+    retry_after = b.retry_after
+    assert retry_after is not None
+    assert 1.0 < retry_after <= 2.0, retry_after  # 0.2 s x 10, from the deadline
+    permit.success()  # late: its episode is over
+    assert stores[0].flush()
+    assert a.state is OPEN
+    assert b.state is OPEN
