@@ -1,7 +1,8 @@
 """Random interleavings of calls, probes and their reports across three replicas on a real
-Redis (Hypothesis): a half-open episode never grants more than ``half_open_max_calls`` probes
-fleet-wide, and once the fleet is closed every replica is closed within the documented
-propagation bound (``sync_interval + timeout``; pub/sub normally does it in milliseconds).
+Redis (Hypothesis): a half-open episode never has more than ``half_open_max_calls`` probes
+admitted and not released fleet-wide (a released probe gives its slot back, as locally), and
+once the fleet is closed every replica is closed within the documented propagation bound
+(``sync_interval + timeout``; pub/sub normally does it in milliseconds).
 
 ``SYNAPSE_SHARED_EXAMPLES=200`` searches deeper."""
 
@@ -35,6 +36,7 @@ CONFIG = CircuitBreakerConfig(
     success_threshold=0.6,  # 2 successes close, a second failure re-opens
 )
 _names = itertools.count()
+Episode = tuple[str, int]  # the fleet's (token, epoch) of a half-open episode
 
 # Weighted so that episodes happen: trips, waits past the recovery timeout, bursts of probes.
 KINDS = ["acquire"] * 4 + ["report"] * 3 + ["fail"] * 2 + ["succeed", "sleep", "trip", "burst"]
@@ -56,8 +58,9 @@ class Fleet:
     def __init__(self, stores: list[SharedBreakerStore], redis: Any, prefix: str) -> None:
         self.name = f"mix-{next(_names)}"
         self.breakers = [CircuitBreaker(self.name, CONFIG, store=store) for store in stores]
-        self.held: list[list[CallPermit]] = [[] for _ in stores]
-        self.granted: Counter[tuple[str, int]] = Counter()
+        # Permits not reported yet, each with the episode it counts in (None: a closed call).
+        self.held: list[list[tuple[CallPermit, Episode | None]]] = [[] for _ in stores]
+        self.granted: Counter[Episode] = Counter()  # probes held (admitted, not released)
         self.lock = threading.Lock()
         self.violations: list[str] = []  # seen in any thread, asserted in the test's
         self.redis = redis
@@ -98,14 +101,19 @@ class Fleet:
         elif kind == "acquire":
             permit = breaker.try_acquire()
             if permit is not None:
-                self._count_probe(breaker, permit)
+                episode = self._count_probe(breaker, permit)
                 with self.lock:
-                    self.held[arg].append(permit)
+                    self.held[arg].append((permit, episode))
         elif self.held[arg]:
-            permit = self.held[arg].pop(0)
+            permit, episode = self.held[arg].pop(0)
+            if how == "release" and episode is not None:
+                # A released probe gives its slot back, as locally (it was stopped, not
+                # answered); the fleet hears a moment later, and grants none on it before.
+                with self.lock:
+                    self.granted[episode] -= 1
             getattr(permit, how)()
 
-    def _count_probe(self, breaker: CircuitBreaker, permit: CallPermit) -> None:
+    def _count_probe(self, breaker: CircuitBreaker, permit: CallPermit) -> Episode | None:
         """A probe counts toward the fleet's episode its breaker mirrored when admitted."""
         link = breaker._shared
         assert link is not None
@@ -116,12 +124,13 @@ class Fleet:
                 or link.synced_epoch != permit.epoch
                 or fleet is None
             ):
-                return  # admitted as a closed call, or its episode is already over
+                return None  # admitted as a closed call, or its episode is already over
             key = (fleet.token, fleet.epoch)
         with self.lock:
             self.granted[key] += 1
             if self.granted[key] > CONFIG.half_open_max_calls:
-                self.violations.append(f"episode {key}: {self.granted[key]} probes admitted")
+                self.violations.append(f"episode {key}: {self.granted[key]} probes held")
+        return key
 
     def check_closed_reaches_everyone(self) -> None:
         state = self.redis.hmget(self.state_key, "state", "epoch")
@@ -138,7 +147,7 @@ class Fleet:
 
     def close(self) -> None:
         for permits in self.held:
-            for permit in permits:
+            for permit, _ in permits:
                 permit.release()
 
 
