@@ -264,3 +264,30 @@ def test_half_open_wait_and_backoff_apply_to_the_fleet(make_store: StoreFactory)
     assert stores[0].flush()
     assert a.state is OPEN
     assert b.state is OPEN
+
+
+def test_a_slow_probe_counts_against_closing_the_fleet(make_store: StoreFactory) -> None:
+    """With every probe needed to close (success_threshold 1.0), one probe that succeeds but
+    takes slow_call_duration or more re-opens the fleet, as it would a local breaker; the
+    same probe, quick, closes it."""
+    config = CircuitBreakerConfig(
+        failure_threshold=1,
+        minimum_requests=1,
+        recovery_timeout=0.1,
+        half_open_max_calls=1,
+        success_threshold=1.0,
+        slow_call_duration=0.05,
+        slow_call_rate_threshold=1.0,
+    )
+    stores = [make_store("a"), make_store("b")]
+    a, b = (CircuitBreaker("fx", config, store=store) for store in stores)
+    opened: list[CircuitOpened] = []
+    a.subscribe(lambda e: opened.append(e) if isinstance(e, CircuitOpened) else None)
+    assert outcome(a, fail) == "ran"
+    for probe_takes, ends in ((0.08, OPEN), (0.0, CLOSED)):
+        assert wait_for(lambda: a.state is OPEN and b.state is OPEN, 3.0)
+        time.sleep(0.12)
+        assert b.call(time.sleep, probe_takes) is None  # the fleet's one probe
+        assert wait_for(lambda e=ends: a.state is e and b.state is e, 3.0), (a.stats(), b.stats())
+    assert [e.reason for e in opened][-1] == "half-open: slow probe call"
+    assert opened[-1].replica == "b"
