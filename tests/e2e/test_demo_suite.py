@@ -7,36 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).parents[2]
+from example_runs import ROOT, run_gated
 
 
 def test_demo_suite_passes_its_gates_and_writes_reports(tmp_path: Path) -> None:
     report, html = tmp_path / "resilience.json", tmp_path / "resilience.html"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "examples/orders",
-            "--synapse-chaos",
-            "-p",
-            "no:cacheprovider",
-            f"--synapse-report={report}",
-            f"--synapse-html={html}",
-            "--synapse-gate",
-            "all_recovered",
-            "--synapse-gate",
-            "max_trip_seconds<=5",
-            "--synapse-gate",
-            "max_recovery_seconds<=3",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    result = run_gated("orders", f"--synapse-report={report}", f"--synapse-html={html}")
     assert "gate PASS: all_recovered" in result.stdout
     data = json.loads(report.read_text())
     assert data["metrics"]["all_recovered"] is True
