@@ -23,11 +23,12 @@ import json
 import os
 import pty
 import re
-import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
+
+from toxiproxy_transcript import ports as api_ports
 
 Cli = Callable[[list[str], dict[str, str], bool], tuple[int, str, str]]
 """Runs one command line (argv without the program, environment, on a terminal?) and returns
@@ -202,21 +203,10 @@ STEPS: list[dict[str, Any]] = [
 ]
 
 
-@contextlib.contextmanager
-def ports() -> Iterator[dict[str, int]]:
+def ports() -> contextlib.AbstractContextManager[dict[str, int]]:
     """``{held}``: a port something listens on; ``{refused}``: bound, not listening (connects are
     refused); ``{free0}``...: ports held (bound, SO_REUSEADDR) for proxies to listen on."""
-    with contextlib.ExitStack() as stack:
-        held = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
-        refused = stack.enter_context(socket.socket())
-        refused.bind(("127.0.0.1", 0))
-        found = {"held": held.getsockname()[1], "refused": refused.getsockname()[1]}
-        for i in range(FREE_PORTS):
-            sock = stack.enter_context(socket.socket())
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            found[f"free{i}"] = sock.getsockname()[1]
-        yield found
+    return api_ports(FREE_PORTS, refused=True)
 
 
 def _fill(text: str, values: dict[str, str]) -> str:

@@ -304,8 +304,9 @@ STEPS: list[dict[str, Any]] = [
 
 
 @contextlib.contextmanager
-def ports() -> Iterator[dict[str, int]]:
-    """``{held}``: a port something else listens on; ``{free0}``...: ports held for the run.
+def ports(free: int = FREE_PORTS, refused: bool = False) -> Iterator[dict[str, int]]:
+    """``{held}``: a port something else listens on; ``{free0}``...: *free* ports held for the
+    run; with *refused*, ``{refused}``: a port bound but not listening (connects are refused).
 
     The free ones are bound (SO_REUSEADDR, not listening), so nothing chooses them by itself
     while the script runs, and a listener (Go's and ours set SO_REUSEADDR too) can still bind.
@@ -313,7 +314,11 @@ def ports() -> Iterator[dict[str, int]]:
     with contextlib.ExitStack() as stack:
         held = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
         found = {"held": held.getsockname()[1]}
-        for i in range(FREE_PORTS):
+        if refused:
+            closed = stack.enter_context(socket.socket())
+            closed.bind(("127.0.0.1", 0))
+            found["refused"] = closed.getsockname()[1]
+        for i in range(free):
             sock = stack.enter_context(socket.socket())
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
