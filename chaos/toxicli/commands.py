@@ -46,6 +46,14 @@ class Context:
             raise Exit(missing)
         return name
 
+    def fetch_proxy(self, name: str) -> Proxy:
+        """Proxy *name* as the server has it (the Go client's ``Proxy(name)``); a failure is
+        the exit toxiproxy-cli makes."""
+        try:
+            return self.client.proxy(name)
+        except GoError as exc:
+            raise Exit(f"Failed to retrieve proxy {name}: {exc}\n") from None
+
 
 def _enabled_color(console: Console, enabled: bool) -> str:
     return console.color(GREEN if enabled else RED)
@@ -117,10 +125,7 @@ def inspect_proxy(ctx: Context) -> None:
     """``inspect NAME``: the proxy's toxics, one line each (on a terminal: by direction)."""
     c = ctx.console
     name = ctx.proxy_name()
-    try:
-        proxy = ctx.client.proxy(name)
-    except GoError as exc:
-        raise Exit(f"Failed to retrieve proxy {name}: {exc}\n") from None
+    proxy = ctx.fetch_proxy(name)
     toxics = proxy.toxics or []
     if not c.tty:
         _list_toxics(c, toxics, "")
@@ -142,10 +147,7 @@ def toggle_proxy(ctx: Context) -> None:
     """``toggle NAME``: enable a disabled proxy, disable an enabled one."""
     c = ctx.console
     name = ctx.proxy_name()
-    try:
-        proxy = ctx.client.proxy(name)
-    except GoError as exc:
-        raise Exit(f"Failed to retrieve proxy {name}: {exc}\n") from None
+    proxy = ctx.fetch_proxy(name)
     proxy.enabled = not proxy.enabled
     try:
         proxy = ctx.client.save(proxy, created=True)
@@ -171,10 +173,7 @@ def create_proxy(ctx: Context) -> None:
 def delete_proxy(ctx: Context) -> None:
     """``delete NAME``."""
     name = ctx.proxy_name()
-    try:
-        proxy = ctx.client.proxy(name)
-    except GoError as exc:
-        raise Exit(f"Failed to retrieve proxy {name}: {exc}\n") from None
+    proxy = ctx.fetch_proxy(name)
     try:
         ctx.client.delete_proxy(proxy.name)
     except GoError as exc:
