@@ -29,6 +29,20 @@ ADMISSIONS = "admissions"
 """Capability: each call the breaker lets through is seen as it starts."""
 
 
+EVENT_OF_STATE = {"open": "opened", "half_open": "half_opened", "closed": "closed"}
+"""The event a move into each state is recorded as."""
+
+
+def opened_detail(previous: str, failures: int) -> dict[str, Any]:
+    """What an opening records, in the words of Synapse's own breaker: why (a failed trial
+    call from half-open, or the failure threshold), how many failures, and the state it left."""
+    return {
+        "reason": "trial call failed" if previous == "half_open" else "failure threshold reached",
+        "failure_count": failures,
+        "previous_state": previous,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ForeignEvent:
     """One thing a watched breaker did.

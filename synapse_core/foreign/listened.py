@@ -17,14 +17,14 @@ from typing import Any
 from synapse_core.breaker.events import Unsubscribe
 from synapse_core.foreign.base import (
     ADMISSIONS,
+    EVENT_OF_STATE,
     FAILURE_COUNT,
     PROBES,
     ForeignBreaker,
     ForeignEvent,
     Sink,
+    opened_detail,
 )
-
-_KIND = {"open": "opened", "half_open": "half_opened", "closed": "closed"}
 
 
 def _normal(state: object) -> str:
@@ -80,16 +80,11 @@ class _ListenedBreaker(ForeignBreaker):
             return  # aiobreaker closes again for each probe that succeeds: not a transition
         detail: dict[str, Any] = {}
         if target == "open":
-            detail = {
-                "reason": "trial call failed"
-                if previous == "half_open"
-                else "failure threshold reached",
-                "failure_count": int(self.obj.fail_counter),  # type: ignore[attr-defined]
-                "previous_state": previous or "closed",
-            }
+            failures = int(self.obj.fail_counter)  # type: ignore[attr-defined]
+            detail = opened_detail(previous or "closed", failures)
         elif target == "closed":
             detail = {"reason": "trial call succeeded" if previous == "half_open" else "closed"}
-        sink(ForeignEvent(self.name, _KIND[target], detail))
+        sink(ForeignEvent(self.name, EVENT_OF_STATE[target], detail))
 
 
 class PybreakerBreaker(_ListenedBreaker):

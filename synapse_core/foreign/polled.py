@@ -18,7 +18,13 @@ from typing import Any
 
 from synapse_core.breaker.events import Unsubscribe
 from synapse_core.clock import Clock, monotonic_clock
-from synapse_core.foreign.base import FAILURE_COUNT, ForeignBreaker, ForeignEvent, Sink
+from synapse_core.foreign.base import (
+    FAILURE_COUNT,
+    ForeignBreaker,
+    ForeignEvent,
+    Sink,
+    opened_detail,
+)
 
 POLL_INTERVAL = 0.01
 """Seconds between two polls of a watched circuitbreaker (its closings are dated this finely)."""
@@ -115,13 +121,8 @@ class CircuitbreakerBreaker(ForeignBreaker):
                 if self._spell is not None and self._last != "closed":
                     half_opened(self._spell)  # the failed probe ended the previous spell
                     previous = "half_open"
-                detail: dict[str, Any] = {
-                    "reason": "trial call failed"
-                    if previous == "half_open"
-                    else "failure threshold reached",
-                    "failure_count": int(self.obj.failure_count),  # type: ignore[attr-defined]
-                    "previous_state": previous,
-                }
+                failures = int(self.obj.failure_count)  # type: ignore[attr-defined]
+                detail = opened_detail(previous, failures)
                 events.append(ForeignEvent(name, "opened", detail, max(0.0, now - opened), opened))
                 self._spell, self._half_seen = opened, False
             if state == "half_open":

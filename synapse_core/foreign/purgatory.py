@@ -16,10 +16,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from synapse_core.breaker.events import Unsubscribe
-from synapse_core.foreign.base import FAILURE_COUNT, ForeignBreaker, ForeignEvent, Sink
+from synapse_core.foreign.base import (
+    EVENT_OF_STATE,
+    FAILURE_COUNT,
+    ForeignBreaker,
+    ForeignEvent,
+    Sink,
+    opened_detail,
+)
 
 _STATE = {"opened": "open", "half-opened": "half_open", "closed": "closed"}
-_KIND = {"open": "opened", "half_open": "half_opened", "closed": "closed"}
 
 
 class PurgatoryBreakers(ForeignBreaker):
@@ -113,16 +119,10 @@ class PurgatoryBreakers(ForeignBreaker):
         self._opened_at[circuit] = event.opened_at
         detail: dict[str, Any] = {}
         if target == "open":
-            detail = {
-                "reason": "trial call failed"
-                if previous == "half_open"
-                else "failure threshold reached",
-                "failure_count": self._failures.get(circuit, 0),
-                "previous_state": previous,
-            }
+            detail = opened_detail(previous, self._failures.get(circuit, 0))
         elif target == "closed":
             detail = {"reason": "trial call succeeded"}
-        sink(ForeignEvent(circuit, _KIND[target], detail, breaker_time=event.opened_at))
+        sink(ForeignEvent(circuit, EVENT_OF_STATE[target], detail, breaker_time=event.opened_at))
 
     # -- calls -----------------------------------------------------------------------------
 
